@@ -1,0 +1,1 @@
+"""AET's edges: bus backends, ingest sources and alert sinks."""

@@ -1,0 +1,82 @@
+"""The scorer role: messages in, sentiment out, every output naming its model version."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from adapters.bus import Bus, BusRecord
+from pipeline.config import ScorerSettings, TopicSettings
+from pipeline.model import SentimentModel
+from pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
+from pipeline.worker import Outputs, Worker
+
+log = logging.getLogger(__name__)
+
+
+def to_scored(message: Message, probs: np.ndarray, model_version: str) -> ScoredMessage:
+    """Attach one prediction to its message."""
+    p = [float(x) for x in probs]
+    return ScoredMessage(
+        **message.model_dump(),
+        label=LABELS[int(np.argmax(p))],
+        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+        score=max(-1.0, min(1.0, p[2] - p[0])),
+        model_version=model_version,
+        scored_at=utcnow(),
+    )
+
+
+class Scorer(Worker):
+    """Consumes ``aet.messages``, publishes ``aet.scored``, stores each score under its message id."""
+
+    role = "scorer"
+
+    def __init__(self, bus: Bus, store: object, model: SentimentModel, topics: TopicSettings, settings: ScorerSettings) -> None:
+        super().__init__(
+            bus, store, group=settings.group, topics=[topics.messages], dlq_topic=topics.dlq,
+            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+        )
+        self.model = model
+        self.out_topic = topics.scored
+        self.max_text_chars = settings.max_text_chars
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        messages: list[Message] = []
+        for r in records:
+            try:
+                messages.append(decode(Message, r.value, max_text_chars=self.max_text_chars))
+            except BadRecord as exc:
+                out.dead_letters.append(
+                    DeadLetter.of(r.value, stage="score", reason=exc.reason, topic=r.topic,
+                                  partition=r.partition, offset=r.offset, key=r.key)
+                )
+        model = self.model
+        for message, probs in zip(messages, self._predict(model, messages, out)):
+            if probs is None:
+                continue
+            scored = to_scored(message, probs, model.version)
+            out.scored.append(scored)
+            out.publish.append((self.out_topic, message.key, scored.to_bytes()))
+        return out
+
+    def _predict(self, model: SentimentModel, messages: Sequence[Message], out: Outputs) -> list[np.ndarray | None]:
+        """Score the batch; if the batch fails, isolate the message that breaks the model."""
+        texts = [m.text for m in messages]
+        try:
+            return list(model.predict_proba(texts))
+        except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
+            log.warning("batch of %d failed in the model (%s); scoring one by one", len(texts), exc)
+        results: list[np.ndarray | None] = []
+        for m in messages:
+            try:
+                results.append(model.predict_proba([m.text])[0])
+            except Exception as exc:  # noqa: BLE001
+                results.append(None)
+                out.dead_letters.append(
+                    DeadLetter.of(m.to_bytes(), stage="score", reason=f"model failed on this input: {exc}", key=m.key)
+                )
+        return results

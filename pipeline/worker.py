@@ -1,0 +1,164 @@
+"""The worker loop shared by every role: poll a batch, handle it, publish, store, commit.
+
+A role only implements :meth:`Worker.handle`, turning a batch of bus records
+into :class:`Outputs`. The loop guarantees the delivery contract of
+DESIGN.md: outputs are published and flushed, then stored, and only then is
+the batch committed, so a crash at any point re-delivers the batch and its
+keyed outputs overwrite instead of duplicating. A failing publish or store is
+retried with backoff, never skipped; a stop request (SIGTERM) finishes the
+current batch, commits it, and returns.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from adapters.bus import Bus, BusRecord, Consumer
+from pipeline import metrics
+from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Outputs:
+    """What one batch produced: records to publish and rows to store."""
+
+    publish: list[tuple[str, str | None, bytes]] = field(default_factory=list)
+    scored: list[ScoredMessage] = field(default_factory=list)
+    labels: list[LabelRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events: list[ControlEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def collect_batch(consumer: Consumer, max_records: int, max_wait_ms: int, stop: threading.Event) -> list[BusRecord]:
+    """Gather up to ``max_records``, returning early ``max_wait_ms`` after the first one arrived."""
+    batch = consumer.poll(max_records, timeout_ms=min(max(max_wait_ms, 50), 500))
+    if not batch:
+        return batch
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(batch) < max_records and not stop.is_set():
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        more = consumer.poll(max_records - len(batch), timeout_ms=remaining_ms)
+        if not more:
+            break
+        batch.extend(more)
+    return batch
+
+
+class Worker(abc.ABC):
+    """One role's consume-process-publish-store-commit loop."""
+
+    role: str = "worker"
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: object,
+        *,
+        group: str,
+        topics: list[str],
+        dlq_topic: str,
+        max_batch: int = 64,
+        max_wait_ms: int = 100,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.group = group
+        self.topics = topics
+        self.dlq_topic = dlq_topic
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self.batches = 0
+        self._committed = threading.Condition()
+
+    @abc.abstractmethod
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        """Turn a batch of records into outputs. Must not raise for a bad record: dead-letter it."""
+
+    def before_batch(self) -> None:
+        """Hook run between batches (e.g. to swap in a newly promoted model)."""
+
+    def run(self, stop: threading.Event, *, drain: bool = False) -> int:
+        """Process batches until ``stop`` is set (or, with ``drain``, until nothing is left).
+
+        Returns the number of records processed.
+        """
+        processed = 0
+        with self.bus.consumer(self.group, self.topics) as consumer:
+            while not stop.is_set():
+                self.before_batch()
+                batch = collect_batch(consumer, self.max_batch, self.max_wait_ms, stop)
+                if not batch:
+                    metrics.CONSUMER_LAG.labels(self.role).set(consumer.lag())
+                    if drain and consumer.lag() == 0:
+                        break
+                    continue
+                processed += self.process(consumer, batch, stop)
+        return processed
+
+    def process(self, consumer: Consumer, batch: list[BusRecord], stop: threading.Event) -> int:
+        """Handle one batch and apply the delivery contract; returns the batch size."""
+        started = time.perf_counter()
+        metrics.CONSUMED.labels(self.role).inc(len(batch))
+        out = self.handle(batch)
+        for dl in out.dead_letters:
+            out.publish.append((self.dlq_topic, dl.key, dl.to_bytes()))
+            metrics.REJECTED.labels(self.role, dl.stage).inc()
+            log.warning("dead letter from %s at %s[%s]@%s: %s", dl.stage, dl.topic, dl.partition, dl.offset, dl.reason)
+
+        def publish_all() -> None:
+            for topic, key, value in out.publish:
+                self.bus.publish(topic, value, key=key)
+            self.bus.flush()
+
+        self._retry("publish", publish_all, stop)
+        self._retry(
+            "store",
+            lambda: self.store.write(
+                scored=out.scored, labels=out.labels, dead_letters=out.dead_letters,
+                events=out.events, alerts=out.alerts,
+            ),
+            stop,
+        )
+        consumer.commit()
+        self.batches += 1
+        metrics.PROCESSED.labels(self.role).inc(len(batch) - len(out.dead_letters))
+        metrics.BATCH_SIZE.labels(self.role).observe(len(batch))
+        metrics.BATCH_LATENCY.labels(self.role).observe(time.perf_counter() - started)
+        with self._committed:
+            self._committed.notify_all()
+        return len(batch)
+
+    def wait_for_commit(self, timeout_s: float) -> None:
+        """Block until the next batch is committed or ``timeout_s`` passes."""
+        with self._committed:
+            self._committed.wait(timeout_s)
+
+    def _retry(self, operation: str, fn: Callable[[], T], stop: threading.Event, max_backoff_s: float = 30.0) -> T:
+        """Run ``fn`` until it succeeds, backing off exponentially; a stop request does not skip it.
+
+        Giving up would mean committing a batch whose outputs are lost, so a
+        stop during an outage aborts the batch uncommitted instead.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - any failure of an edge is retried
+                metrics.RETRIES.labels(self.role, operation).inc()
+                if stop.is_set():
+                    log.error("%s failed during shutdown, batch left uncommitted: %s", operation, exc)
+                    raise
+                log.warning("%s failed (%s: %s); retrying in %.1fs", operation, type(exc).__name__, exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, max_backoff_s)

@@ -1,0 +1,1 @@
+"""AET's persistence: SQLAlchemy engine and tables, Alembic migrations, model registry and artifacts."""

@@ -1,0 +1,117 @@
+"""The model registry: which versions exist, where their artifacts are, and which one serves.
+
+Exactly one version is the ``champion`` at a time. A version is registered
+only after its artifact is complete on disk, so a crash never leaves a
+registry row pointing at half a model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.records import utcnow
+from storage.db import Database
+from storage.tables import ModelRow
+
+Status = Literal["champion", "challenger", "rejected", "retired", "rolled_back"]
+
+
+class ModelInfo(BaseModel):
+    """A snapshot of one registry row."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+    version: str
+    parent: str | None
+    status: str
+    artifact_path: str
+    sha256: str
+    backbone: str
+    labels: list[str]
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    created_at: datetime
+    promoted_at: datetime | None
+
+
+class RegistryError(RuntimeError):
+    """A registry operation refers to an unknown version or breaks an invariant."""
+
+
+class ModelRegistry:
+    """Model versions stored in the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def next_version(self) -> str:
+        """The next free version name (``v0001``, ``v0002``, ...)."""
+        with self.db.session() as s:
+            count = s.scalar(select(func.count()).select_from(ModelRow)) or 0
+        return f"v{count + 1:04d}"
+
+    def register(
+        self,
+        *,
+        version: str,
+        artifact_path: str,
+        sha256: str,
+        backbone: str,
+        labels: list[str],
+        status: Status = "challenger",
+        parent: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> ModelInfo:
+        """Add a version; registering it as ``champion`` retires the previous champion."""
+        now = utcnow()
+        row = ModelRow(
+            version=version, parent=parent, status=status, artifact_path=artifact_path,
+            sha256=sha256, backbone=backbone, labels=labels, metrics=metrics or {},
+            info=info or {}, created_at=now, promoted_at=now if status == "champion" else None,
+        )
+        with self.db.session() as s, s.begin():
+            if status == "champion":
+                s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                raise RegistryError(f"model version {version} already exists") from exc
+            return ModelInfo.model_validate(row)
+
+    def get(self, version: str) -> ModelInfo:
+        with self.db.session() as s:
+            row = s.get(ModelRow, version)
+            if row is None:
+                raise RegistryError(f"unknown model version {version!r}")
+            return ModelInfo.model_validate(row)
+
+    def champion(self) -> ModelInfo | None:
+        """The version that serves now, if any."""
+        with self.db.session() as s:
+            row = s.scalars(select(ModelRow).where(ModelRow.status == "champion")).first()
+            return ModelInfo.model_validate(row) if row else None
+
+    def list(self) -> list[ModelInfo]:
+        """Every version, oldest first."""
+        with self.db.session() as s:
+            rows = s.scalars(select(ModelRow).order_by(ModelRow.created_at, ModelRow.version)).all()
+            return [ModelInfo.model_validate(r) for r in rows]
+
+    def promote(self, version: str) -> ModelInfo:
+        """Make ``version`` the champion and retire the previous one."""
+        with self.db.session() as s, s.begin():
+            row = s.get(ModelRow, version)
+            if row is None:
+                raise RegistryError(f"unknown model version {version!r}")
+            s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
+            row.status = "champion"
+            row.promoted_at = utcnow()
+            s.flush()
+            return ModelInfo.model_validate(row)

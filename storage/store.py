@@ -1,0 +1,106 @@
+"""Writes and reads of the pipeline's results: scored messages, labels, events, alerts, dead letters.
+
+Every write is an upsert on the record's natural key, so replaying a batch
+after a crash leaves one row per record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any, Sequence
+
+from sqlalchemy import func, select
+
+from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, utcnow
+from storage.db import Database, upsert
+from storage.tables import AlertRow, ControlEventRow, DeadLetterRow, LabelRow, ScoredMessageRow
+
+
+def scored_row(m: ScoredMessage) -> dict[str, Any]:
+    return {
+        "message_id": m.id, "source": m.source, "channel": m.channel, "text": m.text, "ts": m.ts,
+        "entities": list(m.entities), "meta": dict(m.meta), "label": m.label,
+        "p_negative": m.probs.negative, "p_neutral": m.probs.neutral, "p_positive": m.probs.positive,
+        "score": m.score, "model_version": m.model_version, "scored_at": m.scored_at,
+    }
+
+
+def dead_letter_row(d: DeadLetter) -> dict[str, Any]:
+    ident = hashlib.sha256(
+        "\x1f".join(str(x) for x in (d.stage, d.topic, d.partition, d.offset, d.raw, d.raw_base64)).encode()
+    ).hexdigest()
+    return {
+        "id": ident, "stage": d.stage, "reason": d.reason, "topic": d.topic, "partition": d.partition,
+        "offset": d.offset, "raw": d.raw, "raw_base64": d.raw_base64, "created_at": d.ts,
+    }
+
+
+class ResultStore:
+    """The pipeline's results in one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def write(
+        self,
+        *,
+        scored: Sequence[ScoredMessage] = (),
+        labels: Sequence[LabelRecord] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        events: Sequence[ControlEvent] = (),
+        alerts: Sequence[Alert] = (),
+    ) -> None:
+        """Write one batch of results in a single transaction."""
+        with self.db.session() as s, s.begin():
+            upsert(s, ScoredMessageRow.__table__, [scored_row(m) for m in scored], ["message_id"])
+            upsert(
+                s, LabelRow.__table__,
+                [{"message_id": l.message_id, "label": l.label, "ts": l.ts, "annotator": l.annotator,
+                  "received_at": utcnow()} for l in labels],
+                ["message_id"],
+            )
+            upsert(s, DeadLetterRow.__table__, [dead_letter_row(d) for d in dead_letters], ["id"], update=False)
+            upsert(
+                s, ControlEventRow.__table__,
+                [{"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version,
+                  "payload": e.payload} for e in events],
+                ["id"],
+            )
+            upsert(
+                s, AlertRow.__table__,
+                [{"id": a.id, "entity": a.entity, "kind": a.kind, "severity": a.severity,
+                  "window_start": a.window_start, "window_end": a.window_end, "z": a.z,
+                  "model_version": a.model_version, "raised_at": a.raised_at,
+                  "payload": a.model_dump(mode="json")} for a in alerts],
+                ["id"],
+            )
+
+    def scored(self, message_id: str) -> ScoredMessageRow | None:
+        with self.db.session() as s:
+            return s.get(ScoredMessageRow, message_id)
+
+    def scored_ids(self) -> list[str]:
+        with self.db.session() as s:
+            return list(s.scalars(select(ScoredMessageRow.message_id)))
+
+    def count_scored(self) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(func.count()).select_from(ScoredMessageRow)) or 0
+
+    def dead_letters(self) -> list[DeadLetterRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(DeadLetterRow).order_by(DeadLetterRow.created_at)))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of scored messages by label, source and model version, plus dead letters by stage."""
+        with self.db.session() as s:
+            by = lambda col: dict(s.execute(select(col, func.count()).group_by(col)).all())  # noqa: E731
+            return {
+                "scored": self.count_scored(),
+                "by_label": by(ScoredMessageRow.label),
+                "by_source": by(ScoredMessageRow.source),
+                "by_model_version": by(ScoredMessageRow.model_version),
+                "labels": s.scalar(select(func.count()).select_from(LabelRow)) or 0,
+                "dead_letters": dict(Counter(r.stage for r in s.scalars(select(DeadLetterRow)))),
+            }
