@@ -10,11 +10,18 @@ worker written against it runs unchanged on either backend.
 from __future__ import annotations
 
 import abc
+import logging
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from pipeline.config import BusSettings
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,3 +125,65 @@ def open_bus(settings: "BusSettings") -> Bus:
 
         return KafkaBus(settings)
     raise BusError(f"unknown bus backend {settings.backend!r}: use 'memory' or 'kafka'")
+
+
+def run_paused(
+    consumer: Consumer,
+    fn: "Callable[[], T]",
+    *,
+    poll_interval_ms: int = 100,
+    grace_s: float = 0.0,
+    executor: "Executor | None" = None,
+) -> "T":
+    """Run ``fn()`` in a worker thread while this thread keeps ``consumer`` alive in its group.
+
+    Kafka evicts a member that does not poll within ``max_poll_interval_ms``,
+    whatever its heartbeats say. Long work (a slow batch, a model swap, a
+    retrain) therefore runs in another thread while this one pauses every
+    assigned partition and keeps polling the paused consumer, which returns no
+    records but counts as progress. The partitions are resumed afterwards.
+    Returns ``fn``'s result or re-raises its exception.
+
+    ``grace_s``: wait this long for ``fn`` before pausing, so that short work
+    never pays for a pause and resume. ``executor``: run ``fn`` there (e.g. a
+    one-thread pool that keeps a model on one thread) instead of a new thread.
+    Poll errors while paused (a broker that is away) are logged and retried:
+    the work itself decides the outcome. Do not nest calls on one consumer.
+    """
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    if executor is not None:
+        executor.submit(target)
+    else:
+        threading.Thread(target=target, name="aet-paused-work", daemon=True).start()
+    finished_early = done.wait(grace_s) if grace_s > 0 else done.is_set()
+    if not finished_early:
+        consumer.pause()
+        stray: list[BusRecord] = []
+        try:
+            while not done.is_set():
+                try:
+                    stray.extend(consumer.poll(max_records=1, timeout_ms=poll_interval_ms))
+                except BusError as exc:
+                    _log.debug("poll while paused failed: %s", exc)
+                    done.wait(poll_interval_ms / 1000)
+        finally:
+            consumer.resume()
+        done.wait()
+        if stray:
+            raise BusError(
+                f"{type(consumer).__name__} returned {len(stray)} records while paused: "
+                "the backend does not honour pause(), so they were read but not processed"
+            )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -86,6 +86,8 @@ class _Journal:
         records, pos = [], 0
         while pos + _HEADER.size <= len(data):
             ts, klen, vlen = _HEADER.unpack_from(data, pos)
+            if klen < -1 or vlen < 0:
+                break  # not a record header: the tail is corrupt, keep what precedes it
             end = pos + _HEADER.size + max(klen, 0) + vlen
             if end > len(data):
                 break
@@ -302,7 +304,9 @@ class _MemoryConsumer(Consumer):
         self._generation = gen
         self._assigned = self._bus._assignment(self._group, self._member)
         committed = self._bus._committed[self._group]
-        self._position = {tp: self._position.get(tp, committed.get(tp, 0)) for tp in self._assigned}
+        # While this member was not polling, another may have owned a partition and committed
+        # past our old position: never resume (or later commit) behind the group's commit.
+        self._position = {tp: max(self._position.get(tp, 0), committed.get(tp, 0)) for tp in self._assigned}
 
     def _take(self, max_records: int) -> list[BusRecord]:
         out: list[BusRecord] = []
@@ -336,11 +340,10 @@ class _MemoryConsumer(Consumer):
 
     def commit(self) -> None:
         with self._bus._cond:
-            if self._closed:
+            if self._closed or self._bus._closed:
                 raise BusError("consumer is closed")
-            current = self._bus._assignment(self._group, self._member)
-            owned = {tp: o for tp, o in self._position.items() if tp in current}
-            self._bus._commit(self._group, owned)
+            self._sync_assignment()  # commit only partitions owned now, from positions not behind the group
+            self._bus._commit(self._group, dict(self._position))
 
     def lag(self) -> int:
         with self._bus._cond:

@@ -138,7 +138,7 @@ def run(
     application = _open_app(s)
     try:
         summary = run_embedded(application, data, bootstrap_data=bootstrap_data, progress=progress, stop=_stop_on_signals())
-    except (NoChampionError, ModelLoadError, TrainingDataError, FileNotFoundError) as exc:
+    except (NoChampionError, ModelLoadError, TrainingDataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     finally:
         application.close()
@@ -149,7 +149,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     store = summary["store"]
     replay = summary["replay"]
     typer.echo("")
-    typer.secho("AET run complete", bold=True)
+    if summary["interrupted"]:
+        typer.secho("AET run interrupted: the stream was not fully processed (partial results below)", bold=True)
+    else:
+        typer.secho("AET run complete", bold=True)
     typer.echo(f"  stream            {summary['stream']}")
     typer.echo(f"  champion          {summary['champion']}")
     typer.echo(f"  published         {replay['published']} messages, {replay['labels']} labels, {replay['rejected']} rejected at replay")
@@ -158,6 +161,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"    by model        {json.dumps(store['by_model_version'])}")
     typer.echo(f"    by label        {json.dumps(store['by_label'])}")
     typer.echo(f"    by source       {json.dumps(store['by_source'])}")
+    labeled = store["labeled"]
+    if labeled["n"]:
+        typer.echo(f"  accuracy          {labeled['accuracy']:.3f} on {labeled['n']} messages with ground-truth labels")
     typer.echo(f"  dead letters      {json.dumps(store['dead_letters'])}")
     typer.echo(f"  database          {summary['database']}")
     typer.echo("  inspect with      aet models list   |   sqlite3 <database> 'select label, count(*) from scored_messages group by 1'")
@@ -183,6 +189,8 @@ def replay(
     try:
         bus.create_topics(s.topics.all())
         stats = Replay(bus, s.topics, s.replay, max_text_chars=s.scorer.max_text_chars).run(data, progress=progress, limit=limit)
+    except ValueError as exc:
+        _fail(str(exc))
     finally:
         bus.close()
     _print_json({"published": stats.published, "labels": stats.labels, "rejected": stats.rejected, "reasons": stats.reasons})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,13 @@ from pydantic_settings import (
 DEFAULT_BACKBONE = "minilm"
 
 
-class TopicSettings(BaseModel):
+class _Section(BaseModel):
+    """A nested settings section: an unknown key (a typo in a file or AET_X__Y) is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicSettings(_Section):
     """Topic names (see DESIGN.md, "Topics and records")."""
 
     messages: str = "aet.messages"
@@ -35,7 +41,7 @@ class TopicSettings(BaseModel):
         return [self.messages, self.scored, self.labels, self.control, self.alerts, self.dlq]
 
 
-class BusSettings(BaseModel):
+class BusSettings(_Section):
     """Which bus to use and how to reach it."""
 
     backend: Literal["memory", "kafka"] = "memory"
@@ -53,7 +59,7 @@ class BusSettings(BaseModel):
     )
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
     """The sentiment model: backbone for bootstrapping, and inference settings."""
 
     backbone: str = Field(
@@ -65,7 +71,7 @@ class ModelSettings(BaseModel):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 
 
-class ScorerSettings(BaseModel):
+class ScorerSettings(_Section):
     """Dynamic batching of the scorer and input limits."""
 
     group: str = "aet-scorer"
@@ -74,11 +80,11 @@ class ScorerSettings(BaseModel):
     max_text_chars: int = Field(default=5000, ge=1)
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(_Section):
     """Supervised training (bootstrap now; the elastic objective builds on it)."""
 
-    epochs: int = Field(default=4, ge=1)
-    learning_rate: float = Field(default=5e-5, gt=0)
+    epochs: int = Field(default=3, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=16, ge=1)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
@@ -86,7 +92,7 @@ class TrainSettings(BaseModel):
     seed: int = 13
 
 
-class ReplaySettings(BaseModel):
+class ReplaySettings(_Section):
     """How a recorded stream is replayed."""
 
     speed: float = Field(default=0.0, ge=0, description="event-time speed-up; 0 = as fast as possible")

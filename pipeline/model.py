@@ -115,10 +115,8 @@ class SentimentModel:
                 model = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True)
                 _reorder_head(model, order)
             tokenizer = AutoTokenizer.from_pretrained(source)
-        except ModelLoadError:
-            raise
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise ModelLoadError(f"cannot load model from {source}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - every loader failure must name the path
+            raise ModelLoadError(f"cannot load model from {source}: {type(exc).__name__}: {exc}") from exc
         target = pick_device(device)
         model.to(target)
         if target.type == "cuda":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import io
 import json
 import logging
 import random
@@ -53,9 +54,12 @@ class _Row:
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord, bytes]]:
     """Yield (line number, parsed row or the reason it is bad, raw bytes) for a JSONL or CSV file."""
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.DictReader(f), start=2):
-                yield i, dict(row), json.dumps(row).encode()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not valid UTF-8 (byte {exc.start}); convert it before replaying") from exc
+        for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            yield i, dict(row), json.dumps(row).encode()
         return
     with open(path, "rb") as f:
         for i, raw in enumerate(f, start=1):
@@ -79,13 +83,16 @@ def to_message_payload(row: dict[str, Any], synthetic_ts: datetime | None) -> di
     if isinstance(entities, str):
         entities = [e for e in (x.strip() for x in entities.split(",")) if e]
     if not entities and row.get("entity"):
-        entities = [str(row["entity"])]
-    meta = dict(row.get("meta") or {})
+        given = row["entity"]
+        entities = [str(e) for e in given] if isinstance(given, list) else [str(given)]
+    given_meta = row.get("meta")
+    meta = dict(given_meta) if isinstance(given_meta, dict) else {}
     meta.update({k: v for k, v in row.items() if k not in MESSAGE_FIELDS | {"label", "entity"} and v not in (None, "")})
     payload = {k: row[k] for k in ("id", "text", "source") if k in row}
     payload["channel"] = row.get("channel") or row.get("corpus") or "replay"
     payload["entities"] = entities or []
-    payload["meta"] = meta
+    # A ``meta`` that is not an object is left for validation to refuse (a dead letter, not a crash).
+    payload["meta"] = meta if isinstance(given_meta, dict) or given_meta in (None, "") else given_meta
     if synthetic_ts is not None:
         payload["ts"] = synthetic_ts.isoformat()
         meta["ts_synthetic"] = True
@@ -159,10 +166,15 @@ class Replay:
             self.bus.publish(self.topics.messages, message.to_bytes(), key=message.key)
             stats.published += 1
             label = row.get("label")
-            if label not in (None, "") and rng.random() < self.settings.label_fraction:
-                if label not in LABELS:
-                    dead.append(_reject(row, f"{path.name} line {item.line}", f"unknown label {label!r}"))
-                    continue
+            if label in (None, ""):
+                continue
+            # Draw for every labelled row and check the label whether or not it is sampled, so that
+            # neither the sample nor the dead letters depend on the other.
+            sampled = rng.random() < self.settings.label_fraction
+            if label not in LABELS:
+                dead.append(_reject(row, f"{path.name} line {item.line}", f"unknown label {label!r}"))
+                continue
+            if sampled:
                 due = message.ts + delay
                 record = LabelRecord(message_id=message.id, label=label, ts=due, annotator=f"replay:{path.name}")
                 heapq.heappush(pending, (due, n, record))

@@ -133,24 +133,28 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
     for t in threads:
         t.start()
-    stats = Replay(app.bus, topics, app.settings.replay, max_text_chars=app.settings.scorer.max_text_chars).run(
-        stream, progress=progress
-    )
-    pending = [(scorer, [topics.messages]), (labels, [topics.labels])]
-    while not stop.is_set() and any(app.bus.group_lag(w.group, ts) for w, ts in pending):
-        for w, ts in pending:
-            if app.bus.group_lag(w.group, ts):
-                w.wait_for_commit(0.5)
-                break
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        stats = Replay(app.bus, topics, app.settings.replay, max_text_chars=app.settings.scorer.max_text_chars).run(
+            stream, progress=progress
+        )
+        pending = [(scorer, [topics.messages]), (labels, [topics.labels])]
+        while not stop.is_set() and any(app.bus.group_lag(w.group, ts) for w, ts in pending):
+            for w, ts in pending:
+                if app.bus.group_lag(w.group, ts):
+                    w.wait_for_commit(0.5)
+                    break
+        interrupted = stop.is_set()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     errors = [t.error for t in threads if t.error is not None]
     if errors:
         raise RuntimeError(f"a worker failed: {errors[0]!r}") from errors[0]
     totals = app.store.summary()
     return {
         "stream": str(stream),
+        "interrupted": interrupted,
         "champion": champion.version,
         "replay": asdict(stats),
         "scored_this_run": threads[0].processed,

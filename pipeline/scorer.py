@@ -45,17 +45,14 @@ class Scorer(Worker):
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         out = Outputs()
-        messages: list[Message] = []
+        decoded: list[tuple[BusRecord, Message]] = []
         for r in records:
             try:
-                messages.append(decode(Message, r.value, max_text_chars=self.max_text_chars))
+                decoded.append((r, decode(Message, r.value, max_text_chars=self.max_text_chars)))
             except BadRecord as exc:
-                out.dead_letters.append(
-                    DeadLetter.of(r.value, stage="score", reason=exc.reason, topic=r.topic,
-                                  partition=r.partition, offset=r.offset, key=r.key)
-                )
+                out.dead_letters.append(_dead_letter(r, exc.reason))
         model = self.model
-        for message, probs in zip(messages, self._predict(model, messages, out)):
+        for (_, message), probs in zip(decoded, self._predict(model, decoded, out)):
             if probs is None:
                 continue
             scored = to_scored(message, probs, model.version)
@@ -63,20 +60,38 @@ class Scorer(Worker):
             out.publish.append((self.out_topic, message.key, scored.to_bytes()))
         return out
 
-    def _predict(self, model: SentimentModel, messages: Sequence[Message], out: Outputs) -> list[np.ndarray | None]:
+    def _predict(
+        self, model: SentimentModel, decoded: Sequence[tuple[BusRecord, Message]], out: Outputs
+    ) -> list[np.ndarray | None]:
         """Score the batch; if the batch fails, isolate the message that breaks the model."""
-        texts = [m.text for m in messages]
+        if not decoded:
+            return []
+        texts = [m.text for _, m in decoded]
         try:
-            return list(model.predict_proba(texts))
+            return _checked(model.predict_proba(texts), len(texts))
         except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
             log.warning("batch of %d failed in the model (%s); scoring one by one", len(texts), exc)
         results: list[np.ndarray | None] = []
-        for m in messages:
+        for r, m in decoded:
             try:
-                results.append(model.predict_proba([m.text])[0])
+                results.append(_checked(model.predict_proba([m.text]), 1)[0])
             except Exception as exc:  # noqa: BLE001
                 results.append(None)
-                out.dead_letters.append(
-                    DeadLetter.of(m.to_bytes(), stage="score", reason=f"model failed on this input: {exc}", key=m.key)
-                )
+                out.dead_letters.append(_dead_letter(r, f"model failed on this input: {exc}"))
         return results
+
+
+def _dead_letter(r: BusRecord, reason: str) -> DeadLetter:
+    """A scorer dead letter that keeps the raw input and where it was read from."""
+    return DeadLetter.of(r.value, stage="score", reason=reason, topic=r.topic,
+                         partition=r.partition, offset=r.offset, key=r.key)
+
+
+def _checked(probs: np.ndarray, n: int) -> list[np.ndarray]:
+    """The model's rows, refusing output that would silently drop or misreport messages."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.shape != (n, 3):
+        raise ValueError(f"model returned probabilities of shape {arr.shape}, expected ({n}, 3)")
+    if not ((arr >= 0.0) & (arr <= 1.0)).all():
+        raise ValueError("model returned probabilities outside [0, 1] (or NaN)")
+    return list(arr)

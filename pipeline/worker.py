@@ -15,10 +15,11 @@ import abc
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from adapters.bus import Bus, BusRecord, Consumer
+from adapters.bus import Bus, BusRecord, Consumer, run_paused
 from pipeline import metrics
 from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
 
@@ -59,6 +60,9 @@ class Worker(abc.ABC):
     """One role's consume-process-publish-store-commit loop."""
 
     role: str = "worker"
+    #: Seconds a batch may take before its partitions are paused while the consumer keeps
+    #: polling (see :func:`adapters.bus.run_paused`); ``None`` runs batches inline.
+    pause_after_s: float | None = 1.0
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class Worker(abc.ABC):
         self.max_wait_ms = max_wait_ms
         self.batches = 0
         self._committed = threading.Condition()
+        self._executor: ThreadPoolExecutor | None = None
 
     @abc.abstractmethod
     def handle(self, records: list[BusRecord]) -> Outputs:
@@ -94,22 +99,48 @@ class Worker(abc.ABC):
         Returns the number of records processed.
         """
         processed = 0
-        with self.bus.consumer(self.group, self.topics) as consumer:
-            while not stop.is_set():
-                self.before_batch()
-                batch = collect_batch(consumer, self.max_batch, self.max_wait_ms, stop)
-                if not batch:
-                    metrics.CONSUMER_LAG.labels(self.role).set(consumer.lag())
-                    if drain and consumer.lag() == 0:
-                        break
-                    continue
-                processed += self.process(consumer, batch, stop)
+        try:
+            with self.bus.consumer(self.group, self.topics) as consumer:
+                while not stop.is_set():
+                    self.before_batch()
+                    batch = collect_batch(consumer, self.max_batch, self.max_wait_ms, stop)
+                    if not batch:
+                        metrics.CONSUMER_LAG.labels(self.role).set(consumer.lag())
+                        if drain and consumer.lag() == 0:
+                            break
+                        continue
+                    processed += self.process(consumer, batch, stop)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
         return processed
 
     def process(self, consumer: Consumer, batch: list[BusRecord], stop: threading.Event) -> int:
         """Handle one batch and apply the delivery contract; returns the batch size."""
         started = time.perf_counter()
         metrics.CONSUMED.labels(self.role).inc(len(batch))
+        if self.pause_after_s is None:
+            out = self._handle_publish_store(batch, stop)
+        else:
+            # A slow batch must not get this member thrown out of its group: past
+            # pause_after_s, pause the partitions and keep polling while the work runs.
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aet-{self.role}-batch")
+            out = run_paused(consumer, lambda: self._handle_publish_store(batch, stop),
+                             grace_s=self.pause_after_s, executor=self._executor)
+        # Kafka may refuse a commit while its broker is away: retry like publish and store.
+        self._retry("commit", consumer.commit, stop)
+        self.batches += 1
+        metrics.PROCESSED.labels(self.role).inc(len(batch) - len(out.dead_letters))
+        metrics.BATCH_SIZE.labels(self.role).observe(len(batch))
+        metrics.BATCH_LATENCY.labels(self.role).observe(time.perf_counter() - started)
+        with self._committed:
+            self._committed.notify_all()
+        return len(batch)
+
+    def _handle_publish_store(self, batch: list[BusRecord], stop: threading.Event) -> Outputs:
+        """Handle a batch, then publish and flush its outputs, then store them (retrying both)."""
         out = self.handle(batch)
         for dl in out.dead_letters:
             out.publish.append((self.dlq_topic, dl.key, dl.to_bytes()))
@@ -130,14 +161,7 @@ class Worker(abc.ABC):
             ),
             stop,
         )
-        consumer.commit()
-        self.batches += 1
-        metrics.PROCESSED.labels(self.role).inc(len(batch) - len(out.dead_letters))
-        metrics.BATCH_SIZE.labels(self.role).observe(len(batch))
-        metrics.BATCH_LATENCY.labels(self.role).observe(time.perf_counter() - started)
-        with self._committed:
-            self._committed.notify_all()
-        return len(batch)
+        return out
 
     def wait_for_commit(self, timeout_s: float) -> None:
         """Block until the next batch is committed or ``timeout_s`` passes."""

@@ -30,9 +30,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _files(directory: Path) -> list[Path]:
+    """Every file under ``directory`` except the top-level manifest (a nested manifest.json is data)."""
+    top = directory / MANIFEST
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p != top)
+
+
 def build_manifest(directory: Path) -> dict[str, dict[str, int | str]]:
     """Size and sha256 of every file under ``directory`` except the manifest itself."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = _files(directory)
     return {
         str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in files
@@ -106,6 +112,9 @@ def verify(directory: Path, digest: str) -> None:
     if actual != digest:
         raise ArtifactError(f"artifact {directory}: manifest sha256 {actual} does not match the registry's {digest}")
     listed = json.loads(body)["files"]
+    unlisted = sorted(set(str(p.relative_to(directory)) for p in _files(directory)) - set(listed))
+    if unlisted:
+        raise ArtifactError(f"artifact {directory}: {', '.join(unlisted)} not in the manifest")
     for name, entry in listed.items():
         path = directory / name
         if not path.is_file():

@@ -7,11 +7,12 @@ registry row pointing at half a model.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.records import utcnow
@@ -50,10 +51,11 @@ class ModelRegistry:
         self.db = db
 
     def next_version(self) -> str:
-        """The next free version name (``v0001``, ``v0002``, ...)."""
+        """The next free version name (``v0001``, ``v0002``, ...): one past the highest in use."""
         with self.db.session() as s:
-            count = s.scalar(select(func.count()).select_from(ModelRow)) or 0
-        return f"v{count + 1:04d}"
+            versions = s.scalars(select(ModelRow.version)).all()
+        numbers = [int(v[1:]) for v in versions if re.fullmatch(r"v\d+", v)]
+        return f"v{max(numbers, default=0) + 1:04d}"
 
     def register(
         self,
@@ -76,13 +78,17 @@ class ModelRegistry:
             info=info or {}, created_at=now, promoted_at=now if status == "champion" else None,
         )
         with self.db.session() as s, s.begin():
+            if parent is not None and s.get(ModelRow, parent) is None:
+                raise RegistryError(f"unknown parent model version {parent!r}")
             if status == "champion":
                 s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
+            if s.get(ModelRow, version) is not None:
+                raise RegistryError(f"model version {version} already exists")
             s.add(row)
             try:
                 s.flush()
             except IntegrityError as exc:
-                raise RegistryError(f"model version {version} already exists") from exc
+                raise RegistryError(f"cannot register {version}: {_conflict(exc)}") from exc
             return ModelInfo.model_validate(row)
 
     def get(self, version: str) -> ModelInfo:
@@ -113,5 +119,16 @@ class ModelRegistry:
             s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
             row.status = "champion"
             row.promoted_at = utcnow()
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                raise RegistryError(f"cannot promote {version}: {_conflict(exc)}") from exc
             return ModelInfo.model_validate(row)
+
+
+def _conflict(exc: IntegrityError) -> str:
+    """Explain a constraint violation: a concurrent champion, or a version taken meanwhile."""
+    if "uq_models_one_champion" in str(exc.orig):
+        return "another champion was promoted concurrently; retry"
+    return "the version was registered concurrently; retry"
+

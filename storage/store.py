@@ -10,7 +10,7 @@ import hashlib
 from collections import Counter
 from typing import Any, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, utcnow
 from storage.db import Database, upsert
@@ -93,11 +93,16 @@ class ResultStore:
             return list(s.scalars(select(DeadLetterRow).order_by(DeadLetterRow.created_at)))
 
     def summary(self) -> dict[str, Any]:
-        """Counts of scored messages by label, source and model version, plus dead letters by stage."""
+        """Counts of scored messages by label, source and model version, accuracy where labels exist, dead letters."""
         with self.db.session() as s:
             by = lambda col: dict(s.execute(select(col, func.count()).group_by(col)).all())  # noqa: E731
+            joined = select(func.count(), func.sum(case((ScoredMessageRow.label == LabelRow.label, 1), else_=0))).join(
+                LabelRow, LabelRow.message_id == ScoredMessageRow.message_id
+            )
+            n_labeled, n_correct = s.execute(joined).one()
             return {
                 "scored": self.count_scored(),
+                "labeled": {"n": n_labeled, "accuracy": (n_correct or 0) / n_labeled if n_labeled else None},
                 "by_label": by(ScoredMessageRow.label),
                 "by_source": by(ScoredMessageRow.source),
                 "by_model_version": by(ScoredMessageRow.model_version),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -95,6 +95,14 @@ class ModelRow(Base):
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        # At most one champion, enforced by the database even under concurrent promotions.
+        Index(
+            "uq_models_one_champion", "status", unique=True,
+            sqlite_where=text("status = 'champion'"), postgresql_where=text("status = 'champion'"),
+        ),
+    )
 
 
 class ControlEventRow(Base):

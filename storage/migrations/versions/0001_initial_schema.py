@@ -90,6 +90,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('models', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_models_status'), ['status'], unique=False)
+        batch_op.create_index(
+            'uq_models_one_champion', ['status'], unique=True,
+            sqlite_where=sa.text("status = 'champion'"), postgresql_where=sa.text("status = 'champion'"),
+        )
 
     op.create_table('scored_messages',
     sa.Column('message_id', sa.String(length=256), nullable=False),
@@ -121,6 +125,7 @@ def downgrade() -> None:
 
     op.drop_table('scored_messages')
     with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.drop_index('uq_models_one_champion')
         batch_op.drop_index(batch_op.f('ix_models_status'))
 
     op.drop_table('models')

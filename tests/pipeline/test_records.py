@@ -1,0 +1,283 @@
+"""Records: wire round trips, time normalisation, and a reason for every refused input."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from pipeline.records import (
+    DEFAULT_MAX_TEXT_CHARS,
+    SCHEMA_VERSION,
+    Alert,
+    BadRecord,
+    DeadLetter,
+    LabelRecord,
+    Message,
+    Probs,
+    ScoredMessage,
+    decode,
+    parse_event_time,
+)
+
+UTC = timezone.utc
+
+
+def valid(**fields: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "id": "m1", "source": "news", "channel": "wire", "text": "Acme beats estimates",
+        "ts": "2026-03-02T13:31:28+00:00", "entities": ["$ACME"], "meta": {"corpus": "x"},
+    }
+    payload.update(fields)
+    return payload
+
+
+def reason_of(raw: bytes | str | dict, model: type = Message, **context: object) -> str:
+    with pytest.raises(BadRecord) as info:
+        decode(model, raw, **context)
+    assert info.value.reason == str(info.value)
+    return info.value.reason
+
+
+# -- round trips -------------------------------------------------------------
+
+
+def test_message_round_trips_through_bytes() -> None:
+    m = decode(Message, json.dumps(valid()).encode())
+    assert m.id == "m1" and m.source == "news" and m.entities == ["$ACME"] and m.meta == {"corpus": "x"}
+    assert m.ts == datetime(2026, 3, 2, 13, 31, 28, tzinfo=UTC)
+    wire = m.to_bytes()
+    assert isinstance(wire, bytes)
+    assert json.loads(wire)["schema_version"] == SCHEMA_VERSION
+    assert decode(Message, wire) == m
+    assert decode(Message, wire.decode("utf-8")) == m
+
+
+def test_defaults_and_key() -> None:
+    m = decode(Message, {"id": "x", "source": "chat", "text": "hi", "ts": "2026-01-01T00:00:00Z"})
+    assert m.channel == "default" and m.entities == [] and m.meta == {}
+    assert m.key == "default"
+    assert decode(Message, valid(entities=["$B", "$C"])).key == "$B"
+
+
+def test_scored_message_round_trips_and_names_model_version() -> None:
+    m = decode(Message, valid())
+    s = ScoredMessage(**m.model_dump(), label="positive", probs=Probs(negative=0.1, neutral=0.2, positive=0.7),
+                      score=0.6, model_version="v0007")
+    back = decode(ScoredMessage, s.to_bytes())
+    assert back == s
+    assert back.model_version == "v0007"
+    assert back.scored_at.tzinfo is not None
+    with pytest.raises(BadRecord, match="model_version: missing field"):
+        decode(ScoredMessage, {k: v for k, v in json.loads(s.to_bytes()).items() if k != "model_version"})
+
+
+def test_label_record_round_trip() -> None:
+    rec = decode(LabelRecord, {"message_id": "m1", "label": "neutral", "ts": "2026-03-02", "annotator": "ana"})
+    assert rec.ts == datetime(2026, 3, 2, tzinfo=UTC)
+    assert decode(LabelRecord, rec.to_bytes()) == rec
+
+
+# -- time normalisation ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("2020-03-16", datetime(2020, 3, 16, tzinfo=UTC)),
+        ("2020-03-16T09:30:00", datetime(2020, 3, 16, 9, 30, tzinfo=UTC)),
+        ("2020-03-16T09:30:00Z", datetime(2020, 3, 16, 9, 30, tzinfo=UTC)),
+        ("2020-03-16T09:30:00+02:00", datetime(2020, 3, 16, 7, 30, tzinfo=UTC)),
+        ("  2020-03-16T09:30:00.250-05:00 ", datetime(2020, 3, 16, 14, 30, 0, 250000, tzinfo=UTC)),
+        (date(2020, 3, 16), datetime(2020, 3, 16, tzinfo=UTC)),
+        (datetime(2020, 3, 16, 9, 30), datetime(2020, 3, 16, 9, 30, tzinfo=UTC)),
+    ],
+)
+def test_event_times_become_aware_utc(given: object, expected: datetime) -> None:
+    parsed = parse_event_time(given)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+    m = decode(Message, valid(ts=given))
+    assert m.ts == expected and m.ts.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamp_survives_the_wire_as_utc() -> None:
+    m = decode(Message, json.dumps(valid(ts="2020-03-16T09:30:00")).encode())
+    wire = json.loads(m.to_bytes())
+    assert wire["ts"] in ("2020-03-16T09:30:00Z", "2020-03-16T09:30:00+00:00")
+
+
+# -- refused inputs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\xfa garbage", "not JSON"),
+        (b"", "not JSON"),
+        (b"[1, 2, 3]", "not a JSON object: got list"),
+        (b'"just a string"', "not a JSON object: got str"),
+        (b"42", "not a JSON object: got int"),
+        (b"null", "not a JSON object: got NoneType"),
+    ],
+)
+def test_non_objects_are_bad_records(raw: bytes, needle: str) -> None:
+    assert needle in reason_of(raw)
+
+
+@pytest.mark.parametrize("field", ["id", "source", "text", "ts"])
+def test_missing_field_is_named(field: str) -> None:
+    payload = valid()
+    del payload[field]
+    assert reason_of(json.dumps(payload)) == f"{field}: missing field"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("text", 42, "text: Input should be a valid string"),
+        ("text", ["a"], "text: Input should be a valid string"),
+        ("entities", "$ACME", "entities: Input should be a valid list"),
+        ("entities", [1], "entities.0: Input should be a valid string"),
+        ("id", 7, "id: Input should be a valid string"),
+        ("source", "blog", "source: Input should be 'news' or 'chat'"),
+        ("meta", "oops", "meta: Input should be a valid dictionary"),
+        ("id", "", "id: String should have at least 1 character"),
+    ],
+)
+def test_wrong_typed_field_is_named(field: str, value: object, needle: str) -> None:
+    assert needle in reason_of(json.dumps(valid(**{field: value})))
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n", "\u3000"])
+def test_empty_or_whitespace_text(text: str) -> None:
+    assert reason_of(valid(text=text)) == "text: text is empty"
+
+
+def test_text_over_configured_limit() -> None:
+    assert decode(Message, valid(text="x" * 10), max_text_chars=10).text == "x" * 10
+    reason = reason_of(valid(text="x" * 11), max_text_chars=10)
+    assert reason == "text: text has 11 characters, over the limit of 10"
+    # Without a context the default limit applies.
+    decode(Message, valid(text="x" * DEFAULT_MAX_TEXT_CHARS))
+    assert "over the limit of 5000" in reason_of(valid(text="x" * (DEFAULT_MAX_TEXT_CHARS + 1)))
+
+
+@pytest.mark.parametrize("ts", ["yesterday", "2020-13-01", "16/03/2020", "", 1584316800, None, ["2020-01-01"]])
+def test_unparsable_timestamp(ts: object) -> None:
+    reason = reason_of(json.dumps(valid(ts=ts)))
+    assert reason.startswith("ts: unparsable timestamp"), reason
+
+
+def test_several_problems_are_all_reported() -> None:
+    reason = reason_of(json.dumps({"id": "m", "source": "news", "text": " ", "ts": "nope"}))
+    assert "text: text is empty" in reason and "ts: unparsable timestamp" in reason
+
+
+@pytest.mark.parametrize("label", ["bullish", "Positive", "", 1, None])
+def test_unknown_label_in_label_record(label: object) -> None:
+    reason = reason_of(json.dumps({"message_id": "m1", "label": label}), LabelRecord)
+    assert reason.startswith("label: Input should be 'negative', 'neutral' or 'positive'"), reason
+
+
+def test_label_record_requires_message_id() -> None:
+    assert reason_of({"label": "neutral"}, LabelRecord) == "message_id: missing field"
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_unsupported_schema_version(version: int) -> None:
+    reason = reason_of(json.dumps(valid(schema_version=version)))
+    assert reason == f"schema_version: unsupported schema_version {version} (this build reads {SCHEMA_VERSION})"
+    assert "unsupported schema_version" in reason_of({"message_id": "m", "label": "neutral",
+                                                      "schema_version": version}, LabelRecord)
+
+
+def test_current_schema_version_accepted_and_unknown_fields_ignored() -> None:
+    m = decode(Message, valid(schema_version=SCHEMA_VERSION, surprise="extra"))
+    assert m.schema_version == SCHEMA_VERSION
+    assert "surprise" not in json.loads(m.to_bytes())
+
+
+def test_alert_window_must_be_ordered() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    base = dict(id="a", entity="$A", kind="negative_surge", counts={}, shares={}, baseline={}, z=3.0,
+                severity="warning", model_version="v1")
+    assert Alert(window_start=t, window_end=t + timedelta(minutes=5), **base).window_end > t
+    reason = reason_of({**base, "window_start": t.isoformat(), "window_end": (t - timedelta(1)).isoformat()}, Alert)
+    assert "window_end is before window_start" in reason
+
+
+# -- dead letters --------------------------------------------------------------
+
+
+def test_dead_letter_keeps_non_utf8_bytes_exactly() -> None:
+    raw = b"\xff\x00{\"id\": \xc3\x28}\x80 tail"
+    dl = DeadLetter.of(raw, stage="score", reason="not JSON", topic="aet.messages", partition=2, offset=41, key="k")
+    assert dl.raw is None
+    assert base64.b64decode(dl.raw_base64) == raw
+    back = decode(DeadLetter, dl.to_bytes())
+    assert base64.b64decode(back.raw_base64) == raw
+    assert (back.stage, back.reason, back.topic, back.partition, back.offset, back.key) == (
+        "score", "not JSON", "aet.messages", 2, 41, "k")
+
+
+def test_dead_letter_keeps_utf8_text_as_text() -> None:
+    raw = "{ not json — but ünïcode".encode("utf-8")
+    dl = DeadLetter.of(raw, stage="replay", reason="why")
+    assert dl.raw == raw.decode("utf-8") and dl.raw_base64 is None
+    assert decode(DeadLetter, dl.to_bytes()).raw.encode("utf-8") == raw
+
+
+@given(st.binary(max_size=200))
+def test_dead_letter_never_loses_bytes(raw: bytes) -> None:
+    dl = decode(DeadLetter, DeadLetter.of(raw, stage="s", reason="r").to_bytes())
+    restored = dl.raw.encode("utf-8") if dl.raw is not None else base64.b64decode(dl.raw_base64)
+    assert restored == raw
+
+
+# -- property: any valid message round-trips -----------------------------------
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+)
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)), max_leaves=10)
+offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+datetimes = st.one_of(
+    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets),
+    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1)),  # naive: taken as UTC
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[dict[str, object], datetime]:
+    ts = draw(datetimes)
+    payload = {
+        "id": draw(st.text(min_size=1, max_size=40)),
+        "source": draw(st.sampled_from(["news", "chat"])),
+        "channel": draw(st.text(max_size=30)),
+        "text": draw(st.text(min_size=1, max_size=300).filter(lambda s: s.strip() != "")),
+        "ts": draw(st.sampled_from([ts.isoformat(), ts])),
+        "entities": draw(st.lists(st.text(max_size=12), max_size=4)),
+        "meta": draw(st.dictionaries(st.text(max_size=10), json_value, max_size=5)),
+    }
+    return payload, ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(messages())
+def test_any_valid_message_round_trips(drawn: tuple[dict[str, object], datetime]) -> None:
+    payload, instant = drawn
+    m = decode(Message, payload)
+    assert m.ts == instant and m.ts.utcoffset() == timedelta(0)
+    wire = m.to_bytes()
+    back = decode(Message, wire)
+    assert back == m
+    assert back.to_bytes() == wire
+    assert (back.id, back.text, back.entities, back.meta) == (
+        payload["id"], payload["text"], payload["entities"], payload["meta"])
