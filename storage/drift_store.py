@@ -1,0 +1,140 @@
+"""What the drift monitor keeps in the database: its state, the delayed-label ledger, live quality, events.
+
+A monitor batch is written in one transaction (events, dead letters, ledger rows,
+quality rows and the detector state together), so a crash leaves either the
+whole batch or none of it; the state carries the identity of the batch it
+includes, so a redelivered batch is recognised and not counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import delete, func, select
+
+from pipeline.records import ControlEvent, DeadLetter, utcnow
+from storage.db import Database, upsert
+from storage.store import dead_letter_row
+from storage.tables import (
+    ControlEventRow,
+    DeadLetterRow,
+    DetectorStateRow,
+    LabelJoinRow,
+    LiveQualityRow,
+    ScoredMessageRow,
+)
+
+MAX_IN = 500  # ids per IN (...) query
+
+
+@dataclass
+class MonitorBatch:
+    """The monitor's own rows for one batch, written with the batch's events and dead letters."""
+
+    joins: list[dict[str, Any]] = field(default_factory=list)
+    drop_joins: list[str] = field(default_factory=list)
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A prediction read back from ``scored_messages`` (for labels whose message left the monitor's memory)."""
+
+    message_id: str
+    source: str
+    label: str
+    model_version: str
+    ts: datetime
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), MAX_IN):
+        yield ids[i:i + MAX_IN]
+
+
+class MonitorStore:
+    """The drift monitor's reads and writes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def write_batch(self, name: str, batch: MonitorBatch, *, events: Sequence[ControlEvent] = (),
+                    dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Everything one monitor batch produced, in one transaction."""
+        now = utcnow()
+        with self.db.session() as s, s.begin():
+            upsert(s, DeadLetterRow.__table__, [dead_letter_row(d) for d in dead_letters], ["id"], update=False)
+            upsert(
+                s, ControlEventRow.__table__,
+                [{"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version, "payload": e.payload}
+                 for e in events],
+                ["id"],
+            )
+            if batch.drop_joins:
+                for chunk in _chunks(batch.drop_joins):
+                    s.execute(delete(LabelJoinRow).where(LabelJoinRow.message_id.in_(chunk),
+                                                         LabelJoinRow.status == "held"))
+            upsert(s, LabelJoinRow.__table__, [{**j, "updated_at": now} for j in batch.joins], ["message_id"])
+            upsert(s, LiveQualityRow.__table__, [{**q, "updated_at": now} for q in batch.quality],
+                   ["source", "model_version"])
+            if batch.state is not None:
+                upsert(s, DetectorStateRow.__table__, [{"name": name, "state": batch.state, "updated_at": now}], ["name"])
+
+    def load_state(self, name: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            row = s.get(DetectorStateRow, name)
+            return dict(row.state) if row is not None else None
+
+    def held_labels(self) -> list[LabelJoinRow]:
+        """Labels waiting for their message, oldest first."""
+        with self.db.session() as s:
+            return list(s.scalars(select(LabelJoinRow).where(LabelJoinRow.status == "held")
+                                  .order_by(LabelJoinRow.held_at, LabelJoinRow.message_id)))
+
+    def joined(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` already have a joined label."""
+        out: set[str] = set()
+        with self.db.session() as s:
+            for chunk in _chunks(list(ids)):
+                out.update(s.scalars(select(LabelJoinRow.message_id).where(
+                    LabelJoinRow.message_id.in_(chunk), LabelJoinRow.status == "joined")))
+        return out
+
+    def predictions(self, ids: Sequence[str]) -> dict[str, StoredPrediction]:
+        """Stored predictions of ``ids`` (those the scorer has written)."""
+        out: dict[str, StoredPrediction] = {}
+        with self.db.session() as s:
+            for chunk in _chunks(list(ids)):
+                rows = s.execute(select(ScoredMessageRow.message_id, ScoredMessageRow.source, ScoredMessageRow.label,
+                                        ScoredMessageRow.model_version, ScoredMessageRow.ts)
+                                 .where(ScoredMessageRow.message_id.in_(chunk)))
+                for r in rows:
+                    out[r.message_id] = StoredPrediction(r.message_id, r.source, r.label, r.model_version, r.ts)
+        return out
+
+    def latest_control_ts(self, kinds: Sequence[str]) -> datetime | None:
+        """Time of the newest control event of these kinds (e.g. the last retrain request or promotion)."""
+        with self.db.session() as s:
+            return s.scalar(select(func.max(ControlEventRow.ts)).where(ControlEventRow.kind.in_(list(kinds))))
+
+    def events(self, kinds: Sequence[str] = ("drift", "retrain_request"), *, limit: int | None = None,
+               source: str | None = None) -> list[ControlEventRow]:
+        """Control events of ``kinds``, newest first (``source`` filters on the payload's source)."""
+        with self.db.session() as s:
+            q = select(ControlEventRow).where(ControlEventRow.kind.in_(list(kinds))).order_by(
+                ControlEventRow.ts.desc(), ControlEventRow.id)
+            rows = list(s.scalars(q))
+        if source is not None:
+            rows = [r for r in rows if (r.payload or {}).get("source") == source]
+        return rows[:limit] if limit is not None else rows
+
+    def quality(self) -> list[LiveQualityRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(LiveQualityRow).order_by(LiveQualityRow.source, LiveQualityRow.model_version)))
+
+    def label_joins(self) -> list[LabelJoinRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(LabelJoinRow).order_by(LabelJoinRow.message_id)))
