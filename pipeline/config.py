@@ -101,6 +101,147 @@ class ReplaySettings(_Section):
     seed: int = 7
 
 
+class WebhookSettings(_Section):
+    """One HTTP endpoint that receives every alert as a JSON POST (alert id in ``Idempotency-Key``)."""
+
+    url: str = Field(description="http(s) URL")
+    name: str | None = Field(default=None, description="sink name in the outbox (default: the URL)")
+    timeout_s: float = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers, e.g. Authorization")
+    backoff_s: float = Field(default=1.0, gt=0, description="first retry delay; doubles per failure")
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=0, ge=0, description="0 = keep retrying until delivered")
+
+    @property
+    def sink_name(self) -> str:
+        return self.name or f"webhook:{self.url}"
+
+
+class AlertSettings(_Section):
+    """The alert engine (see DESIGN.md, "Alerts"), its sinks and the analysts' web page."""
+
+    group: str = "aet-alerts"
+    max_batch: int = Field(default=1000, ge=1)
+    max_wait_ms: int = Field(default=20, ge=0)
+    kinds: list[Literal["negative_surge", "positive_surge"]] = Field(
+        default_factory=lambda: ["negative_surge", "positive_surge"]
+    )
+    window_s: float = Field(default=3600.0, gt=0, description="event-time length of a sliding window")
+    step_s: float = Field(default=300.0, gt=0, description="slide of the window (a divisor of window_s)")
+    allowed_lateness_s: float = Field(default=300.0, ge=0, description="accept an entity's events this far "
+                                      "behind its newest")
+    min_count: int = Field(default=10, ge=1, description="messages a window needs before it can alert")
+    min_share: float = Field(default=0.5, ge=0, le=1, description="share of negative (positive) messages to alert")
+    min_z: float = Field(default=2.5, ge=0, description="z of the share against the entity's baseline to alert")
+    warning_z: float = Field(default=4.0, ge=0)
+    critical_z: float = Field(default=6.0, ge=0)
+    cooldown_s: float = Field(default=3600.0, ge=0, description="event time after an alert in which the same "
+                              "entity and kind do not alert again")
+    baseline_span: int = Field(default=48, ge=1, description="closed windows in the baseline's exponential average")
+    baseline_min_count: int = Field(default=5, ge=1, description="messages a closed window needs to update a baseline")
+    warmup_windows: int = Field(default=10, ge=0, description="baseline windows at which the entity's own "
+                                "baseline and the prior weigh the same")
+    prior_std: float = Field(default=0.05, ge=0, description="spread of an unknown entity's share around the prior")
+    min_std: float = Field(default=0.05, ge=0, description="floor of an entity's own spread")
+    prior_span: int = Field(default=5000, ge=1, description="messages in the global share's exponential average")
+    prior_weight: int = Field(default=20, ge=0, description="messages the initial global share of 1/3 is worth")
+    examples: int = Field(default=5, ge=0, description="example message ids per alert")
+    dedupe_texts: bool = Field(default=True, description="count a text once per entity within a window "
+                               "(retweets, bot storms)")
+    gazetteer: Path | None = Field(default=None, description="YAML/JSON file of company names and aliases")
+    text_cashtags: bool = True
+    link_given_names: bool = True
+    state_flush_s: float = Field(default=5.0, gt=0, description="how often baselines and per-entity sentiment "
+                                 "are written to the database")
+    stdout: bool = Field(default=False, description="also print every alert on stdout")
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    dispatch_poll_s: float = Field(default=0.5, gt=0, description="how often sinks look for new or due alerts")
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8765, ge=0, le=65535)
+
+
+class RetrainSettings(_Section):
+    """Elastic retraining (the AET objective of DESIGN.md), the trainer role and the champion/challenger gate.
+
+    Each term of the objective has a weight and can be switched off: ``replay``
+    mixes reservoir examples into the cross-entropy, ``lambda_ewc`` weights the
+    elastic anchor (0 = off), ``lambda_att`` the attention distillation (0 = off).
+    """
+
+    group: str = "aet-trainer"
+    mode: Literal["full", "attention", "lora"] = Field(
+        default="attention", description="what trains: every weight, attention projections + head, or LoRA + head"
+    )
+    epochs: int = Field(default=2, ge=1)
+    learning_rate: float | None = Field(
+        default=None, gt=0, description="default per mode: full 1e-4, attention 5e-4, lora 2e-3"
+    )
+    batch_size: int = Field(default=32, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    patience: int = Field(default=1, ge=1, description="epochs without validation gain before stopping early")
+    time_budget_s: float = Field(default=1800.0, gt=0, description="training stops (keeping the best epoch) after this")
+    replay: bool = Field(default=True, description="mix replay-reservoir examples into the task loss")
+    replay_ratio: float = Field(default=0.5, ge=0, description="replay examples per recent training example, at most")
+    lambda_ewc: float = Field(default=1.0, ge=0, description="weight of the elastic (EWC) anchor; 0 switches it off")
+    lambda_att: float = Field(default=1.0, ge=0, description="weight of the attention distillation; 0 switches it off")
+    fisher_gamma: float = Field(default=0.9, ge=0, le=1, description="online merge F <- gamma * F_old + F_new")
+    fisher_samples: int = Field(default=128, ge=1, description="examples used to estimate the diagonal Fisher")
+    fisher_batch_size: int = Field(default=8, ge=1, description="1 = exact per-example Fisher; more = faster, approximate")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: float = Field(default=16.0, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    min_examples: int = Field(default=64, ge=2, description="labeled examples a request needs, else it is rejected")
+    max_examples: int = Field(default=20000, ge=1, description="most recent labeled examples used per round")
+    validation_fraction: float = Field(default=0.15, ge=0, lt=1, description="of the training part, for early stopping")
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="share of examples (by a stable hash of the text) never trained on"
+    )
+    reservoir_per_source: int = Field(default=3000, ge=3, description="replay reservoir capacity per source "
+                                      "(split evenly over the three labels)")
+    min_holdout: int = Field(default=20, ge=1, description="held-out recent examples the gate needs to decide")
+    promote_min_gain: float = Field(default=0.01, description="recent macro-F1 must rise by at least this to promote")
+    forget_max_drop: float = Field(default=0.02, ge=0, description="older macro-F1 may fall by at most this")
+    require_older_holdout: bool = Field(default=True, description="refuse to promote when no older data can "
+                                        "check forgetting")
+    auto_promote: bool = Field(default=True, description="apply the gate right after training; off: leave a challenger")
+    max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
+    device: str | None = Field(default=None, description="training device (default: model.device)")
+    seed: int = 13
+
+
+class MonitorSettings(_Section):
+    """The drift monitor (pipeline/monitor.py, docs/drift.md): detectors, alarm budget, delayed labels, retraining."""
+
+    group: str = "aet-monitor"
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: int = Field(default=100, ge=0)
+    detectors: list[Literal["adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix",
+                            "hotelling_embedding"]] = Field(
+        default_factory=lambda: ["adwin_error", "adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"])
+    expected_run_length: int = Field(default=20000, ge=100, description="stationary messages of one source expected "
+                                     "between two false alarms of the whole monitor (the alarm budget)")
+    warmup: int = Field(default=200, ge=20, description="messages of a new regime that set a detector's baseline")
+    cooldown_messages: int = Field(default=2000, ge=0, description="messages of a source after a drift event in "
+                                   "which further alarms are suppressed")
+    embedding_reference: Literal["stream", "training"] = Field(
+        default="stream", description="embedding reference: the first messages of each regime, or the champion's "
+        "training data (falls back to stream when it cannot be read)")
+    reference_size: int = Field(default=300, ge=20, description="embeddings in the reference window")
+    embedding_window: int = Field(default=100, ge=10, description="recent embeddings compared with the reference")
+    embed_every: int = Field(default=2, ge=1, description="embed one message in N (chosen by a hash of its id)")
+    min_labels: int = Field(default=200, ge=1, description="labels since the drift point a retrain request needs")
+    retrain_cooldown_s: float = Field(default=21600.0, ge=0, description="seconds after the last retrain request, "
+                                      "training result or promotion before another request")
+    hold_messages: int = Field(default=10000, ge=1, description="a label whose message has not arrived after this "
+                               "many messages is dead-lettered")
+    quality_window: int = Field(default=500, ge=10, description="labeled messages in the rolling live accuracy/F1")
+    track_messages: int = Field(default=100000, ge=100, description="recent predictions kept in memory for joins "
+                                "(older ones are read from the database)")
+    champion_check_s: float = Field(default=30.0, ge=0, description="how often to look for a new champion to embed with")
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     """Everything a role needs to run."""
 
@@ -115,6 +256,9 @@ class Settings(BaseSettings):
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("log_level")
     @classmethod

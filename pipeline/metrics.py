@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 CONSUMED = Counter("aet_consumed_records_total", "Records read from the bus", ["role"])
@@ -16,11 +18,42 @@ BATCH_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 CONSUMER_LAG = Gauge("aet_consumer_lag_records", "Uncommitted records in this member's partitions", ["role"])
-RETRIES = Counter("aet_retries_total", "Retried operations (publish, store) after a failure", ["role", "operation"])
+RETRIES = Counter("aet_retries_total", "Retried operations (publish, store, commit) after a failure", ["role", "operation"])
 MODEL_VERSION = Info("aet_model", "The model version serving in this process")
 
 
-def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` (0 disables)."""
+def serve_metrics(port: int, addr: str | None = None) -> None:
+    """Expose ``/metrics`` on ``addr:port`` (0 disables).
+
+    The address defaults to ``AET_METRICS_ADDR``, else 127.0.0.1; containers
+    set ``AET_METRICS_ADDR=0.0.0.0`` so that Prometheus can scrape them.
+    """
     if port:
-        start_http_server(port, addr=addr)
+        start_http_server(port, addr=addr or os.environ.get("AET_METRICS_ADDR", "127.0.0.1"))
+
+
+# Alert engine and sinks (pipeline/alerts.py, adapters/sinks.py).
+ALERTS_RAISED = Counter("aet_alerts_raised_total", "Alerts raised by the alert engine", ["kind", "severity"])
+ALERT_LATE = Counter("aet_alert_late_events_total", "Scored messages older than the allowed lateness, not counted")
+ALERT_ENTITIES = Gauge("aet_alert_entities", "Entities with open windows in the alert engine")
+SINK_DELIVERIES = Counter("aet_alert_deliveries_total", "Alert delivery attempts per sink and outcome", ["sink", "outcome"])
+
+# Trainer role and champion/challenger (pipeline/trainer.py, pipeline/promotion.py).
+RETRAIN_SECONDS = Histogram(
+    "aet_retrain_seconds", "Wall time of one retrain round (data, training, Fisher, artifact, gate)",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+TRAINING_ROUNDS = Counter("aet_training_rounds_total", "Retrain requests by outcome", ["outcome"])
+
+# Drift monitor (pipeline/monitor.py, pipeline/drift.py).
+DRIFT_EVENTS = Counter("aet_drift_events_total", "Drift events emitted", ["source", "detector"])
+DRIFT_SUPPRESSED = Counter("aet_drift_alarms_suppressed_total", "Detector alarms within a drift cooldown (no event)",
+                           ["source", "detector"])
+RETRAIN_REQUESTS = Counter("aet_retrain_requests_total", "Retrain requests emitted by the drift monitor", ["source"])
+LABEL_OUTCOMES = Counter("aet_monitor_labels_total", "Delayed labels seen by the monitor, by outcome "
+                         "(joined, held, duplicate, expired, invalid)", ["outcome"])
+HELD_LABELS = Gauge("aet_monitor_held_labels", "Labels waiting for their message")
+LIVE_ACCURACY = Gauge("aet_live_accuracy", "Rolling accuracy on labeled messages", ["source", "model_version"])
+LIVE_MACRO_F1 = Gauge("aet_live_macro_f1", "Rolling macro-F1 on labeled messages", ["source", "model_version"])
+LIVE_LABELED = Gauge("aet_live_labeled", "Labeled messages joined to predictions", ["source", "model_version"])
+STREAM_POSITION = Gauge("aet_monitor_position", "Messages of a source seen by the drift monitor", ["source"])

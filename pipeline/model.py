@@ -153,6 +153,31 @@ class SentimentModel:
         self.model.train(was_training)
         return out
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled last hidden state of the encoder, shape (len(texts), hidden), float32.
+
+        Padding is excluded from the mean. Batched and length-sorted like
+        :meth:`predict_proba`, under ``torch.inference_mode()``; used by the
+        drift monitor to compare the embedding distribution of recent messages
+        with a reference window.
+        """
+        hidden = int(self.model.config.hidden_size)
+        if not texts:
+            return np.zeros((0, hidden), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), hidden), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        encoder = self.model.base_model
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.encode([texts[i] for i in idx])
+                states = encoder(**enc).last_hidden_state
+                out[idx] = mean_pool(states, enc["attention_mask"]).cpu().numpy()
+        self.model.train(was_training)
+        return out
+
     def save(self, directory: Path) -> None:
         """Write safetensors weights, config and tokenizer into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -196,3 +221,9 @@ def _final_linear(model: PreTrainedModel) -> torch.nn.Linear | None:
 def _set_canonical_labels(model: PreTrainedModel) -> None:
     model.config.id2label = dict(enumerate(LABELS))
     model.config.label2id = {label: i for i, label in enumerate(LABELS)}
+
+
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average token states over the non-padding positions: (batch, seq, hidden) -> (batch, hidden), float32."""
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    return (states.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

@@ -187,6 +187,9 @@ class Alert(Record):
     example_ids: list[str] = Field(default_factory=list)
     model_version: str
     raised_at: datetime = Field(default_factory=utcnow)
+    # Added with the alert engine; optional so that older alert records still decode.
+    trigger_id: str | None = Field(default=None, description="the message whose arrival raised the alert")
+    model_versions: dict[str, int] = Field(default_factory=dict, description="messages in the window per model version")
 
     @model_validator(mode="after")
     def _window_ordered(self) -> "Alert":

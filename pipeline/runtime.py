@@ -25,6 +25,7 @@ from storage.registry import ModelInfo, ModelRegistry
 from storage.store import ResultStore
 
 log = logging.getLogger(__name__)
+SINK_DRAIN_S = 5.0  # at the end of an embedded run, keep delivering due alerts to sinks this long
 
 
 class NoChampionError(RuntimeError):
@@ -68,7 +69,23 @@ class App:
             info={"origin": "bootstrap", **facts["info"]},
         )
         log.info("registered %s as champion (validation macro-F1 %.3f)", version, facts["validation"]["macro_f1"])
+        self.seed_reservoir(data)  # the champion's data is the first "older" data replay and the gate use
         return info
+
+    def seed_reservoir(self, data: Path) -> Any:
+        """Offer the labeled examples of ``data`` to the replay reservoir (pipeline/reservoir.py)."""
+        from pipeline.reservoir import Reservoir
+        from pipeline.training import load_examples
+        from storage.training_store import TrainingStore
+
+        r = self.settings.retrain
+        return Reservoir(TrainingStore(self.db), r.reservoir_per_source, r.seed).add(load_examples(data))
+
+    def trainer(self, *, progress: bool = True, mode: str | None = None) -> Any:
+        """The trainer role (pipeline/trainer.py): retrain requests in, challengers and gate decisions out."""
+        from pipeline.trainer import TrainerRole
+
+        return TrainerRole(self, progress=progress, mode=mode)
 
     def ensure_champion(self, bootstrap_data: Path | None, *, progress: bool = True) -> ModelInfo:
         """The registered champion, bootstrapping one from ``bootstrap_data`` if there is none."""
@@ -94,6 +111,28 @@ class App:
 
     def scorer(self, model: SentimentModel) -> Scorer:
         return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer)
+
+    def alert_worker(self) -> Any:
+        """The alert engine role, with its baselines and cooldowns kept in this database."""
+        from pipeline.alerts import AlertWorker
+        from storage.alert_store import AlertStore
+
+        return AlertWorker(self.bus, self.store, self.settings.topics, self.settings.alerts, state=AlertStore(self.db))
+
+    def monitor(self, model: SentimentModel | None = None) -> Any:
+        """The drift monitor role (pipeline/monitor.py): embeds with ``model``, else loads and follows the champion."""
+        from pipeline.monitor import Monitor, RegistryModels
+        from storage.drift_store import MonitorStore
+
+        return Monitor(self.bus, MonitorStore(self.db), self.settings.topics, self.settings.monitor,
+                       embedder=model, models=RegistryModels(self.registry, self.load_model))
+
+    def sink_dispatchers(self) -> list[Any]:
+        """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
+        from adapters.sinks import start_dispatchers
+        from storage.alert_store import AlertStore
+
+        return start_dispatchers(AlertStore(self.db), self.settings.alerts)
 
     def close(self) -> None:
         if self._bus is not None:
@@ -131,6 +170,11 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
     scorer = app.scorer(model)
     labels = LabelRecorder(app.bus, app.store, topics)
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
+    alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/alerts.py)
+    threads.append(WorkerThread(alerter, stop))
+    dispatchers = app.sink_dispatchers()
+    monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/monitor.py)
+    threads.append(WorkerThread(monitor, stop))
     for t in threads:
         t.start()
     try:
@@ -138,6 +182,8 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
             stream, progress=progress
         )
         pending = [(scorer, [topics.messages]), (labels, [topics.labels])]
+        pending.append((alerter, [topics.scored]))
+        pending.append((monitor, [topics.scored, topics.labels]))
         while not stop.is_set() and any(app.bus.group_lag(w.group, ts) for w, ts in pending):
             for w, ts in pending:
                 if app.bus.group_lag(w.group, ts):
@@ -148,10 +194,13 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
         stop.set()
         for t in threads:
             t.join()
+        for d in dispatchers:
+            d.close(drain_s=SINK_DRAIN_S)
     errors = [t.error for t in threads if t.error is not None]
     if errors:
         raise RuntimeError(f"a worker failed: {errors[0]!r}") from errors[0]
     totals = app.store.summary()
+    alerts_summary = _alerts_summary(app, alerter)
     return {
         "stream": str(stream),
         "interrupted": interrupted,
@@ -161,4 +210,37 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
         "labels_this_run": threads[1].processed,
         "store": totals,
         "database": app.settings.db_url,
+        "alerts": alerts_summary,
+        "drift": _drift_summary(monitor),
+    }
+
+
+def _drift_summary(monitor: Any) -> dict[str, Any]:
+    """Drift events and retrain requests of this run, and how the monitor handled the labels."""
+    return {
+        "events_this_run": [
+            {"id": e.id, "kind": e.kind, "source": e.payload.get("source"), "detector": e.payload.get("detector"),
+             "position": e.payload.get("position", e.payload.get("to_position")), "model_version": e.model_version}
+            for e in monitor.raised
+        ],
+        "labels": dict(monitor.counts),
+        "positions": {name: src.position for name, src in monitor.engine.sources.items()},
+    }
+
+
+def _alerts_summary(app: App, alerter: Any) -> dict[str, Any]:
+    """Alerts raised by this run (in order) and in the database."""
+    from storage.alert_store import AlertStore
+
+    stats = alerter.engine.stats
+    return {
+        "raised_this_run": [
+            {"id": a.id, "entity": a.entity, "kind": a.kind, "severity": a.severity, "z": round(a.z, 2),
+             "window_start": a.window_start.isoformat(), "window_end": a.window_end.isoformat(),
+             "counts": a.counts, "model_version": a.model_version}
+            for a in alerter.raised
+        ],
+        "in_store": AlertStore(app.db).count_alerts(),
+        "late_events": stats.late,
+        "duplicates": stats.duplicates,
     }

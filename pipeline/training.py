@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,24 @@ from pipeline.records import LABELS
 
 log = logging.getLogger(__name__)
 LossTerm = Callable[[SentimentModel, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StepContext:
+    """What a loss term that sets ``wants_context = True`` receives as a fourth argument.
+
+    ``batch`` is the step's examples in row order and ``outputs`` the model's
+    output for them; it carries ``attentions`` when a term sets
+    ``needs_attentions = True`` (the forward pass then runs with
+    ``output_attentions=True``, once, for the task loss and every term).
+    """
+
+    batch: Sequence["Example"]
+    outputs: Any
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training was abandoned on request (e.g. SIGTERM to the trainer); nothing it made is kept."""
 
 
 class TrainingDataError(ValueError):
@@ -120,18 +138,27 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     samples_per_s: float = 0.0
+    steps: int = 0
+    samples: int = 0  # examples processed (on this rank)
+    stopped: str | None = None  # "early_stopping" or "time_budget" when training ended before ``epochs``
 
 
 class Trainer:
     """Fine-tunes a :class:`SentimentModel` in place on labeled examples."""
 
     def __init__(self, model: SentimentModel, settings: TrainSettings, loss_terms: Iterable[tuple[str, LossTerm]] = (),
-                 parameters: Iterable[torch.nn.Parameter] | None = None, progress: bool = True) -> None:
+                 parameters: Iterable[torch.nn.Parameter] | None = None, progress: bool = True,
+                 patience: int | None = None, time_budget_s: float | None = None,
+                 group_by_length: bool = False, interrupt: Callable[[], bool] | None = None) -> None:
         self.model = model
         self.settings = settings
         self.loss_terms = list(loss_terms)
         self.parameters = [p for p in (parameters if parameters is not None else model.model.parameters()) if p.requires_grad]
         self.progress = progress
+        self.patience = patience  # stop after this many epochs without a validation gain (None: run every epoch)
+        self.time_budget_s = time_budget_s  # stop (after validating) once training has run this long
+        self.group_by_length = group_by_length  # batches of similar lengths (less padding), in random order
+        self.interrupt = interrupt  # checked every step: True abandons training (TrainingInterrupted)
 
     def fit(self, train: Sequence[Example], validation: Sequence[Example] = ()) -> TrainResult:
         """Train for ``epochs``; with a validation split, keep the weights of the best epoch."""
@@ -140,50 +167,116 @@ class Trainer:
         net = self.model.model
         device = self.model.device
         generator = torch.Generator().manual_seed(s.seed)
-        steps = s.epochs * max(1, -(-len(train) // s.batch_size))
+        rank, world = _distributed()
+        # Data-parallel (torchrun): every rank draws the same permutation and takes its share of it.
+        forward = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+        per_rank = len(train) // world
+        steps = s.epochs * max(1, -(-per_rank // s.batch_size))
+        want_attentions = any(getattr(t, "needs_attentions", False) for _, t in self.loss_terms)
         optimizer = torch.optim.AdamW(self.parameters, lr=s.learning_rate, weight_decay=s.weight_decay)
         schedule = get_linear_schedule_with_warmup(optimizer, int(steps * s.warmup_fraction), steps)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
         result, best_score, best_state = TrainResult(best_epoch=s.epochs - 1), -1.0, None
         started = time.perf_counter()
-        bar = tqdm(total=steps, desc="train", unit="step", disable=not self.progress)
+        bar = tqdm(total=steps, desc="train", unit="step", disable=not self.progress or rank != 0)
+        stale = 0
         for epoch in range(s.epochs):
             net.train()
             order = torch.randperm(len(train), generator=generator).tolist()
-            total = 0.0
+            if self.group_by_length:
+                order = length_grouped(order, [len(e.text) for e in train], s.batch_size, generator)
+            order = order[rank * per_rank:(rank + 1) * per_rank] if world > 1 else order
+            total, seen = 0.0, 0
+            term_totals = {name: 0.0 for name, _ in self.loss_terms}
             for start in range(0, len(order), s.batch_size):
                 batch = [train[i] for i in order[start:start + s.batch_size]]
                 enc = self.model.encode([e.text for e in batch])
                 labels = torch.tensor([e.label for e in batch], device=device)
                 with autocast:
-                    logits = net(**enc).logits
-                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-                    for _name, term in self.loss_terms:
-                        loss = loss + term(self.model, enc, labels)
+                    outputs = forward(**enc, output_attentions=True) if want_attentions else forward(**enc)
+                    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
+                    for name, term in self.loss_terms:
+                        if getattr(term, "wants_context", False):
+                            value = term(self.model, enc, labels, StepContext(batch, outputs))
+                        else:
+                            value = term(self.model, enc, labels)
+                        loss = loss + value
+                        term_totals[name] += float(value.detach()) * len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
                 optimizer.step()
                 schedule.step()
                 total += loss.item() * len(batch)
+                seen += len(batch)
+                result.steps += 1
+                result.samples += len(batch)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-            record = {"epoch": epoch, "train_loss": total / max(1, len(train))}
+                if self.time_budget_s is not None and time.perf_counter() - started > self.time_budget_s:
+                    result.stopped = "time_budget"
+                    break
+                if self.interrupt is not None and self.interrupt():
+                    bar.close()
+                    raise TrainingInterrupted(f"training interrupted at epoch {epoch}, step {result.steps}")
+            record = {"epoch": epoch, "train_loss": total / max(1, seen)}
+            record.update({f"train_{name}": v / max(1, seen) for name, v in term_totals.items()})
             if validation:
                 metrics = evaluate(self.model, validation)
-                record.update(val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"])
-                if metrics["macro_f1"] > best_score:
-                    best_score, result.best_epoch = metrics["macro_f1"], epoch
+                score = _from_rank0(metrics["macro_f1"], world)  # every rank takes the same decisions
+                record.update(val_accuracy=metrics["accuracy"], val_macro_f1=score)
+                if score > best_score:
+                    best_score, result.best_epoch, stale = score, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    stale += 1
             result.history.append(record)
             log.info("epoch %d: %s", epoch, record)
+            if result.stopped is None and self.patience is not None and stale >= self.patience and epoch < s.epochs - 1:
+                result.stopped = "early_stopping"
+            if result.stopped is not None:
+                result.best_epoch = result.best_epoch if best_state is not None else epoch
+                break
         bar.close()
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
         result.seconds = time.perf_counter() - started
-        result.samples_per_s = s.epochs * len(train) / result.seconds if result.seconds else 0.0
+        result.samples_per_s = result.samples * world / result.seconds if result.seconds else 0.0
         return result
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                   window: int = 32) -> list[int]:
+    """Reorder a shuffled ``order`` so each batch holds texts of similar length, batches in random order.
+
+    Windows of ``window`` batches are sorted by length and cut into batches;
+    then the batches are shuffled, so every example is still seen once per epoch.
+    """
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [i for b in shuffled for i in batches[b]]
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _from_rank0(value: float, world: int) -> float:
+    """Rank 0's ``value`` on every rank (a no-op without data parallelism)."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return float(box[0])
 
 
 def train_bootstrap_model(settings: Settings, data: Path, version: str, progress: bool = True) -> tuple[SentimentModel, dict[str, object]]:

@@ -126,6 +126,66 @@ class ModelRegistry:
             return ModelInfo.model_validate(row)
 
 
+    def set_status(self, version: str, status: Status, *, note: dict[str, Any] | None = None) -> ModelInfo:
+        """Change a version that does not serve (e.g. a challenger to ``rejected``); ``note`` is merged into its info.
+
+        The champion changes only through :meth:`promote` and :meth:`rollback`.
+        """
+        if status == "champion":
+            raise RegistryError("use promote() to make a version the champion")
+        with self.db.session() as s, s.begin():
+            row = s.get(ModelRow, version)
+            if row is None:
+                raise RegistryError(f"unknown model version {version!r}")
+            if row.status == "champion":
+                raise RegistryError(f"{version} is the champion; promote another version or roll back instead")
+            row.status = status
+            if note:
+                row.info = {**(row.info or {}), **note}
+            s.flush()
+            return ModelInfo.model_validate(row)
+
+    def rollback(self, to: str | None = None) -> tuple[ModelInfo, ModelInfo]:
+        """Demote the champion to ``rolled_back`` and reinstate ``to``, by default the previous champion.
+
+        The previous champion is the retired version promoted most recently
+        before the current one. Returns (the demoted version, the new champion).
+        """
+        with self.db.session() as s, s.begin():
+            current = s.scalars(select(ModelRow).where(ModelRow.status == "champion")).first()
+            if current is None:
+                raise RegistryError("no champion to roll back")
+            if to is not None:
+                target = s.get(ModelRow, to)
+                if target is None:
+                    raise RegistryError(f"unknown model version {to!r}")
+                if target.version == current.version:
+                    raise RegistryError(f"{to} is already the champion")
+                if target.promoted_at is None:
+                    raise RegistryError(f"{to} never served as champion (status {target.status}); promote it instead")
+            else:
+                q = select(ModelRow).where(ModelRow.status == "retired", ModelRow.promoted_at.is_not(None),
+                                           ModelRow.version != current.version)
+                if current.promoted_at is not None:
+                    q = q.where(ModelRow.promoted_at <= current.promoted_at)
+                target = s.scalars(q.order_by(ModelRow.promoted_at.desc(), ModelRow.version.desc())).first()
+                if target is None:
+                    raise RegistryError(f"no previous champion to roll back to from {current.version}")
+            current.status = "rolled_back"
+            s.flush()
+            target.status = "champion"
+            target.promoted_at = utcnow()
+            try:
+                s.flush()
+            except IntegrityError as exc:
+                raise RegistryError(f"cannot roll back to {target.version}: {_conflict(exc)}") from exc
+            return ModelInfo.model_validate(current), ModelInfo.model_validate(target)
+
+    def find(self, **info: Any) -> list[ModelInfo]:
+        """Versions whose ``info`` has every given key with the given value (e.g. ``request_id=...``), oldest first."""
+        return [m for m in self.list() if all(m.info.get(k) == v for k, v in info.items())]
+
+
 def _conflict(exc: IntegrityError) -> str:
     """Explain a constraint violation: a concurrent champion, or a version taken meanwhile."""
     if "uq_models_one_champion" in str(exc.orig):

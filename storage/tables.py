@@ -130,8 +130,60 @@ class AlertRow(Base):
     window_end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     z: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
-    raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # indexed by 0003 (feeds poll it)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AlertDeliveryRow(Base):
+    """The outbox of alert sinks (webhook, stdout): one row per alert and sink until delivered.
+
+    A sink finds alerts that have no row yet, delivers them, and keeps failed ones
+    ``pending`` with a growing ``next_attempt_at``; ``claimed_until`` is a short lease
+    so two dispatchers do not send the same alert at once.
+    """
+
+    __tablename__ = "alert_deliveries"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(512), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, rejected
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EntityBaselineRow(Base):
+    """The alert engine's baseline of one entity and alert kind (entity ``*``: the global prior)."""
+
+    __tablename__ = "entity_baselines"
+
+    entity: Mapped[str] = mapped_column(String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mean: Mapped[float] = mapped_column(Float)
+    var: Mapped[float] = mapped_column(Float)
+    noise: Mapped[float] = mapped_column(Float)
+    windows: Mapped[int] = mapped_column(Integer)
+    through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EntitySentimentRow(Base):
+    """Counts of one entity's scored messages per event-time bucket (the analysts' chart)."""
+
+    __tablename__ = "entity_sentiment"
+
+    entity: Mapped[str] = mapped_column(String(256), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, index=True)
+    bucket_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    n: Mapped[int] = mapped_column(Integer)
+    negative: Mapped[int] = mapped_column(Integer)
+    neutral: Mapped[int] = mapped_column(Integer)
+    positive: Mapped[int] = mapped_column(Integer)
+    score_sum: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class DeadLetterRow(Base):
@@ -150,3 +202,99 @@ class DeadLetterRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+
+
+class ReservoirExampleRow(Base):
+    """One slot of the replay reservoir: a past labeled example kept for replay and the forgetting check.
+
+    Slots are per (source, label) stratum, so the reservoir is bounded per
+    source and balanced over the classes (see pipeline/reservoir.py).
+    """
+
+    __tablename__ = "reservoir_examples"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(16), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    example_id: Mapped[str] = mapped_column(String(256), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    ts: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReservoirStratumRow(Base):
+    """How many examples one (source, label) stratum of the reservoir has seen (reservoir sampling's n)."""
+
+    __tablename__ = "reservoir_strata"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seen: Mapped[int] = mapped_column(Integer)
+
+
+class TrainingRunRow(Base):
+    """One retrain request as the trainer handled it: attempts, outcome, the version it produced."""
+
+    __tablename__ = "training_runs"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running, registered, rejected
+    attempts: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Drift monitor (pipeline/monitor.py), created by migration 0002.
+
+
+class DetectorStateRow(Base):
+    """The drift monitor's saved state: detectors, stream positions, episodes, pending retrain requests.
+
+    One row per monitor (its consumer group), written in the same transaction as
+    the batch's events, so a restart resumes exactly where the last stored batch left off.
+    """
+
+    __tablename__ = "detector_state"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LabelJoinRow(Base):
+    """The monitor's ledger of delayed labels: ``joined`` to their prediction, or ``held`` until it arrives."""
+
+    __tablename__ = "label_joins"
+
+    message_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    annotator: Mapped[str] = mapped_column(String(128))
+    label_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    predicted: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message_ts: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    held_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LiveQualityRow(Base):
+    """Live quality on labeled messages per source and model version: totals and a rolling window."""
+
+    __tablename__ = "live_quality"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labeled: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[int] = mapped_column(Integer)
+    window: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float] = mapped_column(Float)
+    macro_f1: Mapped[float] = mapped_column(Float)
+    confusion: Mapped[list[list[int]]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
