@@ -17,7 +17,7 @@ from adapters.bus import Bus
 
 BusFactory = Callable[[], Bus]
 
-BUS_BACKENDS: list[str] = ["memory"]
+BUS_BACKENDS: list = ["memory", pytest.param("kafka", marks=pytest.mark.kafka)]
 
 
 def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
@@ -25,6 +25,13 @@ def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
         from adapters.memory_bus import MemoryBus
 
         return MemoryBus(partitions=3)
+    if backend == "kafka":
+        from adapters.kafka_bus import KafkaBus
+        from pipeline.config import BusSettings
+
+        broker = request.getfixturevalue("kafka_broker")
+        return KafkaBus(BusSettings(backend="kafka", bootstrap_servers=broker.bootstrap_servers,
+                                    kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}))
     raise ValueError(f"no bus_factory branch for backend {backend!r}")
 
 
