@@ -176,8 +176,11 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
         db.dispose()
     replay_train = replay_all
 
-    def score(model: SentimentModel) -> dict[str, float]:
-        return {"new_f1": evaluate(model, new_test)["macro_f1"], "old_f1": evaluate(model, old_test)["macro_f1"]}
+    def score(model: SentimentModel) -> dict[str, Any]:
+        new_r, old_r = evaluate(model, new_test), evaluate(model, old_test)
+        return {"new_f1": new_r["macro_f1"], "old_f1": old_r["macro_f1"], "new_accuracy": new_r["accuracy"],
+                "old_accuracy": old_r["accuracy"], "new_predicted": new_r["predicted"],
+                "old_predicted": old_r["predicted"]}
 
     champ_scores = score(champion)
     from pipeline.objective import estimate_fisher
@@ -201,6 +204,8 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
             results.append({
                 "mode": mode, "config": config, "objective": objective.describe(),
                 "new_f1": round(scores["new_f1"], 4), "old_f1": round(scores["old_f1"], 4),
+                "new_accuracy": round(scores["new_accuracy"], 4), "old_accuracy": round(scores["old_accuracy"], 4),
+                "new_predicted": scores["new_predicted"], "old_predicted": scores["old_predicted"],
                 "new_gain": round(scores["new_f1"] - champ_scores["new_f1"], 4),
                 "old_drop": round(champ_scores["old_f1"] - scores["old_f1"], 4),
                 "train_seconds": round(r.seconds["train"], 1), "round_seconds": round(r.seconds["round"], 1),
@@ -223,7 +228,10 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
             "replay_reservoir": len(replay_all), "replay_train": len(replay_train),
             "label_mix": {"old_test": _label_mix(old_test), "new_train": _label_mix(recent_train),
                           "new_test": _label_mix(new_test), "replay": _label_mix(replay_all)},
-            "note": "subsets drawn with fixed seeds to keep the run short on a CPU; test splits are never trained on",
+            "note": "subsets drawn with fixed seeds to keep the run short on a CPU; test splits are never trained on. "
+                    "macro-F1 averages over the classes in the truth or the predictions (as scikit-learn does), "
+                    "so on a corpus without neutrals a single neutral prediction adds a class with F1 = 0; "
+                    "accuracy and the predicted label mix are reported alongside",
         },
         "settings": {"epochs": base.epochs, "batch_size": base.batch_size, "replay_ratio": base.replay_ratio,
                      "lambda_ewc": lambda_ewc, "lambda_att": lambda_att, "fisher_samples": base.fisher_samples,
@@ -231,7 +239,8 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
                      "patience": base.patience, "lora_r": base.lora_r, "lora_alpha": base.lora_alpha,
                      "max_length": max_length, "seed": seed, "champion_epochs": champion_epochs},
         "environment": environment(),
-        "champion": {**{k: round(v, 4) for k, v in champ_scores.items()}, "facts": champion_facts,
+        "champion": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in champ_scores.items()},
+                     "facts": champion_facts,
                      "fisher_seconds": round(fisher_seconds, 1)},
         "results": results,
         "targets": _targets(champ_scores, results),

@@ -137,7 +137,7 @@ def write_report(report: dict[str, Any], out: Path, name: str, bars: dict[str, f
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(7, max(3.5, 0.25 * len(bars) + 1)))  # taller for many bars
     ax.barh(list(bars), list(bars.values()), color="#4C72B0")
     ax.set_xlabel(unit)
     ax.set_title(f"aet bench {name}")
