@@ -230,12 +230,13 @@ def score(
     stop = _stop_on_signals()
     try:
         champion = application.ensure_champion(None)
-        model = application.load_model(champion)
-        MODEL_VERSION.info({"version": model.version})
-        serve_metrics(metrics_port)
-        log.info("scorer serving %s", model.version)
-        n = application.scorer(model).run(stop, drain=drain)
-        log.info("scorer stopped after %d messages", n)
+        with application.serving_scorer(champion) as scorer:
+            MODEL_VERSION.info({"version": champion.version})
+            serve_metrics(metrics_port)
+            log.info("scorer serving %s%s", champion.version,
+                     ", following promotions and rollbacks" if scorer.swapper is not None else "")
+            n = scorer.run(stop, drain=drain)
+        log.info("scorer stopped after %d messages (serving %s at the end)", n, scorer.model.version)
     except (NoChampionError, ModelLoadError) as exc:
         _fail(str(exc))
     finally:
@@ -305,6 +306,30 @@ def bench_score(
     application = _open_app(s)
     try:
         result = score_benchmark(application, data=data, n=n, out=out, bootstrap_data=bootstrap_data)
+    finally:
+        application.close()
+    _print_json(result)
+
+
+@bench_app.command("swap")
+def bench_swap(
+    rate: float = typer.Option(30.0, help="Messages published per second (keep it below the scorer's capacity)."),
+    steady_s: float = typer.Option(20.0, help="Seconds of steady state before the first swap."),
+    swaps: int = typer.Option(4, min=1, help="Promotions and rollbacks, alternating."),
+    every_s: float = typer.Option(15.0, help="Seconds between swaps."),
+    data: Optional[Path] = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
+    out: Path = typer.Option(Path("bench-results"), help="Directory for swap.json and swap.png."),
+    bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+) -> None:
+    """Seconds from a promotion event to the first message scored by the new version, and p50/p99 latency
+    in the 10 s after each swap vs steady state, with the champion under a steady stream."""
+    from pipeline.swap_bench import swap_benchmark
+
+    s = settings()
+    application = _open_app(s)
+    try:
+        result = swap_benchmark(application, rate=rate, steady_s=steady_s, swaps=swaps, every_s=every_s, data=data,
+                                bootstrap_data=bootstrap_data, out=out)
     finally:
         application.close()
     _print_json(result)

@@ -78,6 +78,10 @@ class ScorerSettings(_Section):
     max_batch: int = Field(default=64, ge=1)
     max_wait_ms: int = Field(default=100, ge=0)
     max_text_chars: int = Field(default=5000, ge=1)
+    hot_swap: bool = Field(default=True, description="follow promotions and rollbacks: load, verify and swap in "
+                           "the new champion between two batches")
+    registry_poll_s: float = Field(default=30.0, gt=0, description="how often to ask the registry for the champion "
+                                   "besides reacting to aet.control at once (a lost event is caught up this late)")
 
 
 class TrainSettings(_Section):
@@ -238,7 +242,14 @@ class MonitorSettings(_Section):
     quality_window: int = Field(default=500, ge=10, description="labeled messages in the rolling live accuracy/F1")
     track_messages: int = Field(default=100000, ge=100, description="recent predictions kept in memory for joins "
                                 "(older ones are read from the database)")
-    champion_check_s: float = Field(default=30.0, ge=0, description="how often to look for a new champion to embed with")
+    champion_check_s: float = Field(default=30.0, ge=0, description="how often to look for a new champion to embed "
+                                    "with and for promotions to judge")
+    auto_rollback: bool = Field(default=True, description="roll a promotion back when its live accuracy falls below "
+                                "the previous champion's")
+    rollback_labels: int = Field(default=200, ge=10, description="labeled messages of the new version (and of the "
+                                 "previous one) the live comparison uses")
+    rollback_margin: float = Field(default=0.05, ge=0, le=1, description="roll back when the new version's live "
+                                   "accuracy is below the previous champion's by more than this")
     seed: int = 0
 
 

@@ -21,6 +21,15 @@ CONSUMER_LAG = Gauge("aet_consumer_lag_records", "Uncommitted records in this me
 RETRIES = Counter("aet_retries_total", "Retried operations (publish, store, commit) after a failure", ["role", "operation"])
 MODEL_VERSION = Info("aet_model", "The model version serving in this process")
 
+# Hot swap (pipeline/hotswap.py) and automatic rollback (pipeline/rollback.py).
+MODEL_SWAPS = Counter("aet_model_swaps_total", "Model swaps by outcome (swapped, refused, superseded)",
+                      ["role", "outcome"])
+SWAP_SECONDS = Histogram(
+    "aet_model_swap_prepare_seconds", "Wall time to verify, load and warm up a model before it is swapped in", ["role"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+AUTO_ROLLBACKS = Counter("aet_auto_rollbacks_total", "Promotions rolled back because live accuracy fell")
+
 
 def serve_metrics(port: int, addr: str | None = None) -> None:
     """Expose ``/metrics`` on ``addr:port`` (0 disables).

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from adapters.bus import Bus, open_bus
 from pipeline.config import Settings
+from pipeline.hotswap import ChampionFollower, ModelSwapper, SwapTarget
 from pipeline.label_recorder import LabelRecorder
 from pipeline.model import ModelLoadError, SentimentModel
 from pipeline.replay import Replay
@@ -99,7 +101,7 @@ class App:
             )
         return self.bootstrap(bootstrap_data, progress=progress)
 
-    def load_model(self, info: ModelInfo) -> SentimentModel:
+    def load_model(self, info: ModelInfo | SwapTarget) -> SentimentModel:
         """Verify a registered artifact against its sha256 and load it."""
         try:
             verify(Path(info.artifact_path), info.sha256)
@@ -109,8 +111,31 @@ class App:
         return SentimentModel.load(info.artifact_path, version=info.version, max_length=m.max_length,
                                    batch_size=m.batch_size, device=m.device, new_head=False)
 
-    def scorer(self, model: SentimentModel) -> Scorer:
-        return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer)
+    def scorer(self, model: SentimentModel, swapper: ModelSwapper | None = None) -> Scorer:
+        return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer, swapper)
+
+    @contextmanager
+    def serving_scorer(self, champion: ModelInfo) -> Iterator[Scorer]:
+        """A scorer serving ``champion`` that, with ``scorer.hot_swap``, follows later promotions and rollbacks.
+
+        The model is loaded here and referenced only by the scorer, so that a
+        swap releases it.
+        """
+        scorer = self.scorer(self.load_model(champion))
+        if not self.settings.scorer.hot_swap:
+            yield scorer
+            return
+        swapper = ModelSwapper(scorer.model, self.load_model)
+        follower = ChampionFollower(self.bus, self.settings.topics.control, self.registry, swapper,
+                                    group_prefix=self.settings.scorer.group,
+                                    registry_poll_s=self.settings.scorer.registry_poll_s)
+        scorer.swapper = swapper
+        follower.start()
+        try:
+            yield scorer
+        finally:
+            follower.close()
+            swapper.close()
 
     def alert_worker(self) -> Any:
         """The alert engine role, with its baselines and cooldowns kept in this database."""
@@ -122,10 +147,14 @@ class App:
     def monitor(self, model: SentimentModel | None = None) -> Any:
         """The drift monitor role (pipeline/monitor.py): embeds with ``model``, else loads and follows the champion."""
         from pipeline.monitor import Monitor, RegistryModels
+        from pipeline.rollback import AutoRollback, RollbackGuard
         from storage.drift_store import MonitorStore
 
-        return Monitor(self.bus, MonitorStore(self.db), self.settings.topics, self.settings.monitor,
-                       embedder=model, models=RegistryModels(self.registry, self.load_model))
+        m = self.settings.monitor
+        rollback = (AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin),
+                                 check_s=m.champion_check_s) if m.auto_rollback else None)
+        return Monitor(self.bus, MonitorStore(self.db), self.settings.topics, m,
+                       embedder=model, models=RegistryModels(self.registry, self.load_model), rollback=rollback)
 
     def sink_dispatchers(self) -> list[Any]:
         """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
@@ -164,10 +193,13 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
     Returns once every published message and label is processed and committed.
     """
     champion = app.ensure_champion(bootstrap_data, progress=progress)
-    model = app.load_model(champion)
+    with app.serving_scorer(champion) as scorer:
+        return _run_roles(app, stream, scorer, champion, progress=progress, stop=stop or threading.Event())
+
+
+def _run_roles(app: App, stream: Path, scorer: Scorer, champion: ModelInfo, *, progress: bool,
+               stop: threading.Event) -> dict[str, Any]:
     topics = app.settings.topics
-    stop = stop or threading.Event()
-    scorer = app.scorer(model)
     labels = LabelRecorder(app.bus, app.store, topics)
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
     alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/alerts.py)
@@ -205,6 +237,8 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
         "stream": str(stream),
         "interrupted": interrupted,
         "champion": champion.version,
+        "serving_at_end": scorer.model.version,
+        "model_swaps": scorer.swapper.swaps if scorer.swapper is not None else 0,
         "replay": asdict(stats),
         "scored_this_run": threads[0].processed,
         "labels_this_run": threads[1].processed,

@@ -9,6 +9,7 @@ import numpy as np
 
 from adapters.bus import Bus, BusRecord
 from pipeline.config import ScorerSettings, TopicSettings
+from pipeline.hotswap import ModelSwapper
 from pipeline.model import SentimentModel
 from pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
 from pipeline.worker import Outputs, Worker
@@ -30,18 +31,33 @@ def to_scored(message: Message, probs: np.ndarray, model_version: str) -> Scored
 
 
 class Scorer(Worker):
-    """Consumes ``aet.messages``, publishes ``aet.scored``, stores each score under its message id."""
+    """Consumes ``aet.messages``, publishes ``aet.scored``, stores each score under its message id.
+
+    With a :class:`~pipeline.hotswap.ModelSwapper`, a newly promoted model that
+    is loaded and verified replaces the current one between two batches.
+    """
 
     role = "scorer"
 
-    def __init__(self, bus: Bus, store: object, model: SentimentModel, topics: TopicSettings, settings: ScorerSettings) -> None:
+    def __init__(self, bus: Bus, store: object, model: SentimentModel, topics: TopicSettings, settings: ScorerSettings,
+                 swapper: ModelSwapper | None = None) -> None:
         super().__init__(
             bus, store, group=settings.group, topics=[topics.messages], dlq_topic=topics.dlq,
             max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
         )
         self.model = model
+        self.swapper = swapper
         self.out_topic = topics.scored
         self.max_text_chars = settings.max_text_chars
+
+    def before_batch(self) -> None:
+        """Swap in a model the swapper has ready; no batch is in flight here."""
+        if self.swapper is None:
+            return
+        new = self.swapper.take()
+        if new is not None:
+            old, self.model = self.model, new
+            self.swapper.retire(old)  # released off the scoring path; nothing else refers to it
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         out = Outputs()

@@ -22,11 +22,11 @@ NEUTRAL = ["holds meeting", "publishes report", "names director", "schedules cal
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne"]
 
 
-def tiny_model(seed: int = 0, version: str = "tiny") -> SentimentModel:
+def tiny_model(seed: int = 0, version: str = "tiny", hidden_size: int = 32, intermediate_size: int = 64) -> SentimentModel:
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=3,
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=intermediate_size, max_position_embeddings=64, num_labels=3,
                         id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     net = BertForSequenceClassification(config)
     net.set_attn_implementation("eager")
