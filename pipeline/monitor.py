@@ -58,6 +58,7 @@ from pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, LabelR
 from pipeline.worker import Outputs, Worker
 
 if TYPE_CHECKING:
+    from pipeline.rollback import AutoRollback
     from storage.drift_store import MonitorBatch, MonitorStore
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class Monitor(Worker):
         *,
         embedder: Embedder | None = None,
         models: ModelSource | None = None,
+        rollback: "AutoRollback | None" = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__(bus, _BatchWriter(store, self), group=settings.group, topics=[topics.scored, topics.labels],
@@ -185,6 +187,7 @@ class Monitor(Worker):
         self.engine = DriftEngine(self.config)
         self.embedder = embedder
         self.models = models
+        self.rollback = rollback  # judges promotions on the live labels (pipeline/rollback.py)
         self.clock = clock
         self.recent: OrderedDict[str, _Prediction] = OrderedDict()
         self.held: dict[str, tuple[LabelRecord, int]] = {}
@@ -223,6 +226,8 @@ class Monitor(Worker):
                 self.checkpoints = {s: deque(((int(p), t) for p, t in cp), maxlen=MAX_CHECKPOINTS)
                                     for s, cp in state["checkpoints"].items()}
                 self.counts.update(state.get("counts", {}))
+                if self.rollback is not None and state.get("rollback"):
+                    self.rollback.restore(state["rollback"])
                 log.info("monitor %s resumed at %s", self.group,
                          {s: src.position for s, src in self.engine.sources.items()})
         for row in self.monitor_store.held_labels():
@@ -242,6 +247,7 @@ class Monitor(Worker):
             "latest_ts": self.latest_ts,
             "checkpoints": {s: list(cp) for s, cp in self.checkpoints.items()},
             "counts": self.counts,
+            "rollback": self.rollback.state() if self.rollback is not None else None,
         }
 
     def _quality(self, source: str, version: str) -> _Quality:
@@ -349,6 +355,7 @@ class Monitor(Worker):
                 self._on_label(item, stored, already, out, batch, touched)
         self._expire_held(out, batch, touched)
         self._retrain_requests(out)
+        self._auto_rollback(out)
         for source, version in touched:
             q = self._quality(source, version)
             batch.quality.append({"source": source, "model_version": version, "labeled": q.labeled,
@@ -447,6 +454,8 @@ class Monitor(Worker):
                             "label_ts": label.ts, "source": pred.source, "model_version": pred.version,
                             "predicted": LABELS[pred.label], "message_ts": pred.ts, "position": pred.position,
                             "held_at": None})
+        if self.rollback is not None:
+            self.rollback.learn_one(pred.version, true == pred.label)
         alarms = self.engine.label(pred.source, pred.version, pred.position if pred.position is not None else 0,
                                    true == pred.label)
         self._emit(alarms, mid, pred.ts, out)
@@ -502,6 +511,19 @@ class Monitor(Worker):
                 "drift_event_id": event.id, "detector": a.detector, "position": a.position, "ts": drift_ts,
                 "model_version": a.model_version, "labels": 0,
             }
+
+    def _auto_rollback(self, out: Outputs) -> None:
+        if self.rollback is None:
+            return
+        try:
+            event = self.rollback.step()
+        except Exception as exc:  # noqa: BLE001 - a registry outage must not stop drift detection
+            log.warning("automatic rollback check failed (%s: %s); retried next batch", type(exc).__name__, exc)
+            return
+        if event is not None:
+            out.events.append(event)
+            out.publish.append((self.names.control, event.kind, event.to_bytes()))
+            self.raised.append(event)
 
     def _retrain_requests(self, out: Outputs) -> None:
         ready = [s for s, p in self.pending.items() if p["labels"] >= self.settings.min_labels]
