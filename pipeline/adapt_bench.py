@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import resource
 import tempfile
 import time
@@ -34,10 +33,11 @@ from typing import Any, Sequence
 import torch
 
 from pipeline.adaptation import AdaptConfig, Objective, adapt
+from pipeline.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
 from pipeline.bench import EXAMPLES, environment, shared_data_dir, write_report
 from pipeline.model import SentimentModel, pick_device
 from pipeline.records import LABELS
-from pipeline.reservoir import Reservoir, is_holdout, text_key
+from pipeline.reservoir import Reservoir
 from pipeline.trainable import MODES
 from pipeline.training import Example, Trainer, TrainSettings, evaluate, seed_everything, stratified_split
 
@@ -49,56 +49,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "att": {"replay": False, "ewc": False, "att": True},
     "aet": {"replay": True, "ewc": True, "att": True},
 }
-TEST_SPLITS = ("test", "valid", "val", "validation")
-# Corpora that share texts (see ../shared/data/README.md): never train on one and test on the other.
-TWINS = [{"fiqa2018_task1", "semeval2017_task5_headlines"}, {"fiqa2018_task1", "semeval2017_task5_microblogs"}]
-OLD_HOLDOUT = 0.2
-
-
-def corpus_path(name: str, data_dir: Path | None = None) -> Path:
-    root = data_dir or shared_data_dir()
-    if root is None:
-        raise FileNotFoundError("no shared data: set AET_SHARED_DATA or run from a checkout next to ../shared/data")
-    path = Path(root) / name / f"{name}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus {name} not found at {path}")
-    return path
-
-
-def load_corpus(path: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
-    return [r for r in rows if r.get("label") in LABELS and isinstance(r.get("text"), str) and r["text"].strip()]
-
-
-def _example(r: dict[str, Any]) -> Example:
-    return Example(text=r["text"], label=LABELS.index(r["label"]), source=r.get("source", "news"), id=str(r["id"]))
-
-
-def split_corpus(rows: Sequence[dict[str, Any]], use_given_split: bool) -> tuple[list[Example], list[Example], str]:
-    """(train, test, how): the corpus's own test/valid split when asked and present, else the stable hash split.
-
-    Texts that occur in the test part (up to case and spacing) are removed from the train part.
-    """
-    given = use_given_split and any(r.get("split") in TEST_SPLITS for r in rows)
-    if given:
-        test = [_example(r) for r in rows if r.get("split") in TEST_SPLITS]
-        train = [_example(r) for r in rows if r.get("split") not in TEST_SPLITS]
-        how = "the corpus's own test/valid split"
-    else:
-        test = [_example(r) for r in rows if is_holdout(r["text"], OLD_HOLDOUT)]
-        train = [_example(r) for r in rows if not is_holdout(r["text"], OLD_HOLDOUT)]
-        how = f"stable text-hash split, {OLD_HOLDOUT:.0%} held out"
-    held = {text_key(e.text) for e in test}
-    train = [e for e in train if text_key(e.text) not in held]
-    return train, test, how
-
-
-def subsample(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return list(examples)
-    return random.Random(seed).sample(list(examples), n)
-
-
 def _label_mix(examples: Sequence[Example]) -> dict[str, int]:
     return {label: sum(e.label == i for e in examples) for i, label in enumerate(LABELS)}
 
@@ -288,7 +238,7 @@ def gpu_train_benchmark(*, data: Path | None = None, n: int = 1000, mode: str = 
         default = (shared / "twitter_financial_news_sentiment" / "twitter_financial_news_sentiment.jsonl") if shared else None
         path = default if default is not None and default.is_file() else EXAMPLES / "train.jsonl"
     rows = load_corpus(Path(path))
-    examples = subsample([_example(r) for r in rows], n + n // 2, seed)
+    examples = subsample([example(r) for r in rows], n + n // 2, seed)
     recent, replay = examples[:n], examples[n:]
     target = pick_device(device)
     seed_everything(seed)

@@ -29,7 +29,7 @@ from pipeline.training import Example
 from storage.training_store import TrainingStore
 
 
-def _uniform(*parts: object) -> float:
+def uniform(*parts: object) -> float:
     """A deterministic number in [0, 1) from ``parts``."""
     digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -42,7 +42,7 @@ def text_key(text: str) -> str:
 
 def is_holdout(text: str, fraction: float) -> bool:
     """Whether an example belongs to the never-trained held-out share ``fraction`` (stable across runs and rounds)."""
-    return _uniform("holdout", text_key(text)) < fraction
+    return uniform("holdout", text_key(text)) < fraction
 
 
 def split_holdout(examples: Sequence[Example], fraction: float) -> tuple[list[Example], list[Example]]:
@@ -76,7 +76,7 @@ class Reservoir:
         """Algorithm R for the n-th example (1-based) of a stratum with ``capacity`` slots."""
         if n <= capacity:
             return n - 1
-        j = int(_uniform(self.seed, source, label, n) * n)
+        j = int(uniform(self.seed, source, label, n) * n)
         return j if j < capacity else None
 
     def add(self, examples: Iterable[Example], ts: datetime | None = None) -> ReservoirStats:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapt_bench import CONFIGS, _objective, _targets, adapt_benchmark, gpu_train_benchmark, split_corpus
+from pipeline.adapt_bench import CONFIGS, _objective, _targets, adapt_benchmark, gpu_train_benchmark
+from pipeline.corpora import split_corpus
 from pipeline.reservoir import text_key
 from tests.conftest import EXAMPLES
 
