@@ -385,6 +385,11 @@ from pipeline import training_cli as _training_cli  # noqa: E402
 
 _training_cli.register(sys.modules[__name__])
 
+# The replay benchmark of the whole loop (bench stream).
+from pipeline import stream_cli as _stream_cli  # noqa: E402
+
+_stream_cli.register(sys.modules[__name__])
+
 
 if __name__ == "__main__":
     app()

@@ -144,8 +144,12 @@ class App:
 
         return AlertWorker(self.bus, self.store, self.settings.topics, self.settings.alerts, state=AlertStore(self.db))
 
-    def monitor(self, model: SentimentModel | None = None) -> Any:
-        """The drift monitor role (pipeline/monitor.py): embeds with ``model``, else loads and follows the champion."""
+    def monitor(self, model: SentimentModel | None = None, clock: Any = None) -> Any:
+        """The drift monitor role (pipeline/monitor.py): embeds with ``model``, else loads and follows the champion.
+
+        ``clock`` (default: the wall clock) stamps its events and times its cooldowns; a replay benchmark
+        passes the stream's event-time clock.
+        """
         from pipeline.monitor import Monitor, RegistryModels
         from pipeline.rollback import AutoRollback, RollbackGuard
         from storage.drift_store import MonitorStore
@@ -154,7 +158,8 @@ class App:
         rollback = (AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin),
                                  check_s=m.champion_check_s) if m.auto_rollback else None)
         return Monitor(self.bus, MonitorStore(self.db), self.settings.topics, m,
-                       embedder=model, models=RegistryModels(self.registry, self.load_model), rollback=rollback)
+                       embedder=model, models=RegistryModels(self.registry, self.load_model), rollback=rollback,
+                       **({"clock": clock} if clock is not None else {}))
 
     def sink_dispatchers(self) -> list[Any]:
         """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
