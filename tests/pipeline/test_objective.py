@@ -134,10 +134,11 @@ def test_distillation_term_is_zero_for_identical_models_and_batches_without_repl
     outputs = student.model(**enc, output_attentions=True)
 
     same = AttentionDistillation(copy.deepcopy(student.model), replay, weight=1.0)
-    assert same(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() == 0.0
+    # zero up to float rounding: the teacher sees the replay rows re-padded as a batch of their own
+    assert same(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() == pytest.approx(0.0, abs=1e-8)
     other = AttentionDistillation(tiny_model(seed=7).model, replay, weight=1.0)
     assert other.rows(batch) == [3, 4, 5]
-    assert other(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() > 0.0
+    assert other(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() > 1e-5  # near-uniform attention of random tiny models: ~1e-4
     no_replay = recent[:3]
     enc2 = student.encode([e.text for e in no_replay])
     out2 = student.model(**enc2, output_attentions=True)
