@@ -178,7 +178,7 @@ def test_fifty_swaps_leave_resident_memory_within_a_bounded_growth(app: App) -> 
 
 def test_promotion_and_rollback_under_a_full_speed_stream_score_every_message_once_by_a_whole_model(app: App) -> None:
     v1 = add_version(app, 0, status="champion")
-    v2 = add_version(app, 1)
+    add_version(app, 1)  # v0002, promoted below
     topics = app.settings.topics
     n = 3000
     payloads = [message_payload(i, text=f"{TEXTS[i % 3]} (item {i})", entities=[f"$T{i % 7}"]) for i in range(n)]
