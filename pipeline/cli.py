@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, load_settings, merge_overrides
 
 app = typer.Typer(
     help="AET: score financial news and chat sentiment on a stream, and keep the model right as language drifts.",
@@ -57,7 +57,7 @@ def main(
 
 def settings(**overrides: Any) -> Settings:
     """Resolve settings for a command and set up logging."""
-    merged = _merge(_State.overrides, overrides)
+    merged = merge_overrides(_State.overrides, overrides)
     try:
         s = load_settings(_State.config, **merged)
     except Exception as exc:  # noqa: BLE001 - a settings error is a usage error
@@ -72,13 +72,6 @@ def settings(**overrides: Any) -> Settings:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     return s
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
 
 
 def _fail(message: str, code: int = 2) -> None:

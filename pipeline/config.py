@@ -285,6 +285,15 @@ class Settings(BaseSettings):
         return self.home / "models"
 
 
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings overrides: ``extra`` wins, sections (dicts) are merged key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        previous = out.get(k)
+        out[k] = merge_overrides(previous if isinstance(previous, dict) else {}, v) if isinstance(v, dict) else v
+    return out
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings with precedence flags > environment > config file > defaults.
 

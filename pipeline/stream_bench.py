@@ -275,7 +275,7 @@ def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: P
                      bus: str = "memory", bootstrap_servers: str | None = None,
                      progress: bool = True) -> dict[str, Any]:
     """Run every strategy of ``scenario`` on the same stream; write ``stream.json`` and ``stream.png``."""
-    from pipeline.config import load_settings
+    from pipeline.config import load_settings, merge_overrides
     from pipeline.runtime import App
     from pipeline.training import seed_everything
 
@@ -287,7 +287,7 @@ def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: P
     curves: dict[str, list[tuple[int, float]]] = {}
     first_test = stream.tests[scenario.phases[0].corpus]
     with tempfile.TemporaryDirectory(prefix="aet-bench-stream-") as tmp, _bus_settings(bus, bootstrap_servers) as b:
-        overrides = _merge({"home": Path(tmp) / "aet", "bus": b,
+        overrides = merge_overrides({"home": Path(tmp) / "aet", "bus": b,
                             "train": {"seed": scenario.seed},
                             "monitor": {"champion_check_s": 0, "seed": scenario.seed},
                             "retrain": {"mode": scenario.mode, "seed": scenario.seed}}, scenario.settings)
@@ -391,13 +391,6 @@ def _make(name: str, app: Any, champion: Any, stream: Stream, config: AdaptConfi
 
 def _score(r: dict[str, Any]) -> dict[str, Any]:
     return {"accuracy": round(float(r["accuracy"]), 4), "macro_f1": round(float(r["macro_f1"]), 4)}
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _write(report_: dict[str, Any], curves: dict[str, list[tuple[int, float]]], stream: Stream, out: Path) -> None:
