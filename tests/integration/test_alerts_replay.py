@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

@@ -17,7 +17,7 @@ from pipeline.runtime import App
 from storage.training_store import TrainingStore
 from tests.cli_helpers import aet_env
 from tests.conftest import REPO
-from tests.pipeline.tiny_model import save_tiny, synthetic_examples
+from tests.pipeline.tiny_model import register_tiny, synthetic_examples
 
 
 @pytest.mark.slow
@@ -30,11 +30,7 @@ def test_torchrun_two_ranks_train_one_request(tmp_path: Path) -> None:
                "reservoir_per_source": 60, "learning_rate": 5e-3, "mode": "attention", "auto_promote": False}
     app = App(load_settings(home=home, bus={"journal_dir": journal}, retrain=retrain))
     try:
-        staged = app.artifacts.stage()
-        save_tiny(staged)
-        path, digest = app.artifacts.commit(staged, "v0001")
-        app.registry.register(version="v0001", status="champion", artifact_path=str(path.resolve()), sha256=digest,
-                              backbone="tiny-bert", labels=list(LABELS))
+        register_tiny(app)
         Reservoir(TrainingStore(app.db), 60, seed=13).add(synthetic_examples(90, seed=9, prefix="old "))
         data = tmp_path / "new.jsonl"
         data.write_text("".join(json.dumps({"id": e.id, "text": e.text, "label": LABELS[e.label]}) + "\n"

@@ -16,23 +16,13 @@ from pipeline.config import load_settings
 from pipeline.hotswap import ModelSwapper, SwapTarget
 from pipeline.model import SentimentModel
 from pipeline.promotion import Promoter
-from pipeline.records import LABELS, ScoredMessage, decode
+from pipeline.records import ScoredMessage, decode
 from pipeline.runtime import App
 from storage.registry import ModelInfo
 from tests.pipeline.pipeline_fakes import Running, encode, message_payload
-from tests.pipeline.tiny_model import tiny_model
+from tests.pipeline.tiny_model import register_tiny, tiny_model
 
 TEXTS = ["$ACME beats estimates", "Globex cuts guidance and plans layoffs", "Initech holds its annual meeting"]
-
-
-def add_version(app: App, seed: int, *, status: str = "challenger", **model_kw: Any) -> ModelInfo:
-    """Save a tiny model as the next version's artifact and register it."""
-    version = app.registry.next_version()
-    staged = app.artifacts.stage()
-    tiny_model(seed, **model_kw).save(staged)
-    path, digest = app.artifacts.commit(staged, version)
-    return app.registry.register(version=version, artifact_path=str(path), sha256=digest, backbone="tiny",
-                                 labels=list(LABELS), status=status)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -56,8 +46,8 @@ def settle(swapper: ModelSwapper, timeout_s: float = 60.0) -> SentimentModel | N
 
 
 def test_a_promoted_version_is_loaded_in_the_background_and_taken_between_batches(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
-    v2 = add_version(app, 1)
+    v1 = register_tiny(app, seed=0)
+    v2 = register_tiny(app, seed=1, status="challenger")
     swapper = swapper_for(app, v1)
     try:
         assert swapper.take() is None  # nothing wanted yet
@@ -83,8 +73,8 @@ def assert_refused(swapper: ModelSwapper, target: SwapTarget, reason: str) -> No
 
 
 def test_a_truncated_artifact_is_refused_and_the_champion_keeps_serving(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
-    v2 = add_version(app, 1)
+    v1 = register_tiny(app, seed=0)
+    v2 = register_tiny(app, seed=1, status="challenger")
     weights = Path(v2.artifact_path) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     swapper = swapper_for(app, v1)
@@ -96,8 +86,8 @@ def test_a_truncated_artifact_is_refused_and_the_champion_keeps_serving(app: App
 
 
 def test_wrong_checksum_missing_artifact_and_other_label_set_are_refused(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
-    v2 = add_version(app, 1)
+    v1 = register_tiny(app, seed=0)
+    v2 = register_tiny(app, seed=1, status="challenger")
     swapper = swapper_for(app, v1)
     try:
         assert_refused(swapper, SwapTarget(v2.version, v2.artifact_path, "0" * 64), "does not match")
@@ -110,7 +100,7 @@ def test_wrong_checksum_missing_artifact_and_other_label_set_are_refused(app: Ap
 
 
 def test_a_model_with_broken_outputs_is_refused(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
+    v1 = register_tiny(app, seed=0)
 
     class NanModel:
         version = "v0003"
@@ -126,8 +116,8 @@ def test_a_model_with_broken_outputs_is_refused(app: App) -> None:
 
 
 def test_two_promotions_in_quick_succession_end_with_the_newest_serving(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
-    v2, v3 = add_version(app, 1), add_version(app, 2)
+    v1 = register_tiny(app, seed=0)
+    v2, v3 = register_tiny(app, seed=1, status="challenger"), register_tiny(app, seed=2, status="challenger")
     slow = threading.Event()
 
     def load(target: SwapTarget) -> SentimentModel:
@@ -149,8 +139,8 @@ def test_two_promotions_in_quick_succession_end_with_the_newest_serving(app: App
 def test_fifty_swaps_leave_resident_memory_within_a_bounded_growth(app: App) -> None:
     """Two artifacts of ~17 MB of weights each, swapped 50 times; a leak would keep every copy (~850 MB)."""
     kw = {"hidden_size": 128, "intermediate_size": 256}
-    v1 = add_version(app, 0, status="champion", **kw)
-    v2 = add_version(app, 1, **kw)
+    v1 = register_tiny(app, seed=0, **kw)
+    v2 = register_tiny(app, seed=1, status="challenger", **kw)
     weights_mb = (Path(v1.artifact_path) / "model.safetensors").stat().st_size / 2**20
     scorer = app.scorer(app.load_model(v1))
     swapper = ModelSwapper(scorer.model, app.load_model)
@@ -176,8 +166,8 @@ def test_fifty_swaps_leave_resident_memory_within_a_bounded_growth(app: App) -> 
 
 
 def test_promotion_and_rollback_under_a_full_speed_stream_score_every_message_once_by_a_whole_model(app: App) -> None:
-    v1 = add_version(app, 0, status="champion")
-    add_version(app, 1)  # v0002, promoted below
+    v1 = register_tiny(app, seed=0)
+    register_tiny(app, seed=1, status="challenger")  # v0002, promoted below
     topics = app.settings.topics
     n = 3000
     payloads = [message_payload(i, text=f"{TEXTS[i % 3]} (item {i})", entities=[f"$T{i % 7}"]) for i in range(n)]

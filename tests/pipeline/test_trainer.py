@@ -23,7 +23,7 @@ from pipeline.training import Example
 from storage.artifacts import verify
 from storage.tables import ControlEventRow
 from storage.training_store import TrainingStore
-from tests.pipeline.tiny_model import save_tiny, synthetic_examples, tiny_model
+from tests.pipeline.tiny_model import register_tiny, synthetic_examples, tiny_model
 
 RETRAIN = {"epochs": 1, "min_examples": 30, "fisher_samples": 16, "batch_size": 16, "min_holdout": 5,
            "reservoir_per_source": 60, "learning_rate": 5e-3, "mode": "attention", "seed": 3}
@@ -33,11 +33,7 @@ def make_app(tmp_path: Path, **retrain: Any) -> App:
     settings = load_settings(home=tmp_path / "home", model={"device": "cpu", "max_length": 32},
                              retrain={**RETRAIN, **retrain})
     app = App(settings)
-    staged = app.artifacts.stage()
-    save_tiny(staged, seed=0)
-    path, digest = app.artifacts.commit(staged, "v0001")
-    app.registry.register(version="v0001", status="champion", artifact_path=str(path.resolve()), sha256=digest,
-                          backbone="tiny-bert", labels=list(LABELS), info={"origin": "bootstrap"})
+    register_tiny(app, info={"origin": "bootstrap"})
     Reservoir(TrainingStore(app.db), 60, seed=3).add(synthetic_examples(120, seed=9, prefix="old "))
     return app
 

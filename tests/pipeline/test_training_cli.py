@@ -15,7 +15,7 @@ from pipeline.records import LABELS
 from pipeline.reservoir import Reservoir
 from pipeline.runtime import App
 from storage.training_store import TrainingStore
-from tests.pipeline.tiny_model import save_tiny, synthetic_examples
+from tests.pipeline.tiny_model import register_tiny, synthetic_examples
 
 RETRAIN = {"epochs": "1", "min_examples": "30", "fisher_samples": "8", "batch_size": "16", "min_holdout": "5",
            "reservoir_per_source": "60", "learning_rate": "0.005"}
@@ -26,11 +26,7 @@ def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     app = App(load_settings(home=home, bus={"journal_dir": tmp_path / "journal"}))
     try:
-        staged = app.artifacts.stage()
-        save_tiny(staged)
-        path, digest = app.artifacts.commit(staged, "v0001")
-        app.registry.register(version="v0001", status="champion", artifact_path=str(path.resolve()), sha256=digest,
-                              backbone="tiny-bert", labels=list(LABELS))
+        register_tiny(app)
         Reservoir(TrainingStore(app.db), 60, seed=13).add(synthetic_examples(90, seed=9, prefix="old "))
     finally:
         app.close()

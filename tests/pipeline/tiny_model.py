@@ -7,7 +7,7 @@ in production), eager attention, labels negative/neutral/positive.
 from __future__ import annotations
 
 import random
-from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -34,9 +34,15 @@ def tiny_model(seed: int = 0, version: str = "tiny", hidden_size: int = 32, inte
     return SentimentModel(model=net, tokenizer=tokenizer, version=version, max_length=32, batch_size=32)
 
 
-def save_tiny(directory: Path, seed: int = 0) -> Path:
-    tiny_model(seed).save(directory)
-    return directory
+def register_tiny(app: Any, *, seed: int = 0, status: str = "champion", info: dict[str, Any] | None = None,
+                  **model_kw: int) -> Any:
+    """Save a tiny model as the registry's next version (a sealed artifact) and register it."""
+    version = app.registry.next_version()
+    staged = app.artifacts.stage()
+    tiny_model(seed, **model_kw).save(staged)
+    path, digest = app.artifacts.commit(staged, version)
+    return app.registry.register(version=version, status=status, artifact_path=str(path.resolve()), sha256=digest,
+                                 backbone="tiny-bert", labels=list(LABELS), info=info)
 
 
 def synthetic_examples(n: int, seed: int = 0, source: str = "news", prefix: str = "") -> list[Example]:
