@@ -93,9 +93,7 @@ class ModelRegistry:
 
     def get(self, version: str) -> ModelInfo:
         with self.db.session() as s:
-            row = s.get(ModelRow, version)
-            if row is None:
-                raise RegistryError(f"unknown model version {version!r}")
+            row = _existing(s, version)
             return ModelInfo.model_validate(row)
 
     def champion(self) -> ModelInfo | None:
@@ -113,9 +111,7 @@ class ModelRegistry:
     def promote(self, version: str) -> ModelInfo:
         """Make ``version`` the champion and retire the previous one."""
         with self.db.session() as s, s.begin():
-            row = s.get(ModelRow, version)
-            if row is None:
-                raise RegistryError(f"unknown model version {version!r}")
+            row = _existing(s, version)
             s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
             row.status = "champion"
             row.promoted_at = utcnow()
@@ -134,9 +130,7 @@ class ModelRegistry:
         if status == "champion":
             raise RegistryError("use promote() to make a version the champion")
         with self.db.session() as s, s.begin():
-            row = s.get(ModelRow, version)
-            if row is None:
-                raise RegistryError(f"unknown model version {version!r}")
+            row = _existing(s, version)
             if row.status == "champion":
                 raise RegistryError(f"{version} is the champion; promote another version or roll back instead")
             row.status = status
@@ -156,9 +150,7 @@ class ModelRegistry:
             if current is None:
                 raise RegistryError("no champion to roll back")
             if to is not None:
-                target = s.get(ModelRow, to)
-                if target is None:
-                    raise RegistryError(f"unknown model version {to!r}")
+                target = _existing(s, to)
                 if target.version == current.version:
                     raise RegistryError(f"{to} is already the champion")
                 if target.promoted_at is None:
@@ -184,6 +176,14 @@ class ModelRegistry:
     def find(self, **info: Any) -> list[ModelInfo]:
         """Versions whose ``info`` has every given key with the given value (e.g. ``request_id=...``), oldest first."""
         return [m for m in self.list() if all(m.info.get(k) == v for k, v in info.items())]
+
+
+def _existing(session: Any, version: str) -> ModelRow:
+    """The row of ``version``, or :class:`RegistryError` when there is none."""
+    row = session.get(ModelRow, version)
+    if row is None:
+        raise RegistryError(f"unknown model version {version!r}")
+    return row
 
 
 def _conflict(exc: IntegrityError) -> str:
