@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from pipeline.config import BusSettings
+    from aet.pipeline.config import BusSettings
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,11 +117,11 @@ class Bus(abc.ABC):
 def open_bus(settings: "BusSettings") -> Bus:
     """Open the backend named by ``settings.backend``."""
     if settings.backend == "memory":
-        from adapters.memory_bus import MemoryBus
+        from aet.adapters.memory_bus import MemoryBus
 
         return MemoryBus(partitions=settings.partitions, journal_dir=settings.journal_dir)
     if settings.backend == "kafka":
-        from adapters.kafka_bus import KafkaBus
+        from aet.adapters.kafka_bus import KafkaBus
 
         return KafkaBus(settings)
     raise BusError(f"unknown bus backend {settings.backend!r}: use 'memory' or 'kafka'")

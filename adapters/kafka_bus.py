@@ -1,6 +1,6 @@
 """The Kafka bus backend, over kafka-python: one daemon per role, scaled out by consumer groups.
 
-What it promises on top of the :mod:`adapters.bus` contract:
+What it promises on top of the :mod:`aet.adapters.bus` contract:
 
 * **Topics** are created with ``settings.partitions`` partitions and
   ``settings.replication_factor`` replicas; existing topics are left alone.
@@ -32,7 +32,7 @@ What it promises on top of the :mod:`adapters.bus` contract:
 * **Long work**: :meth:`pause` pauses every assigned partition (and any
   partition assigned while paused); ``poll`` then returns nothing but keeps
   the member alive within ``max_poll_interval_ms``. See
-  :func:`adapters.bus.run_paused`.
+  :func:`aet.adapters.bus.run_paused`.
 * **Lag**: :meth:`_KafkaConsumer.lag` uses the high watermarks of the fetch
   responses. :meth:`KafkaBus.group_lag` asks ListOffsets for the end offsets,
   which is exact on Apache Kafka; tansu (the test broker) answers with the
@@ -66,7 +66,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from adapters.bus import Bus, BusError, BusRecord, Consumer
+from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
 
 try:  # kafka-python is a dependency, but keep the import error readable.
     import kafka.errors as kerrors
@@ -78,7 +78,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the depe
     raise ImportError("the kafka bus backend needs kafka-python: pip install kafka-python") from exc
 
 if TYPE_CHECKING:
-    from pipeline.config import BusSettings
+    from aet.pipeline.config import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def _key_bytes(key: str | None) -> bytes | None:
 
 
 class KafkaBus(Bus):
-    """A :class:`~adapters.bus.Bus` on a Kafka cluster (or any Kafka-protocol broker)."""
+    """A :class:`~aet.adapters.bus.Bus` on a Kafka cluster (or any Kafka-protocol broker)."""
 
     def __init__(self, settings: "BusSettings", *, tuned: bool = True) -> None:
         self.settings = settings

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
-from adapters.bus import Bus, BusError, BusRecord, Consumer
+from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
 
 _HEADER = struct.Struct(">qii")  # timestamp_ms, key length (-1: no key), value length
 

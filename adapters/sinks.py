@@ -29,9 +29,9 @@ import urllib.request
 from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
-from adapters.bus import Bus
-from pipeline import metrics
-from pipeline.records import Alert, utcnow
+from aet.adapters.bus import Bus
+from aet.pipeline import metrics
+from aet.pipeline.records import Alert, utcnow
 
 log = logging.getLogger(__name__)
 USER_AGENT = "aet-alerts/0.1"
@@ -116,7 +116,7 @@ class WebhookSink:
 
 
 class Outbox(Protocol):
-    """The outbox operations a dispatcher needs (``storage.alert_store.AlertStore``)."""
+    """The outbox operations a dispatcher needs (``aet.storage.alert_store.AlertStore``)."""
 
     def enqueue_missing(self, sink: str, since: datetime, limit: int = 500) -> int: ...
 

@@ -215,7 +215,7 @@ class RetrainSettings(_Section):
 
 
 class MonitorSettings(_Section):
-    """The drift monitor (pipeline/monitor.py, docs/drift.md): detectors, alarm budget, delayed labels, retraining."""
+    """The drift monitor (pipeline/roles/monitor.py, docs/drift.md): detectors, alarm budget, delayed labels, retraining."""
 
     group: str = "aet-monitor"
     max_batch: int = Field(default=256, ge=1)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.records import LABELS
+from aet.pipeline.records import LABELS
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int = 3) -> np.ndarray:

@@ -21,7 +21,7 @@ CONSUMER_LAG = Gauge("aet_consumer_lag_records", "Uncommitted records in this me
 RETRIES = Counter("aet_retries_total", "Retried operations (publish, store, commit) after a failure", ["role", "operation"])
 MODEL_VERSION = Info("aet_model", "The model version serving in this process")
 
-# Hot swap (pipeline/hotswap.py) and automatic rollback (pipeline/rollback.py).
+# Hot swap (pipeline/roles/hotswap.py) and automatic rollback (pipeline/learning/rollback.py).
 MODEL_SWAPS = Counter("aet_model_swaps_total", "Model swaps by outcome (swapped, refused, superseded)",
                       ["role", "outcome"])
 SWAP_SECONDS = Histogram(
@@ -41,20 +41,20 @@ def serve_metrics(port: int, addr: str | None = None) -> None:
         start_http_server(port, addr=addr or os.environ.get("AET_METRICS_ADDR", "127.0.0.1"))
 
 
-# Alert engine and sinks (pipeline/alerts.py, adapters/sinks.py).
+# Alert engine and sinks (pipeline/roles/alerts.py, adapters/sinks.py).
 ALERTS_RAISED = Counter("aet_alerts_raised_total", "Alerts raised by the alert engine", ["kind", "severity"])
 ALERT_LATE = Counter("aet_alert_late_events_total", "Scored messages older than the allowed lateness, not counted")
 ALERT_ENTITIES = Gauge("aet_alert_entities", "Entities with open windows in the alert engine")
 SINK_DELIVERIES = Counter("aet_alert_deliveries_total", "Alert delivery attempts per sink and outcome", ["sink", "outcome"])
 
-# Trainer role and champion/challenger (pipeline/trainer.py, pipeline/promotion.py).
+# Trainer role and champion/challenger (pipeline/roles/trainer.py, pipeline/learning/promotion.py).
 RETRAIN_SECONDS = Histogram(
     "aet_retrain_seconds", "Wall time of one retrain round (data, training, Fisher, artifact, gate)",
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 TRAINING_ROUNDS = Counter("aet_training_rounds_total", "Retrain requests by outcome", ["outcome"])
 
-# Drift monitor (pipeline/monitor.py, pipeline/drift.py).
+# Drift monitor (pipeline/roles/monitor.py, pipeline/drift.py).
 DRIFT_EVENTS = Counter("aet_drift_events_total", "Drift events emitted", ["source", "detector"])
 DRIFT_SUPPRESSED = Counter("aet_drift_alarms_suppressed_total", "Detector alarms within a drift cooldown (no event)",
                            ["source", "detector"])

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pipeline.config import DEFAULT_BACKBONE
-from pipeline.records import LABELS
+from aet.pipeline.config import DEFAULT_BACKBONE
+from aet.pipeline.records import LABELS
 
 log = logging.getLogger(__name__)
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")

@@ -13,18 +13,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from adapters.bus import Bus, open_bus
-from pipeline.config import Settings
-from pipeline.hotswap import ChampionFollower, ModelSwapper, SwapTarget
-from pipeline.label_recorder import LabelRecorder
-from pipeline.model import ModelLoadError, SentimentModel
-from pipeline.replay import Replay
-from pipeline.scorer import Scorer
-from pipeline.training import train_bootstrap_model
-from storage.artifacts import ArtifactError, ArtifactStore, verify
-from storage.db import Database
-from storage.registry import ModelInfo, ModelRegistry
-from storage.store import ResultStore
+from aet.adapters.bus import Bus, open_bus
+from aet.pipeline.config import Settings
+from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper, SwapTarget
+from aet.pipeline.roles.label_recorder import LabelRecorder
+from aet.pipeline.model import ModelLoadError, SentimentModel
+from aet.pipeline.roles.replay import Replay
+from aet.pipeline.roles.scorer import Scorer
+from aet.pipeline.learning.loop import train_bootstrap_model
+from aet.storage.artifacts import ArtifactError, ArtifactStore, verify
+from aet.storage.db import Database
+from aet.storage.registry import ModelInfo, ModelRegistry
+from aet.storage.store import ResultStore
 
 log = logging.getLogger(__name__)
 SINK_DRAIN_S = 5.0  # at the end of an embedded run, keep delivering due alerts to sinks this long
@@ -75,17 +75,17 @@ class App:
         return info
 
     def seed_reservoir(self, data: Path) -> Any:
-        """Offer the labeled examples of ``data`` to the replay reservoir (pipeline/reservoir.py)."""
-        from pipeline.reservoir import Reservoir
-        from pipeline.training import load_examples
-        from storage.training_store import TrainingStore
+        """Offer the labeled examples of ``data`` to the replay reservoir (pipeline/learning/rehearsal.py)."""
+        from aet.pipeline.learning.rehearsal import Reservoir
+        from aet.pipeline.learning.loop import load_examples
+        from aet.storage.training_store import TrainingStore
 
         r = self.settings.retrain
         return Reservoir(TrainingStore(self.db), r.reservoir_per_source, r.seed).add(load_examples(data))
 
     def trainer(self, *, progress: bool = True, mode: str | None = None) -> Any:
-        """The trainer role (pipeline/trainer.py): retrain requests in, challengers and gate decisions out."""
-        from pipeline.trainer import TrainerRole
+        """The trainer role (pipeline/roles/trainer.py): retrain requests in, challengers and gate decisions out."""
+        from aet.pipeline.roles.trainer import TrainerRole
 
         return TrainerRole(self, progress=progress, mode=mode)
 
@@ -139,20 +139,20 @@ class App:
 
     def alert_worker(self) -> Any:
         """The alert engine role, with its baselines and cooldowns kept in this database."""
-        from pipeline.alerts import AlertWorker
-        from storage.alert_store import AlertStore
+        from aet.pipeline.roles.alerts import AlertWorker
+        from aet.storage.alert_store import AlertStore
 
         return AlertWorker(self.bus, self.store, self.settings.topics, self.settings.alerts, state=AlertStore(self.db))
 
     def monitor(self, model: SentimentModel | None = None, clock: Any = None) -> Any:
-        """The drift monitor role (pipeline/monitor.py): embeds with ``model``, else loads and follows the champion.
+        """The drift monitor role (pipeline/roles/monitor.py): embeds with ``model``, else loads and follows the champion.
 
         ``clock`` (default: the wall clock) stamps its events and times its cooldowns; a replay benchmark
         passes the stream's event-time clock.
         """
-        from pipeline.monitor import Monitor, RegistryModels
-        from pipeline.rollback import AutoRollback, RollbackGuard
-        from storage.drift_store import MonitorStore
+        from aet.pipeline.roles.monitor import Monitor, RegistryModels
+        from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
+        from aet.storage.drift_store import MonitorStore
 
         m = self.settings.monitor
         rollback = (AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin),
@@ -163,8 +163,8 @@ class App:
 
     def sink_dispatchers(self) -> list[Any]:
         """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
-        from adapters.sinks import start_dispatchers
-        from storage.alert_store import AlertStore
+        from aet.adapters.sinks import start_dispatchers
+        from aet.storage.alert_store import AlertStore
 
         return start_dispatchers(AlertStore(self.db), self.settings.alerts)
 
@@ -207,10 +207,10 @@ def _run_roles(app: App, stream: Path, scorer: Scorer, champion: ModelInfo, *, p
     topics = app.settings.topics
     labels = LabelRecorder(app.bus, app.store, topics)
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
-    alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/alerts.py)
+    alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/roles/alerts.py)
     threads.append(WorkerThread(alerter, stop))
     dispatchers = app.sink_dispatchers()
-    monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/monitor.py)
+    monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/roles/monitor.py)
     threads.append(WorkerThread(monitor, stop))
     for t in threads:
         t.start()
@@ -269,7 +269,7 @@ def _drift_summary(monitor: Any) -> dict[str, Any]:
 
 def _alerts_summary(app: App, alerter: Any) -> dict[str, Any]:
     """Alerts raised by this run (in order) and in the database."""
-    from storage.alert_store import AlertStore
+    from aet.storage.alert_store import AlertStore
 
     stats = alerter.engine.stats
     return {

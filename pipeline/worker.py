@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from adapters.bus import Bus, BusRecord, Consumer, run_paused
-from pipeline import metrics
-from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
+from aet.adapters.bus import Bus, BusRecord, Consumer, run_paused
+from aet.pipeline import metrics
+from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,7 +61,7 @@ class Worker(abc.ABC):
 
     role: str = "worker"
     #: Seconds a batch may take before its partitions are paused while the consumer keeps
-    #: polling (see :func:`adapters.bus.run_paused`); ``None`` runs batches inline.
+    #: polling (see :func:`aet.adapters.bus.run_paused`); ``None`` runs batches inline.
     pause_after_s: float | None = 1.0
 
     def __init__(

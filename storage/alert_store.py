@@ -1,6 +1,6 @@
 """Reads and writes of the alert side: engine state, the sinks' outbox, and the analysts' queries.
 
-- the alert engine's state (:class:`pipeline.alerts.AlertState`): entity baselines,
+- the alert engine's state (:class:`aet.pipeline.roles.alerts.AlertState`): entity baselines,
   per-entity sentiment buckets, and recent alerts to restore cooldowns after a restart;
 - the outbox of the alert sinks (``alert_deliveries``): the alerts table itself is
   the durable queue; a sink enqueues the alerts it has no row for, claims due
@@ -9,7 +9,7 @@
   time), an entity's sentiment over time, the busiest entities, model versions and
   control events (drift, promotion, rollback).
 
-Alerts themselves are written by :class:`storage.store.ResultStore` with the batch
+Alerts themselves are written by :class:`aet.storage.store.ResultStore` with the batch
 that raised them.
 """
 
@@ -21,10 +21,10 @@ from typing import Any, Sequence
 
 from sqlalchemy import and_, desc, func, or_, select, update
 
-from pipeline.alerts import BaselineSnapshot, BucketSnapshot
-from pipeline.records import Alert, utcnow
-from storage.db import Database, upsert
-from storage.tables import (
+from aet.pipeline.roles.alerts import BaselineSnapshot, BucketSnapshot
+from aet.pipeline.records import Alert, utcnow
+from aet.storage.db import Database, upsert
+from aet.storage.tables import (
     AlertDeliveryRow,
     AlertRow,
     ControlEventRow,

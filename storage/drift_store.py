@@ -14,10 +14,10 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy import delete, func, select
 
-from pipeline.records import ControlEvent, DeadLetter, utcnow
-from storage.db import Database, upsert
-from storage.store import dead_letter_row
-from storage.tables import (
+from aet.pipeline.records import ControlEvent, DeadLetter, utcnow
+from aet.storage.db import Database, upsert
+from aet.storage.store import dead_letter_row
+from aet.storage.tables import (
     ControlEventRow,
     DeadLetterRow,
     DetectorStateRow,

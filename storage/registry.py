@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.records import utcnow
-from storage.db import Database
-from storage.tables import ModelRow
+from aet.pipeline.records import utcnow
+from aet.storage.db import Database
+from aet.storage.tables import ModelRow
 
 Status = Literal["champion", "challenger", "rejected", "retired", "rolled_back"]
 

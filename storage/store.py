@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 from sqlalchemy import case, func, select
 
-from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, utcnow
-from storage.db import Database, upsert
-from storage.tables import AlertRow, ControlEventRow, DeadLetterRow, LabelRow, ScoredMessageRow
+from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, utcnow
+from aet.storage.db import Database, upsert
+from aet.storage.tables import AlertRow, ControlEventRow, DeadLetterRow, LabelRow, ScoredMessageRow
 
 
 def scored_row(m: ScoredMessage) -> dict[str, Any]:

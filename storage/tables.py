@@ -208,7 +208,7 @@ class ReservoirExampleRow(Base):
     """One slot of the replay reservoir: a past labeled example kept for replay and the forgetting check.
 
     Slots are per (source, label) stratum, so the reservoir is bounded per
-    source and balanced over the classes (see pipeline/reservoir.py).
+    source and balanced over the classes (see pipeline/learning/rehearsal.py).
     """
 
     __tablename__ = "reservoir_examples"
@@ -248,7 +248,7 @@ class TrainingRunRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-# Drift monitor (pipeline/monitor.py), created by migration 0002.
+# Drift monitor (pipeline/roles/monitor.py), created by migration 0002.
 
 
 class DetectorStateRow(Base):

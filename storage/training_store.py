@@ -1,6 +1,6 @@
 """What the trainer reads and writes: labeled windows, the replay reservoir, its run log, and lineage lookups.
 
-The sampling decisions of the reservoir are made in pipeline/reservoir.py;
+The sampling decisions of the reservoir are made in pipeline/learning/rehearsal.py;
 this module only keeps its rows, inside one transaction per batch of
 additions so that concurrent writers cannot lose an update.
 """
@@ -12,9 +12,9 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy import and_, func, select
 
-from pipeline.records import utcnow
-from storage.db import Database
-from storage.tables import (
+from aet.pipeline.records import utcnow
+from aet.storage.db import Database
+from aet.storage.tables import (
     AlertRow,
     ControlEventRow,
     LabelRow,

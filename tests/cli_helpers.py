@@ -22,7 +22,7 @@ def aet_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def aet_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "aet.pipeline.cli", *args]
 
 
 def run_aet(args: Sequence[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

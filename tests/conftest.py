@@ -13,8 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipeline.config import Settings, load_settings  # noqa: E402
-from storage.db import Database  # noqa: E402
+from aet.pipeline.config import Settings, load_settings  # noqa: E402
+from aet.storage.db import Database  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -88,7 +88,7 @@ def champion_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 
     Tests register this artifact in their own database instead of training again.
     """
-    from pipeline.runtime import App
+    from aet.pipeline.runtime import App
 
     home = tmp_path_factory.mktemp("champion-home")
     app = App(load_settings(home=home, train={"epochs": 2}))
@@ -102,8 +102,8 @@ def champion_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 @pytest.fixture
 def app_with_champion(settings: Settings, champion_artifact: dict[str, str]) -> Iterator["object"]:
     """An App on a temporary home whose registry holds the session champion as v0001."""
-    from pipeline.records import LABELS
-    from pipeline.runtime import App
+    from aet.pipeline.records import LABELS
+    from aet.pipeline.runtime import App
 
     app = App(settings)
     app.registry.register(version="v0001", status="champion", labels=list(LABELS), **champion_artifact)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from pipeline.cli import app
+from aet.pipeline.cli.main import app
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
@@ -37,7 +37,7 @@ def test_k8s_and_systemd_roles_exist() -> None:
 
 
 def test_prometheus_rules_use_exported_metric_names() -> None:
-    from pipeline import metrics
+    from aet.pipeline import metrics
 
     exported = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alert_rules.yml").read_text())

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from storage.tables import Base
+from aet.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from adapters.bus import Bus
+from aet.adapters.bus import Bus
 
 BusFactory = Callable[[], Bus]
 
@@ -22,12 +22,12 @@ BUS_BACKENDS: list = ["memory", pytest.param("kafka", marks=pytest.mark.kafka)]
 
 def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
     if backend == "memory":
-        from adapters.memory_bus import MemoryBus
+        from aet.adapters.memory_bus import MemoryBus
 
         return MemoryBus(partitions=3)
     if backend == "kafka":
-        from adapters.kafka_bus import KafkaBus
-        from pipeline.config import BusSettings
+        from aet.adapters.kafka_bus import KafkaBus
+        from aet.pipeline.config import BusSettings
 
         broker = request.getfixturevalue("kafka_broker")
         return KafkaBus(BusSettings(backend="kafka", bootstrap_servers=broker.bootstrap_servers,

@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Callable, Iterable
 
-from adapters.bus import Bus, BusRecord, Consumer
+from aet.adapters.bus import Bus, BusRecord, Consumer
 
 BusFactory = Callable[[], Bus]  # the bus_factory fixture of tests/adapters/conftest.py
 Unique = Callable[[str], str]

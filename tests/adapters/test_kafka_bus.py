@@ -21,14 +21,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pytest
 
-from adapters.bus import BusError, BusRecord, run_paused
-from adapters.kafka_bus import KafkaBus, client_configs
-from pipeline import metrics
-from pipeline.config import BusSettings, ScorerSettings, TopicSettings
-from pipeline.records import Message
-from pipeline.scorer import Scorer
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.bus import BusError, BusRecord, run_paused
+from aet.adapters.kafka_bus import KafkaBus, client_configs
+from aet.pipeline import metrics
+from aet.pipeline.config import BusSettings, ScorerSettings, TopicSettings
+from aet.pipeline.records import Message
+from aet.pipeline.roles.scorer import Scorer
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 from tests.kafka_broker import TansuBroker
 
 pytestmark = pytest.mark.kafka
@@ -200,7 +200,7 @@ def test_broker_restart_mid_batch_is_retried_and_nothing_published_after_it_is_l
     the restart, none lost. (Records the broker held but nobody had read yet
     are gone with it: that is tansu's memory storage, not something to assert.)
     """
-    caplog.set_level(logging.WARNING, logger="pipeline.worker")
+    caplog.set_level(logging.WARNING, logger="aet.pipeline.worker")
     broker = fresh_kafka_broker
     topics = unique_topics()
     # Records not acknowledged within 3 s fail, so the outage shows up in seconds.
@@ -357,7 +357,7 @@ def test_run_paused_keeps_the_member_in_its_group_through_long_work(kafka_broker
 
 def test_bench_bus_reports_both_kafka_settings_and_the_memory_bus(kafka_broker: TansuBroker, tmp_path: Path) -> None:
     """A tiny run of the benchmark behind `aet bench bus` (the numbers themselves are in docs/kafka.md)."""
-    from pipeline.bench import bus_benchmark
+    from aet.pipeline.bench.common import bus_benchmark
 
     report = bus_benchmark(BusSettings(), bootstrap_servers=kafka_broker.bootstrap_servers, n=3000, repeats=1,
                            out=tmp_path, scorer={"messages_per_s": 50.0}, progress=False)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.bus import BusError, BusRecord
-from adapters.memory_bus import MemoryBus, assign, partition_for
+from aet.adapters.bus import BusError, BusRecord
+from aet.adapters.memory_bus import MemoryBus, assign, partition_for
 
 
 def _log(journal: Path, topic: str, partition: int = 0) -> Path:

@@ -19,14 +19,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from adapters.memory_bus import MemoryBus
-from adapters.sinks import DeliveryError, SinkDispatcher, StdoutSink, WebhookSink
-from pipeline.alerts import AlertWorker
-from pipeline.config import AlertSettings, TopicSettings
-from pipeline.records import Alert, Probs, ScoredMessage
-from storage.alert_store import AlertStore
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.memory_bus import MemoryBus
+from aet.adapters.sinks import DeliveryError, SinkDispatcher, StdoutSink, WebhookSink
+from aet.pipeline.roles.alerts import AlertWorker
+from aet.pipeline.config import AlertSettings, TopicSettings
+from aet.pipeline.records import Alert, Probs, ScoredMessage
+from aet.storage.alert_store import AlertStore
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 from tests.cli_helpers import wait_until
 
 T0 = datetime(2026, 3, 3, 15, 0, tzinfo=timezone.utc)

@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from adapters.memory_bus import MemoryBus
-from pipeline.alerts import AlertWorker
-from pipeline.config import AlertSettings, ReplaySettings, TopicSettings
-from pipeline.entities import CASHTAG
-from pipeline.records import Message, Probs, ScoredMessage, decode, parse_event_time
-from pipeline.replay import Replay
-from storage.alert_store import AlertStore
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.roles.alerts import AlertWorker
+from aet.pipeline.config import AlertSettings, ReplaySettings, TopicSettings
+from aet.pipeline.entities import CASHTAG
+from aet.pipeline.records import Message, Probs, ScoredMessage, decode, parse_event_time
+from aet.pipeline.roles.replay import Replay
+from aet.storage.alert_store import AlertStore
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 from tests.conftest import shared_corpus
 
 CORPUS = "semeval2017_task5_microblogs"
@@ -126,7 +126,7 @@ def test_spliced_burst_raises_exactly_one_alert_with_a_perfect_scorer(tmp_path: 
 @pytest.mark.slow
 def test_spliced_burst_through_the_embedded_pipeline(app_with_champion: Any, tmp_path: Path) -> None:
     """Replay, the real champion model and the alert engine, as ``aet run`` runs them."""
-    from pipeline.runtime import run_embedded
+    from aet.pipeline.runtime import run_embedded
 
     rows = _rows(since=BURST_START - timedelta(days=2), until=BURST_START + timedelta(days=1))
     # The session champion is trained on a few hundred example sentences, so the burst is made of

@@ -17,14 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from adapters.memory_bus import MemoryBus
-from pipeline.config import MonitorSettings, TopicSettings
-from pipeline.drift import DriftConfig
-from pipeline.drift_bench import PRE, POST, Signals, load_corpus, replay_signals, signals_for
-from pipeline.monitor import Monitor
-from pipeline.records import LABELS, ControlEvent, Probs, ScoredMessage, decode
-from storage.db import Database
-from storage.drift_store import MonitorStore
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import MonitorSettings, TopicSettings
+from aet.pipeline.drift import DriftConfig
+from aet.pipeline.bench.drift import PRE, POST, Signals, load_corpus, replay_signals, signals_for
+from aet.pipeline.roles.monitor import Monitor
+from aet.pipeline.records import LABELS, ControlEvent, Probs, ScoredMessage, decode
+from aet.storage.db import Database
+from aet.storage.drift_store import MonitorStore
 from tests.conftest import SHARED_DATA, shared_corpus
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def corpora(champion_artifact: dict[str, str]) -> dict[str, Signals]:
     """A seeded sample of each corpus, scored and embedded by the session champion (once per session)."""
     shared_corpus(PRE)
     shared_corpus(POST)
-    from pipeline.model import SentimentModel
+    from aet.pipeline.model import SentimentModel
 
     model = SentimentModel.load(champion_artifact["artifact_path"], version="v0001", device="cpu", new_head=False)
     pre = load_corpus(SHARED_DATA, PRE, N_PRE, seed=SEED)
@@ -162,8 +162,8 @@ def test_a_shuffled_corpus_stays_within_the_false_alarm_budget(corpora: dict[str
 def test_embed_and_the_one_pass_helper_agree_with_predict_proba(champion_artifact: dict[str, str]) -> None:
     """``SentimentModel.embed`` (the monitor's signal) equals the benchmark's one-pass embeddings, and its
     probabilities equal ``predict_proba``: the cached signals are the monitor's."""
-    from pipeline.drift_bench import score_and_embed
-    from pipeline.model import SentimentModel
+    from aet.pipeline.bench.drift import score_and_embed
+    from aet.pipeline.model import SentimentModel
 
     model = SentimentModel.load(champion_artifact["artifact_path"], version="v0001", device="cpu", new_head=False,
                                 batch_size=4)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.kafka_bus import KafkaBus
-from pipeline.config import BusSettings, TopicSettings
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.kafka_bus import KafkaBus
+from aet.pipeline.config import BusSettings, TopicSettings
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 from tests.cli_helpers import aet_env, run_aet, start_aet, wait_until
 from tests.conftest import shared_corpus
 from tests.kafka_broker import TansuBroker, fresh_kafka_broker  # noqa: F401 - the fixture

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.memory_bus import MemoryBus
-from pipeline.config import TopicSettings
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import TopicSettings
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 from tests.cli_helpers import aet_env, run_aet, start_aet, wait_until
 from tests.conftest import EXAMPLES, SHARED_DATA
 

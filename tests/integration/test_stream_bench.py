@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.scenario import load_scenario
-from pipeline.stream_bench import stream_benchmark
+from aet.pipeline.bench.scenario import load_scenario
+from aet.pipeline.bench.stream import stream_benchmark
 from tests.conftest import SHARED_DATA, shared_corpus
 
 pytestmark = pytest.mark.slow

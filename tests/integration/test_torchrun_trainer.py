@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.records import LABELS, ControlEvent
-from pipeline.reservoir import Reservoir
-from pipeline.runtime import App
-from storage.training_store import TrainingStore
+from aet.pipeline.config import load_settings
+from aet.pipeline.records import LABELS, ControlEvent
+from aet.pipeline.learning.rehearsal import Reservoir
+from aet.pipeline.runtime import App
+from aet.storage.training_store import TrainingStore
 from tests.cli_helpers import aet_env
 from tests.conftest import REPO
 from tests.pipeline.tiny_model import register_tiny, synthetic_examples
@@ -44,7 +44,7 @@ def test_torchrun_two_ranks_train_one_request(tmp_path: Path) -> None:
     env = aet_env(home, AET_BUS__JOURNAL_DIR=str(journal), AET_MODEL__DEVICE="cpu", AET_MODEL__MAX_LENGTH="32",
                   **{f"AET_RETRAIN__{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
                      for k, v in retrain.items()})
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "pipeline.cli",
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "aet.pipeline.cli",
                            "train", "--drain", "--no-progress"], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

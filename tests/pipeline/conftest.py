@@ -7,10 +7,10 @@ from typing import Iterator
 
 import pytest
 
-from adapters.memory_bus import MemoryBus
-from pipeline.config import TopicSettings
-from storage.db import Database
-from storage.store import ResultStore
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import TopicSettings
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sqlalchemy import select
 
-from adapters.bus import Bus, Consumer
-from adapters.memory_bus import MemoryBus
-from storage.db import Database
-from storage.store import ResultStore
-from storage.tables import DeadLetterRow, LabelRow, ScoredMessageRow
+from aet.adapters.bus import Bus, Consumer
+from aet.adapters.memory_bus import MemoryBus
+from aet.storage.db import Database
+from aet.storage.store import ResultStore
+from aet.storage.tables import DeadLetterRow, LabelRow, ScoredMessageRow
 
 
 class FakeModel:

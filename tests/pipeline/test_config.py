@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.config import ScorerSettings, Settings, load_settings
+from aet.pipeline.config import ScorerSettings, Settings, load_settings
 
 YAML = """\
 log_level: warning

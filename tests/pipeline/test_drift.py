@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from river import drift as river_drift
 
-from pipeline.drift import (
+from aet.pipeline.drift import (
     ADWIN_ARL_TABLE,
     DETECTOR_CLASSES,
     DriftConfig,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.entities import EntityExtractor, Gazetteer, cashtags
+from aet.pipeline.entities import EntityExtractor, Gazetteer, cashtags
 from tests.conftest import EXAMPLES
 
 GAZETTEER = [

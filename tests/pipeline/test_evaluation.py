@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeline.evaluation import confusion, macro_f1, report
+from aet.pipeline.evaluation import confusion, macro_f1, report
 
 NEG, NEU, POS = 0, 1, 2
 

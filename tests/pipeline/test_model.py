@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.model import ModelLoadError, SentimentModel, resolve_backbone, sentiment_label_order
-from pipeline.records import LABELS
+from aet.pipeline.model import ModelLoadError, SentimentModel, resolve_backbone, sentiment_label_order
+from aet.pipeline.records import LABELS
 
 TEXTS = [
     "Shares of $AAPL fell 5% after weak guidance",

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.records import (
+from aet.pipeline.records import (
     DEFAULT_MAX_TEXT_CHARS,
     SCHEMA_VERSION,
     Alert,

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-import pipeline.worker as worker_mod
-from adapters.bus import BusError, BusRecord, Consumer
-from adapters.memory_bus import MemoryBus
-from pipeline.config import ScorerSettings, TopicSettings
-from pipeline.records import DeadLetter, ScoredMessage, decode
-from pipeline.scorer import Scorer
-from pipeline.worker import Outputs, Worker, collect_batch
+import aet.pipeline.worker as worker_mod
+from aet.adapters.bus import BusError, BusRecord, Consumer
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import ScorerSettings, TopicSettings
+from aet.pipeline.records import DeadLetter, ScoredMessage, decode
+from aet.pipeline.roles.scorer import Scorer
+from aet.pipeline.worker import Outputs, Worker, collect_batch
 from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
-from storage.store import ResultStore
+from aet.storage.store import ResultStore
 
 # -- collect_batch -------------------------------------------------------------
 

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from pipeline.model import SentimentModel, resolve_backbone
-from pipeline.records import LABELS
-from pipeline.training import Example
+from aet.pipeline.model import SentimentModel, resolve_backbone
+from aet.pipeline.records import LABELS
+from aet.pipeline.learning.loop import Example
 
 POSITIVE = ["soars", "beats estimates", "record profit", "upgraded", "surges", "strong growth", "rallies"]
 NEGATIVE = ["plunges", "misses estimates", "heavy loss", "downgraded", "slumps", "layoffs", "crashes"]

@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 import pytest
 
-from pipeline.records import Probs, ScoredMessage
-from storage.db import Database
-from storage.registry import ModelRegistry
-from storage.store import ResultStore
+from aet.pipeline.records import Probs, ScoredMessage
+from aet.storage.db import Database
+from aet.storage.registry import ModelRegistry
+from aet.storage.store import ResultStore
 
 ScoredFactory = Callable[..., ScoredMessage]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.artifacts import MANIFEST, ArtifactError, ArtifactStore, verify
+from aet.storage.artifacts import MANIFEST, ArtifactError, ArtifactStore, verify
 
 FILES: dict[str, bytes] = {
     "model.safetensors": bytes(range(256)) * 64,

@@ -12,8 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import StatementError
 
-from storage.db import Database, alembic_config, migrate, upsert
-from storage.tables import Base, LabelRow
+from aet.storage.db import Database, alembic_config, migrate, upsert
+from aet.storage.tables import Base, LabelRow
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_migrate_brings_empty_database_to_head(bare: Database) -> None:
 
 
 def test_migrated_schema_matches_table_metadata(database: Database) -> None:
-    """Autogenerate finds no difference between the migrations and storage.tables."""
+    """Autogenerate finds no difference between the migrations and aet.storage.tables."""
     assert _diffs(database) == []
 
 

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.records import ControlEvent, DeadLetter, Probs, ScoredMessage
-from storage.db import Database
-from storage.drift_store import MonitorBatch, MonitorStore
-from storage.store import ResultStore
+from aet.pipeline.records import ControlEvent, DeadLetter, Probs, ScoredMessage
+from aet.storage.db import Database
+from aet.storage.drift_store import MonitorBatch, MonitorStore
+from aet.storage.store import ResultStore
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=timezone.utc)
 

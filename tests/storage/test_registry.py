@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from storage.registry import ModelRegistry, RegistryError
+from aet.storage.registry import ModelRegistry, RegistryError
 
 
 def _statuses(registry: ModelRegistry) -> dict[str, str]:
@@ -123,8 +123,8 @@ def test_database_refuses_a_second_champion(registry: ModelRegistry, model_field
     """Two writers that each retire "the" champion and add their own cannot both win."""
     from sqlalchemy.exc import IntegrityError
 
-    from pipeline.records import utcnow
-    from storage.tables import ModelRow
+    from aet.pipeline.records import utcnow
+    from aet.storage.tables import ModelRow
 
     registry.register(version="v0001", status="champion", **model_fields)
     with registry.db.session() as s:

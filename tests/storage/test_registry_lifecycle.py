@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from storage.registry import ModelRegistry, RegistryError
+from aet.storage.registry import ModelRegistry, RegistryError
 
 
 def _statuses(registry: ModelRegistry) -> dict[str, str]:

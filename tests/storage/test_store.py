@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
 
-from pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, Probs, ScoredMessage
-from storage.store import ResultStore
-from storage.tables import AlertRow, ControlEventRow, LabelRow
+from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, Probs, ScoredMessage
+from aet.storage.store import ResultStore
+from aet.storage.tables import AlertRow, ControlEventRow, LabelRow
 
 
 UTC = timezone.utc

@@ -1,0 +1,154 @@
+"""The baselines AET is compared with on a replayed stream, all seeing the same messages and delayed labels.
+
+Each strategy predicts a chunk of messages with the model it has at that
+moment (``predict``), then receives the labels that arrived meanwhile
+(``learn``): prequential evaluation, predictions always made before the label
+is known. ``evaluate`` scores its final model on a held-out test set.
+
+- :class:`Static`: the bootstrap champion, never retrained;
+- :class:`RiverText`: river's online TF-IDF + logistic regression, trained on
+  the bootstrap set and then on every label as it arrives;
+- :class:`Periodic`: plain fine-tuning (cross-entropy on the new labels only,
+  no replay, no anchor, no distillation, no gate) every ``every`` labels;
+- :class:`Oracle`: the champion fine-tuned offline on every phase's streamed
+  messages with all their labels (an upper bound no online system can reach).
+
+The AET strategy itself is the real loop on the bus (pipeline/bench/stream.py).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from typing import Any, Sequence
+
+from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
+from aet.pipeline.model import SentimentModel
+from aet.pipeline.bench.scenario import StreamItem
+from aet.pipeline.learning.loop import Example, evaluate, stratified_split
+
+log = logging.getLogger(__name__)
+
+
+class Strategy(abc.ABC):
+    """A model that predicts a stream and learns from its delayed labels."""
+
+    name = "strategy"
+
+    def __init__(self) -> None:
+        self.retrains = 0
+        self.train_seconds = 0.0
+        self.swaps: list[int] = []  # stream positions after which a new model served
+
+    @abc.abstractmethod
+    def predict(self, items: Sequence[StreamItem]) -> list[int]:
+        """Predicted label indices for ``items``, in order."""
+
+    def learn(self, items: Sequence[StreamItem], position: int) -> None:
+        """Labels of ``items`` arrived after ``position`` messages; learn from them if the strategy does."""
+
+    @abc.abstractmethod
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """Accuracy and macro-F1 of the current model on ``examples``."""
+
+    def close(self) -> None:
+        """Release what the strategy holds."""
+
+
+class Static(Strategy):
+    """The bootstrap champion, never retrained."""
+
+    name = "static"
+
+    def __init__(self, model: SentimentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def predict(self, items: Sequence[StreamItem]) -> list[int]:
+        return self.model.predict_proba([it.message.text for it in items]).argmax(axis=1).tolist()
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return evaluate(self.model, examples)
+
+
+class Periodic(Static):
+    """Plain fine-tuning on the labels of the last period, every ``every`` labels, swapped in at once."""
+
+    name = "periodic"
+
+    def __init__(self, model: SentimentModel, config: AdaptConfig, every: int) -> None:
+        super().__init__(model)
+        self.config = config
+        self.every = every
+        self.pending: list[Example] = []
+
+    def learn(self, items: Sequence[StreamItem], position: int) -> None:
+        self.pending.extend(it.example() for it in items)
+        if len(self.pending) < self.every:
+            return
+        train, validation = stratified_split(self.pending, 0.1, self.config.seed)
+        result = adapt(self.model, recent=train, validation=validation, config=self.config,
+                       version=f"periodic-{self.retrains + 1}")
+        self.model = result.model
+        self.retrains += 1
+        self.train_seconds += result.seconds["round"]
+        self.swaps.append(position)
+        self.pending = []
+        log.info("periodic: retrain %d at message %d (%.1fs)", self.retrains, position, result.seconds["round"])
+
+
+def plain(config: AdaptConfig) -> AdaptConfig:
+    """``config`` with cross-entropy only: no replay, no elastic anchor, no attention distillation."""
+    from dataclasses import replace
+
+    return replace(config, objective=Objective(replay=False, lambda_ewc=0.0, lambda_att=0.0), estimate_fisher=False)
+
+
+class Oracle(Static):
+    """The champion fine-tuned offline on all of the stream's messages with their labels."""
+
+    name = "oracle"
+
+    def __init__(self, model: SentimentModel, examples: Sequence[Example], config: AdaptConfig) -> None:
+        train, validation = stratified_split(list(examples), 0.1, config.seed)
+        started = time.perf_counter()
+        result = adapt(model, recent=train, validation=validation, config=config, version="oracle")
+        super().__init__(result.model)
+        self.retrains = 1
+        self.train_seconds = time.perf_counter() - started
+
+
+class RiverText(Strategy):
+    """river: TF-IDF (uni- and bigrams) into one-vs-rest logistic regression, learning one label at a time."""
+
+    name = "river"
+
+    def __init__(self, bootstrap: Sequence[Example]) -> None:
+        super().__init__()
+        from river import feature_extraction, linear_model, multiclass, optim
+
+        self.model = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2)) | multiclass.OneVsRestClassifier(
+            linear_model.LogisticRegression(optimizer=optim.SGD(0.5)))
+        started = time.perf_counter()
+        for e in bootstrap:
+            self.model.learn_one(e.text, e.label)
+        self.train_seconds = time.perf_counter() - started
+
+    def predict(self, items: Sequence[StreamItem]) -> list[int]:
+        return [self._predict(it.message.text) for it in items]
+
+    def learn(self, items: Sequence[StreamItem], position: int) -> None:
+        started = time.perf_counter()
+        for it in items:
+            self.model.learn_one(it.message.text, it.truth)
+        self.train_seconds += time.perf_counter() - started
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        from aet.pipeline.evaluation import report
+
+        return report([e.label for e in examples], [self._predict(e.text) for e in examples])
+
+    def _predict(self, text: str) -> int:
+        label = self.model.predict_one(text)
+        return 1 if label is None else int(label)  # before any label: neutral

@@ -1,0 +1,5 @@
+"""The ``aet`` command line."""
+
+from aet.pipeline.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,5 @@
+"""``python -m aet.pipeline.cli``: the ``aet`` command (used by tests and ``torchrun``)."""
+
+from aet.pipeline.cli.main import app
+
+app()

@@ -1,0 +1,149 @@
+"""The drift commands of ``aet``: ``monitor`` (the role), ``drift`` (list events), ``bench drift-detect``.
+
+Registered on the main command line by :func:`register` (called from pipeline/cli/main.py).
+"""
+
+from __future__ import annotations
+
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional
+
+import typer
+
+
+def register(cli: ModuleType) -> None:
+    """Add ``monitor``, ``drift`` and ``bench drift-detect`` to ``cli.app`` and ``cli.bench_app``."""
+
+    @cli.app.command("monitor")
+    def monitor(
+        drain: bool = typer.Option(False, help="Exit once every available scored message and label is processed."),
+        metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+        embed: bool = typer.Option(True, help="Load the champion to embed messages (the embedding detector)."),
+        expected_run_length: Optional[int] = typer.Option(
+            None, help="Stationary messages per source expected between two false alarms (the alarm budget)."),
+        min_labels: Optional[int] = typer.Option(None, help="Labels since the drift point a retrain request needs."),
+    ) -> None:
+        """Run the drift monitor role: aet.scored and aet.labels in, drift events and retrain requests out.
+
+        Events and requests go to aet.control and the database, with the live accuracy and macro-F1 per
+        source and model version (also as Prometheus metrics).
+
+        SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
+        """
+        from aet.pipeline.metrics import serve_metrics
+
+        s = cli.settings(monitor={"expected_run_length": expected_run_length, "min_labels": min_labels})
+        application = cli._open_app(s)
+        stop = cli._stop_on_signals()
+        try:
+            worker = application.monitor()
+            if not embed:
+                worker.models = None  # label-free detection from confidence and class mix only
+            serve_metrics(metrics_port)
+            cli.log.info("monitor %s watching %s with %s", s.monitor.group, worker.topics, list(s.monitor.detectors))
+            n = worker.run(stop, drain=drain)
+            cli.log.info("monitor stopped after %d records: %s", n, worker.counts)
+        finally:
+            application.close()
+
+    @cli.app.command("drift")
+    def drift(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        limit: int = typer.Option(50, help="Newest N events."),
+        source: Optional[str] = typer.Option(None, help="Only this source (news, chat)."),
+        requests: bool = typer.Option(True, help="Also list retrain requests."),
+        quality: bool = typer.Option(False, help="Also show live accuracy and macro-F1 per source and model version."),
+    ) -> None:
+        """List drift events (and the retrain requests that followed them), newest first."""
+        from aet.storage.drift_store import MonitorStore
+
+        s = cli.settings()
+        application = cli._open_app(s)
+        try:
+            store = MonitorStore(application.db)
+            kinds = ("drift", "retrain_request") if requests else ("drift",)
+            rows = store.events(kinds, limit=limit, source=source)
+            live = store.quality() if quality else []
+        finally:
+            application.close()
+        if as_json:
+            data: Any = [{"id": r.id, "kind": r.kind, "ts": r.ts.isoformat(), "model_version": r.model_version,
+                          "payload": r.payload} for r in rows]
+            if quality:
+                data = {"events": data, "quality": [_quality_dict(q) for q in live]}
+            cli._print_json(data)
+            return
+        if not rows:
+            typer.echo("no drift events")
+        else:
+            typer.echo(f"{'time (UTC)':<19}  {'kind':<15} {'source':<6} {'detector':<23} {'position':>8}  details")
+            for r in rows:
+                p = r.payload or {}
+                if r.kind == "drift":
+                    details = _statistic(p.get("statistic") or {})
+                    position = p.get("position")
+                else:
+                    w = p.get("window") or {}
+                    details = f"{p.get('labeled')} labels, window {w.get('start')} .. {w.get('end')}"
+                    position = p.get("to_position")
+                typer.echo(f"{r.ts:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {str(p.get('source')):<6} "
+                           f"{str(p.get('detector')):<23} {str(position):>8}  {details}")
+        if quality:
+            typer.echo("")
+            typer.echo(f"{'source':<6} {'model':<10} {'labeled':>8} {'accuracy':>9} {'macro-F1':>9}  (rolling window)")
+            for q in live:
+                typer.echo(f"{q.source:<6} {q.model_version:<10} {q.labeled:>8} {q.accuracy:>9.3f} {q.macro_f1:>9.3f}  "
+                           f"({q.window})")
+
+    @cli.bench_app.command("drift-detect")
+    def bench_drift_detect(
+        out: Path = typer.Option(Path("bench-results"), help="Directory for drift-detect.json (+ .png) and the cache."),
+        n_pre: int = typer.Option(2000, help="News sentences before the switch."),
+        n_post: int = typer.Option(2000, help="News-headline tweets after the switch."),
+        repeats: int = typer.Option(5, min=1, help="Shuffles (seeds) per scenario."),
+        label_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of messages that get a label."),
+        label_delay: int = typer.Option(200, min=0, help="Messages between a message and its label."),
+        max_per_corpus: Optional[int] = typer.Option(None, help="Score at most this many messages per corpus."),
+        seed: int = typer.Option(0, help="Base seed of the shuffles and label choices."),
+        bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+        progress: bool = typer.Option(True, help="Show progress."),
+    ) -> None:
+        """Drift detectors compared on the shared corpora: delay after a news->tweets switch, false alarms.
+
+        For each detector alone, the default combination (with and without labels) and a periodic trigger:
+        detection delay in messages (and labels) after the switch, false alarms per 10,000 stationary messages.
+        """
+        from aet.pipeline.bench.drift import drift_benchmark
+
+        s = cli.settings()
+        application = cli._open_app(s)
+        try:
+            result = drift_benchmark(application, out=out, bootstrap_data=bootstrap_data, n_pre=n_pre, n_post=n_post,
+                                     repeats=repeats, label_fraction=label_fraction, label_delay=label_delay,
+                                     max_per_corpus=max_per_corpus, seed=seed, progress=progress)
+        except FileNotFoundError as exc:
+            cli._fail(str(exc))
+        finally:
+            application.close()
+        cli._print_json(result)
+
+
+def _statistic(stat: dict[str, Any]) -> str:
+    parts = []
+    for k, v in stat.items():
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.4g}")
+        elif v is not None and not isinstance(v, (dict, list)):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _quality_dict(q: Any) -> dict[str, Any]:
+    return {"source": q.source, "model_version": q.model_version, "labeled": q.labeled, "correct": q.correct,
+            "window": q.window, "accuracy": q.accuracy, "macro_f1": q.macro_f1, "confusion": q.confusion,
+            "updated_at": q.updated_at.isoformat()}
+
+
+

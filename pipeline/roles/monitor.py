@@ -1,0 +1,585 @@
+"""The drift monitor role: scored messages and delayed labels in, drift events and retrain requests out.
+
+The monitor consumes ``aet.scored`` and ``aet.labels`` and feeds the detectors
+of :mod:`aet.pipeline.drift`, per source and serving model version:
+
+- every scored message gives its confidence and predicted class, and (for one
+  message in ``embed_every``, chosen by a hash of its id) its pooled encoder
+  embedding under the monitor's copy of the champion;
+- every label is joined to its prediction by message id and gives a 0/1 error.
+  A label whose message has not arrived yet is **held** (in memory and in the
+  ``label_joins`` ledger) and joined when the message comes; a second label for
+  a message is a **duplicate** and ignored (the first one counts); a label whose
+  message never comes within ``hold_messages`` messages is **dead-lettered**
+  ("unknown message id"), and an invalid label record is dead-lettered with the
+  validation reason. A label whose message left the monitor's memory is joined
+  to the prediction stored in ``scored_messages``.
+
+A detector alarm that opens a drift episode becomes a ``drift`` control event
+(detector, signal, statistic, stream position, time) on ``aet.control`` and in
+the database. A ``retrain_request`` follows once ``min_labels`` labels of that
+source's messages after the drift point have been joined and
+``retrain_cooldown_s`` has passed since the last retrain request, training
+result or promotion; it names the data window (event time and stream
+positions) in the form the trainer reads (``window.start``/``window.end``,
+``source``, ``drift_event_id``).
+
+Live quality: rolling accuracy and macro-F1 of the labeled messages per source
+and model version, stored in ``live_quality`` and exported as Prometheus gauges.
+
+Restarts: the detectors, positions, pending requests and live quality are
+saved as JSON in ``detector_state`` in the same transaction as each batch's
+events, together with the identity (topic, partition, offset, checksum) of the
+batch's records; a batch redelivered after a crash is recognised and skipped,
+so nothing is counted twice. Run one monitor per group: the detectors see the
+whole stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from aet.adapters.bus import Bus, BusRecord
+from aet.pipeline import metrics
+from aet.pipeline.config import MonitorSettings, TopicSettings
+from aet.pipeline.drift import Alarm, DriftConfig, DriftEngine
+from aet.pipeline.evaluation import macro_f1
+from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, decode, utcnow
+from aet.pipeline.worker import Outputs, Worker
+
+if TYPE_CHECKING:
+    from aet.pipeline.learning.rollback import AutoRollback
+    from aet.storage.drift_store import MonitorBatch, MonitorStore
+
+log = logging.getLogger(__name__)
+MONITOR_STATE_VERSION = 1
+CHECKPOINT_EVERY = 64      # messages between (position, time) checkpoints of a source
+MAX_CHECKPOINTS = 1024   # ~65,000 messages of a source; older labels map to position 0 (pre-reset)
+RETRAIN_BLOCKERS = ("retrain_request", "training_result", "promotion")
+
+
+class Embedder(Protocol):
+    """What the monitor embeds with: :class:`aet.pipeline.model.SentimentModel` fits."""
+
+    version: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ModelSource(Protocol):
+    """Where the monitor finds the champion to embed with, and its training texts."""
+
+    def champion_version(self) -> str | None: ...
+
+    def load(self, version: str) -> Embedder: ...
+
+    def training_texts(self, version: str) -> dict[str, list[str]] | None: ...
+
+
+@dataclass
+class _Prediction:
+    source: str
+    position: int | None
+    label: int
+    version: str
+    ts: datetime
+    labeled: bool = False
+
+
+class _Quality:
+    """Totals and a rolling window of (true, predicted) for one source and model version."""
+
+    def __init__(self, window: int) -> None:
+        self.labeled = 0
+        self.correct = 0
+        self.confusion = [[0, 0, 0] for _ in range(3)]
+        self.window: deque[tuple[int, int]] = deque(maxlen=window)
+
+    def add(self, true: int, predicted: int) -> None:
+        self.labeled += 1
+        self.correct += int(true == predicted)
+        self.confusion[true][predicted] += 1
+        self.window.append((true, predicted))
+
+    def accuracy(self) -> float:
+        return sum(t == p for t, p in self.window) / len(self.window) if self.window else 0.0
+
+    def macro_f1(self) -> float:
+        return macro_f1([t for t, _ in self.window], [p for _, p in self.window]) if self.window else 0.0
+
+    def state(self) -> dict[str, Any]:
+        return {"labeled": self.labeled, "correct": self.correct, "confusion": self.confusion,
+                "window": "".join(f"{t}{p}" for t, p in self.window)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.labeled, self.correct = int(state["labeled"]), int(state["correct"])
+        self.confusion = [[int(x) for x in row] for row in state["confusion"]]
+        w = state["window"]
+        self.window.extend((int(w[i]), int(w[i + 1])) for i in range(0, len(w), 2))
+
+
+def record_key(r: BusRecord) -> str:
+    """Identity of one delivered record: where it was read, and a checksum of what it was."""
+    return f"{r.topic}:{r.partition}:{r.offset}:{zlib.crc32(r.value):08x}"
+
+
+def sampled_for_embedding(message_id: str, every: int) -> bool:
+    """Deterministic 1-in-``every`` choice of messages to embed (stable across replays and restarts)."""
+    return every <= 1 or zlib.crc32(message_id.encode("utf-8")) % every == 0
+
+
+def _event_id(*parts: Any) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+class _BatchWriter:
+    """The store the worker loop sees: writes the batch's events and dead letters with the monitor's rows."""
+
+    def __init__(self, store: "MonitorStore", monitor: "Monitor") -> None:
+        self.store = store
+        self.monitor = monitor
+
+    def write(self, *, events: Sequence[ControlEvent] = (), dead_letters: Sequence[DeadLetter] = (),
+              **others: Sequence[Any]) -> None:
+        unexpected = {k for k, v in others.items() if v}
+        if unexpected:
+            raise ValueError(f"the monitor produces no {sorted(unexpected)}")
+        self.store.write_batch(self.monitor.group, self.monitor.current_batch, events=events, dead_letters=dead_letters)
+
+
+class Monitor(Worker):
+    """Consumes ``aet.scored`` and ``aet.labels``; publishes drift events and retrain requests to ``aet.control``."""
+
+    role = "monitor"
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: "MonitorStore",
+        topics: TopicSettings,
+        settings: MonitorSettings,
+        *,
+        embedder: Embedder | None = None,
+        models: ModelSource | None = None,
+        rollback: "AutoRollback | None" = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(bus, _BatchWriter(store, self), group=settings.group, topics=[topics.scored, topics.labels],
+                         dlq_topic=topics.dlq, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+        from aet.storage.drift_store import MonitorBatch
+
+        self._new_batch = MonitorBatch
+        self.current_batch = MonitorBatch()
+        self.monitor_store = store
+        self.settings = settings
+        self.names = topics  # topic names (self.topics, set by Worker, is the list consumed)
+        self.config = DriftConfig.from_settings(settings)
+        self.engine = DriftEngine(self.config)
+        self.embedder = embedder
+        self.models = models
+        self.rollback = rollback  # judges promotions on the live labels (pipeline/learning/rollback.py)
+        self.clock = clock
+        self.recent: OrderedDict[str, _Prediction] = OrderedDict()
+        self.held: dict[str, tuple[LabelRecord, int]] = {}
+        self.seen = 0
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.last_request_at: datetime | None = None
+        self.quality: dict[tuple[str, str], _Quality] = {}
+        self.applied: set[str] = set()
+        self.latest_ts: dict[str, str] = {}
+        self.checkpoints: dict[str, deque[tuple[int, str]]] = {}
+        self.counts = {"joined": 0, "held": 0, "duplicate": 0, "expired": 0, "invalid": 0, "duplicate_scored": 0,
+                       "skipped_redelivered": 0}
+        self.raised: deque[ControlEvent] = deque(maxlen=1000)  # this process's latest events (summaries, tests)
+        self._last_champion_check = -float("inf")
+        self._warned_no_embedder = False
+        self._restore()
+
+    # ------------------------------------------------------------------ state
+
+    def _restore(self) -> None:
+        state = self.monitor_store.load_state(self.group)
+        if state is not None:
+            if state.get("version") != MONITOR_STATE_VERSION:
+                log.warning("monitor state v%s is not v%s; starting afresh", state.get("version"), MONITOR_STATE_VERSION)
+            else:
+                for warning in self.engine.restore(state["engine"]):
+                    log.warning("%s", warning)
+                self.seen = int(state["seen"])
+                self.pending = dict(state["pending"])
+                self.last_request_at = datetime.fromisoformat(state["last_request_at"]) if state["last_request_at"] else None
+                for key, q in state["quality"].items():
+                    source, version = key.split("\x1f", 1)
+                    self._quality(source, version).restore(q)
+                self.applied = set(state["applied"])
+                self.latest_ts = dict(state["latest_ts"])
+                self.checkpoints = {s: deque(((int(p), t) for p, t in cp), maxlen=MAX_CHECKPOINTS)
+                                    for s, cp in state["checkpoints"].items()}
+                self.counts.update(state.get("counts", {}))
+                if self.rollback is not None and state.get("rollback"):
+                    self.rollback.restore(state["rollback"])
+                log.info("monitor %s resumed at %s", self.group,
+                         {s: src.position for s, src in self.engine.sources.items()})
+        for row in self.monitor_store.held_labels():
+            label = LabelRecord(message_id=row.message_id, label=row.label, ts=row.label_ts, annotator=row.annotator)
+            self.held[row.message_id] = (label, int(row.held_at or 0))
+        metrics.HELD_LABELS.set(len(self.held))
+
+    def state(self, applied: set[str]) -> dict[str, Any]:
+        return {
+            "version": MONITOR_STATE_VERSION,
+            "engine": self.engine.state(),
+            "seen": self.seen,
+            "pending": self.pending,
+            "last_request_at": self.last_request_at.isoformat() if self.last_request_at else None,
+            "quality": {f"{s}\x1f{v}": q.state() for (s, v), q in self.quality.items()},
+            "applied": sorted(applied),
+            "latest_ts": self.latest_ts,
+            "checkpoints": {s: list(cp) for s, cp in self.checkpoints.items()},
+            "counts": self.counts,
+            "rollback": self.rollback.state() if self.rollback is not None else None,
+        }
+
+    def _quality(self, source: str, version: str) -> _Quality:
+        key = (source, version)
+        if key not in self.quality:
+            self.quality[key] = _Quality(self.settings.quality_window)
+        return self.quality[key]
+
+    # ------------------------------------------------------------------ the champion to embed with
+
+    def before_batch(self) -> None:
+        if self.models is None or "hotelling_embedding" not in self.config.detectors:
+            return
+        now = time.monotonic()
+        if now - self._last_champion_check < self.settings.champion_check_s:
+            return
+        self._last_champion_check = now
+        try:
+            version = self.models.champion_version()
+            if version is not None and (self.embedder is None or self.embedder.version != version):
+                log.info("monitor embeds with champion %s from now on", version)
+                self.embedder = self.models.load(version)
+        except Exception as exc:  # noqa: BLE001 - the monitor keeps running on the label-free signals it has
+            log.warning("cannot load the champion to embed with (%s: %s); keeping %s", type(exc).__name__, exc,
+                        getattr(self.embedder, "version", None))
+
+    def _embed(self, messages: list[ScoredMessage]) -> dict[str, np.ndarray]:
+        if "hotelling_embedding" not in self.config.detectors or not messages:
+            return {}
+        if self.embedder is None:
+            if not self._warned_no_embedder:
+                log.warning("the monitor has no model to embed with: the embedding detector is idle")
+                self._warned_no_embedder = True
+            return {}
+        chosen = [m for m in messages
+                  if m.model_version == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)]
+        if not chosen:
+            return {}
+        try:
+            vectors = np.asarray(self.embedder.embed([m.text for m in chosen]), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the monitor; the signal skips it
+            log.warning("embedding %d messages failed (%s: %s); the embedding signal skips them", len(chosen),
+                        type(exc).__name__, exc)
+            return {}
+        return {m.id: v for m, v in zip(chosen, vectors)}
+
+    def _training_reference(self, source: str, version: str) -> None:
+        """With ``embedding_reference: training``, embed the champion's training texts as the reference."""
+        if self.settings.embedding_reference != "training" or "hotelling_embedding" not in self.config.detectors:
+            return
+        if self.embedder is None or self.embedder.version != version or self.models is None:
+            log.warning("no training reference for %s/%s (no matching model); using the stream's first messages",
+                        source, version)
+            return
+        try:
+            texts = self.models.training_texts(version)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot read the training data of %s (%s); using the stream's first messages", version, exc)
+            return
+        if not texts:
+            log.warning("the registry names no readable training data for %s; using the stream's first messages", version)
+            return
+        pool = texts.get(source) or [t for ts in texts.values() for t in ts]
+        pool = random.Random(self.config.seed).sample(pool, min(len(pool), self.config.reference_size))
+        if len(pool) < 20:
+            log.warning("only %d training texts for %s; using the stream's first messages", len(pool), source)
+            return
+        self.engine.set_reference(source, np.asarray(self.embedder.embed(pool), dtype=np.float32))
+        log.info("embedding reference of %s/%s: %d training texts", source, version, len(pool))
+
+    # ------------------------------------------------------------------ the batch
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        batch = self._new_batch()
+        self.current_batch = batch
+        keys = [record_key(r) for r in records]
+        decoded: list[tuple[BusRecord, ScoredMessage | LabelRecord]] = []
+        for r, key in zip(records, keys):
+            if key in self.applied:
+                self.counts["skipped_redelivered"] += 1
+                continue
+            try:
+                if r.topic == self.names.scored:
+                    decoded.append((r, decode(ScoredMessage, r.value)))
+                elif r.topic == self.names.labels:
+                    decoded.append((r, decode(LabelRecord, r.value)))
+            except BadRecord as exc:
+                if r.topic == self.names.labels:
+                    self.counts["invalid"] += 1
+                    metrics.LABEL_OUTCOMES.labels("invalid").inc()
+                out.dead_letters.append(DeadLetter.of(r.value, stage="monitor", reason=exc.reason, topic=r.topic,
+                                                      partition=r.partition, offset=r.offset, key=r.key))
+        embeddings = self._embed([m for _, m in decoded if isinstance(m, ScoredMessage)])
+        batch_ids = {m.id for _, m in decoded if isinstance(m, ScoredMessage)}
+        lookup = [l.message_id for _, l in decoded
+                  if isinstance(l, LabelRecord) and l.message_id not in self.recent and l.message_id not in batch_ids]
+        stored = self.monitor_store.predictions(lookup) if lookup else {}
+        already = self.monitor_store.joined(lookup) if lookup else set()
+        touched: set[tuple[str, str]] = set()
+        for _, item in decoded:
+            if isinstance(item, ScoredMessage):
+                self._on_scored(item, embeddings.get(item.id), out, batch, touched)
+            else:
+                self._on_label(item, stored, already, out, batch, touched)
+        self._expire_held(out, batch, touched)
+        self._retrain_requests(out)
+        self._auto_rollback(out)
+        for source, version in touched:
+            q = self._quality(source, version)
+            batch.quality.append({"source": source, "model_version": version, "labeled": q.labeled,
+                                  "correct": q.correct, "window": len(q.window), "accuracy": q.accuracy(),
+                                  "macro_f1": q.macro_f1(), "confusion": q.confusion})
+            metrics.LIVE_ACCURACY.labels(source, version).set(q.accuracy())
+            metrics.LIVE_MACRO_F1.labels(source, version).set(q.macro_f1())
+            metrics.LIVE_LABELED.labels(source, version).set(q.labeled)
+        for name, src in self.engine.sources.items():
+            metrics.STREAM_POSITION.labels(name).set(src.position)
+        metrics.HELD_LABELS.set(len(self.held))
+        self.applied = set(keys)
+        batch.state = self.state(self.applied)
+        return out
+
+    def _on_scored(self, m: ScoredMessage, embedding: np.ndarray | None, out: Outputs, batch: "MonitorBatch",
+                   touched: set[tuple[str, str]]) -> None:
+        if m.id in self.recent:
+            # The scorer delivers at least once: a message published again (after a scorer crash) is
+            # not fed to the detectors a second time while the monitor remembers it.
+            self.counts["duplicate_scored"] += 1
+            return
+        src = self.engine.source(m.source)
+        if src.version != m.model_version and m.model_version not in src.retired:
+            src.follow(m.model_version)
+            self._training_reference(m.source, m.model_version)
+        probs = (m.probs.negative, m.probs.neutral, m.probs.positive)
+        self.seen += 1
+        ts = m.ts.isoformat()
+        if ts > self.latest_ts.get(m.source, ""):
+            self.latest_ts[m.source] = ts
+        alarms = self.engine.message(m.source, m.model_version, probs, embedding)
+        position = src.position
+        if position % CHECKPOINT_EVERY == 1:
+            self.checkpoints.setdefault(m.source, deque(maxlen=MAX_CHECKPOINTS)).append((position, ts))
+        self._remember(m.id, _Prediction(m.source, position, LABELS.index(m.label), m.model_version, m.ts))
+        self._emit(alarms, m.id, m.ts, out)
+        held = self.held.pop(m.id, None)
+        if held is not None:
+            self._join(held[0], self.recent[m.id], m.id, out, batch, touched)
+
+    def _on_label(self, label: LabelRecord, stored: dict[str, Any], already: set[str], out: Outputs,
+                  batch: "MonitorBatch", touched: set[tuple[str, str]]) -> None:
+        mid = label.message_id
+        pred = self.recent.get(mid)
+        if pred is None and mid in stored and mid not in already:
+            p = stored[mid]
+            pred = _Prediction(p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts)
+            self._remember(mid, pred)  # so that a second label for it in this batch is a duplicate
+        if pred is not None and not pred.labeled and mid not in already:
+            self._join(label, pred, mid, out, batch, touched)
+            return
+        if pred is not None or mid in already or mid in self.held:
+            self.counts["duplicate"] += 1
+            metrics.LABEL_OUTCOMES.labels("duplicate").inc()
+            log.debug("duplicate label for %s ignored (the first label counts)", mid)
+            return
+        self.held[mid] = (label, self.seen)
+        self.counts["held"] += 1
+        metrics.LABEL_OUTCOMES.labels("held").inc()
+        batch.joins.append({"message_id": mid, "status": "held", "label": label.label, "annotator": label.annotator,
+                            "label_ts": label.ts, "source": None, "model_version": None, "predicted": None,
+                            "message_ts": None, "position": None, "held_at": self.seen})
+
+    def _remember(self, mid: str, pred: _Prediction) -> None:
+        self.recent[mid] = pred
+        while len(self.recent) > self.settings.track_messages:
+            self.recent.popitem(last=False)
+
+    def _position_at(self, source: str, ts: datetime) -> int | None:
+        """Approximate stream position of a message the monitor no longer remembers, from its event time."""
+        cps = self.checkpoints.get(source)
+        if not cps:
+            return None
+        iso = ts.isoformat()
+        best = None
+        for position, when in cps:
+            if when <= iso:
+                best = position
+            else:
+                break
+        return best if best is not None else 0
+
+    def _join(self, label: LabelRecord, pred: _Prediction, mid: str, out: Outputs, batch: "MonitorBatch",
+              touched: set[tuple[str, str]]) -> None:
+        pred.labeled = True
+        true = LABELS.index(label.label)
+        self.counts["joined"] += 1
+        metrics.LABEL_OUTCOMES.labels("joined").inc()
+        self._quality(pred.source, pred.version).add(true, pred.label)
+        touched.add((pred.source, pred.version))
+        pending = self.pending.get(pred.source)
+        if pending is not None and (pred.position if pred.position is not None else 0) > pending["position"]:
+            pending["labels"] += 1
+        batch.joins.append({"message_id": mid, "status": "joined", "label": label.label, "annotator": label.annotator,
+                            "label_ts": label.ts, "source": pred.source, "model_version": pred.version,
+                            "predicted": LABELS[pred.label], "message_ts": pred.ts, "position": pred.position,
+                            "held_at": None})
+        if self.rollback is not None:
+            self.rollback.learn_one(pred.version, true == pred.label)
+        alarms = self.engine.label(pred.source, pred.version, pred.position if pred.position is not None else 0,
+                                   true == pred.label)
+        self._emit(alarms, mid, pred.ts, out)
+
+    def _expire_held(self, out: Outputs, batch: "MonitorBatch", touched: set[tuple[str, str]]) -> None:
+        limit = self.settings.hold_messages
+        due = [mid for mid, (_, held_at) in self.held.items() if self.seen - held_at >= limit]
+        if not due:
+            return
+        stored = self.monitor_store.predictions(due)  # scored and stored, but never seen on the bus by this monitor
+        for mid in due:
+            label, _ = self.held.pop(mid)
+            if mid in stored:
+                p = stored[mid]
+                pred = _Prediction(p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts)
+                self._join(label, pred, mid, out, batch, touched)
+                continue
+            self.counts["expired"] += 1
+            metrics.LABEL_OUTCOMES.labels("expired").inc()
+            batch.drop_joins.append(mid)
+            out.dead_letters.append(DeadLetter.of(
+                label.to_bytes(), stage="monitor", topic=self.names.labels, key=mid,
+                reason=f"label for unknown message id {mid!r}: no scored message with this id arrived within "
+                       f"{limit} messages",
+            ))
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, alarms: list[Alarm], message_id: str, message_ts: datetime, out: Outputs) -> None:
+        for a in alarms:
+            if not a.event:
+                metrics.DRIFT_SUPPRESSED.labels(a.source, a.detector).inc()
+                log.info("drift alarm of %s on %s at %d suppressed (cooldown)", a.detector, a.source, a.position)
+                continue
+            drift_ts = self.latest_ts.get(a.source) or message_ts.isoformat()
+            event = ControlEvent(
+                id=_event_id("drift", self.group, a.source, a.position, a.labeled, a.detector),
+                kind="drift", ts=self.clock(), model_version=a.model_version,
+                payload={
+                    "source": a.source, "detector": a.detector, "signal": a.signal, "statistic": a.statistic,
+                    "position": a.position, "labeled": a.labeled, "message_id": message_id,
+                    "message_ts": message_ts.isoformat(), "stream_ts": drift_ts,
+                    "corroborated_by": a.corroborated_by, "parameters": a.parameters,
+                    "expected_run_length": self.config.expected_run_length, "monitor": self.group,
+                },
+            )
+            out.events.append(event)
+            out.publish.append((self.names.control, "drift", event.to_bytes()))
+            self.raised.append(event)
+            metrics.DRIFT_EVENTS.labels(a.source, a.detector).inc()
+            log.warning("drift on %s: %s (%s) at position %d: %s", a.source, a.detector, a.signal, a.position, a.statistic)
+            self.pending[a.source] = {
+                "drift_event_id": event.id, "detector": a.detector, "position": a.position, "ts": drift_ts,
+                "model_version": a.model_version, "labels": 0,
+            }
+
+    def _auto_rollback(self, out: Outputs) -> None:
+        if self.rollback is None:
+            return
+        try:
+            event = self.rollback.step()
+        except Exception as exc:  # noqa: BLE001 - a registry outage must not stop drift detection
+            log.warning("automatic rollback check failed (%s: %s); retried next batch", type(exc).__name__, exc)
+            return
+        if event is not None:
+            out.events.append(event)
+            out.publish.append((self.names.control, event.kind, event.to_bytes()))
+            self.raised.append(event)
+
+    def _retrain_requests(self, out: Outputs) -> None:
+        ready = [s for s, p in self.pending.items() if p["labels"] >= self.settings.min_labels]
+        if not ready:
+            return
+        now = self.clock()
+        last = [t for t in (self.last_request_at, self.monitor_store.latest_control_ts(RETRAIN_BLOCKERS)) if t]
+        if last and (now - max(last)).total_seconds() < self.settings.retrain_cooldown_s:
+            return
+        source = min(ready, key=lambda s: self.pending[s]["position"])  # one request per cooldown
+        p = self.pending.pop(source)
+        src = self.engine.source(source)
+        end = datetime.fromisoformat(self.latest_ts[source]) + timedelta(microseconds=1)
+        event = ControlEvent(
+            id=_event_id("retrain_request", p["drift_event_id"]), kind="retrain_request", ts=now,
+            model_version=p["model_version"],
+            payload={
+                "source": source, "drift_event_id": p["drift_event_id"], "detector": p["detector"],
+                "window": {"start": p["ts"], "end": end.isoformat()},
+                "from_position": p["position"], "to_position": src.position, "labeled": p["labels"],
+                "min_labels": self.settings.min_labels, "monitor": self.group,
+            },
+        )
+        out.events.append(event)
+        out.publish.append((self.names.control, "retrain_request", event.to_bytes()))
+        self.raised.append(event)
+        self.last_request_at = now
+        metrics.RETRAIN_REQUESTS.labels(source).inc()
+        log.warning("retrain request for %s: %d labels since drift %s, window %s", source, p["labels"],
+                    p["drift_event_id"], event.payload["window"])
+
+
+class RegistryModels:
+    """Follows the registry's champion for the monitor: its version, a loaded copy, its training texts."""
+
+    def __init__(self, registry: Any, load: Callable[[Any], Embedder]) -> None:
+        self.registry = registry
+        self._load = load
+
+    def champion_version(self) -> str | None:
+        info = self.registry.champion()
+        return info.version if info is not None else None
+
+    def load(self, version: str) -> Embedder:
+        return self._load(self.registry.get(version))
+
+    def training_texts(self, version: str) -> dict[str, list[str]] | None:
+        """Texts of the labeled file the version was trained on (``info['trained_on']``), by source."""
+        from pathlib import Path
+
+        from aet.pipeline.learning.loop import load_examples
+
+        path = (self.registry.get(version).info or {}).get("trained_on")
+        if not path or not Path(path).is_file():
+            return None
+        texts: dict[str, list[str]] = {}
+        for e in load_examples(Path(path)):
+            texts.setdefault(e.source, []).append(e.text)
+        return texts

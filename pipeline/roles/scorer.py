@@ -1,0 +1,113 @@
+"""The scorer role: messages in, sentiment out, every output naming its model version."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from aet.adapters.bus import Bus, BusRecord
+from aet.pipeline.config import ScorerSettings, TopicSettings
+from aet.pipeline.roles.hotswap import ModelSwapper
+from aet.pipeline.model import SentimentModel
+from aet.pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
+from aet.pipeline.worker import Outputs, Worker
+
+log = logging.getLogger(__name__)
+
+
+def to_scored(message: Message, probs: np.ndarray, model_version: str) -> ScoredMessage:
+    """Attach one prediction to its message."""
+    p = [float(x) for x in probs]
+    return ScoredMessage(
+        **message.model_dump(),
+        label=LABELS[int(np.argmax(p))],
+        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+        score=max(-1.0, min(1.0, p[2] - p[0])),
+        model_version=model_version,
+        scored_at=utcnow(),
+    )
+
+
+class Scorer(Worker):
+    """Consumes ``aet.messages``, publishes ``aet.scored``, stores each score under its message id.
+
+    With a :class:`~aet.pipeline.roles.hotswap.ModelSwapper`, a newly promoted model that
+    is loaded and verified replaces the current one between two batches.
+    """
+
+    role = "scorer"
+
+    def __init__(self, bus: Bus, store: object, model: SentimentModel, topics: TopicSettings, settings: ScorerSettings,
+                 swapper: ModelSwapper | None = None) -> None:
+        super().__init__(
+            bus, store, group=settings.group, topics=[topics.messages], dlq_topic=topics.dlq,
+            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+        )
+        self.model = model
+        self.swapper = swapper
+        self.out_topic = topics.scored
+        self.max_text_chars = settings.max_text_chars
+
+    def before_batch(self) -> None:
+        """Swap in a model the swapper has ready; no batch is in flight here."""
+        if self.swapper is None:
+            return
+        new = self.swapper.take()
+        if new is not None:
+            old, self.model = self.model, new
+            self.swapper.retire(old)  # released off the scoring path; nothing else refers to it
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        decoded: list[tuple[BusRecord, Message]] = []
+        for r in records:
+            try:
+                decoded.append((r, decode(Message, r.value, max_text_chars=self.max_text_chars)))
+            except BadRecord as exc:
+                out.dead_letters.append(_dead_letter(r, exc.reason))
+        model = self.model
+        for (_, message), probs in zip(decoded, self._predict(model, decoded, out)):
+            if probs is None:
+                continue
+            scored = to_scored(message, probs, model.version)
+            out.scored.append(scored)
+            out.publish.append((self.out_topic, message.key, scored.to_bytes()))
+        return out
+
+    def _predict(
+        self, model: SentimentModel, decoded: Sequence[tuple[BusRecord, Message]], out: Outputs
+    ) -> list[np.ndarray | None]:
+        """Score the batch; if the batch fails, isolate the message that breaks the model."""
+        if not decoded:
+            return []
+        texts = [m.text for _, m in decoded]
+        try:
+            return _checked(model.predict_proba(texts), len(texts))
+        except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
+            log.warning("batch of %d failed in the model (%s); scoring one by one", len(texts), exc)
+        results: list[np.ndarray | None] = []
+        for r, m in decoded:
+            try:
+                results.append(_checked(model.predict_proba([m.text]), 1)[0])
+            except Exception as exc:  # noqa: BLE001
+                results.append(None)
+                out.dead_letters.append(_dead_letter(r, f"model failed on this input: {exc}"))
+        return results
+
+
+def _dead_letter(r: BusRecord, reason: str) -> DeadLetter:
+    """A scorer dead letter that keeps the raw input and where it was read from."""
+    return DeadLetter.of(r.value, stage="score", reason=reason, topic=r.topic,
+                         partition=r.partition, offset=r.offset, key=r.key)
+
+
+def _checked(probs: np.ndarray, n: int) -> list[np.ndarray]:
+    """The model's rows, refusing output that would silently drop or misreport messages."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.shape != (n, 3):
+        raise ValueError(f"model returned probabilities of shape {arr.shape}, expected ({n}, 3)")
+    if not ((arr >= 0.0) & (arr <= 1.0)).all():
+        raise ValueError("model returned probabilities outside [0, 1] (or NaN)")
+    return list(arr)

@@ -1,0 +1,457 @@
+"""The trainer role: consume retrain requests from ``aet.control``, adapt the champion, register a challenger.
+
+For each ``retrain_request`` control event the trainer
+
+1. validates the request (a corrupt one is rejected with the reason);
+2. builds the data: the labeled messages of the requested window (labels
+   joined to stored messages), or a labeled JSONL file named by the request;
+   too few labels, or one class only, is a rejection with the reason;
+3. splits it: a stable-hash held-out share of the recent examples is never
+   trained on (the gate's recent slice); the replay reservoir is split the
+   same way (replay vs. the gate's older slice);
+4. trains a copy of the champion with the AET objective
+   (pipeline/learning/round.py) on the GPU in bf16 autocast when there is one,
+   else the CPU, with a progress bar, early stopping and a time budget;
+5. writes the artifact (safetensors weights, config, tokenizer, the merged
+   Fisher, the training facts) into a staging directory, seals it with its
+   sha256 and only then registers it as a challenger;
+6. applies the champion/challenger gate (pipeline/learning/promotion.py) and
+   publishes the training result and the promotion or rejection.
+
+A crash anywhere before registration leaves no registry row and no final
+artifact directory; the request stays uncommitted on the bus, so it is
+delivered again and retried (up to ``max_attempts``, counted in the
+database, after which it is rejected with the last error). A request that
+was already handled is answered from the run log instead of training twice.
+
+Payload of a ``retrain_request`` (every field optional)::
+
+    {"window": {"start": ISO, "end": ISO}   # or window_start / window_end, or since / until
+     "source": "news" | "chat",             # only this source's labeled messages
+     "data": "/path/labeled.jsonl",         # instead of the database window
+     "mode": "full" | "attention" | "lora", "max_examples": int,
+     "drift_event_id": "...",               # lineage; also read from "drift_event": {"id": ...}
+     "auto_promote": bool}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aet.adapters.bus import BusRecord
+from aet.pipeline import metrics
+from aet.pipeline.learning.round import AdaptConfig, adapt
+from aet.pipeline.model import ModelLoadError, SentimentModel, pick_device
+from aet.pipeline.learning.objective import load_fisher, save_fisher
+from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, score_slice
+from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, decode, explain, parse_event_time
+from aet.pipeline.learning.rehearsal import Reservoir, split_holdout, text_key
+from aet.pipeline.learning.loop import (
+    Example,
+    TrainingDataError,
+    TrainingInterrupted,
+    check_trainable,
+    load_examples,
+    stratified_split,
+)
+from aet.pipeline.worker import Outputs, Worker
+from aet.storage.artifacts import ArtifactError
+from aet.storage.training_store import TrainingStore
+
+if TYPE_CHECKING:
+    from aet.pipeline.runtime import App
+
+log = logging.getLogger(__name__)
+TRAINING_FACTS = "training.json"
+
+
+class RequestError(ValueError):
+    """A retrain request that cannot be served (corrupt, or nothing to train from); the message says why."""
+
+
+class RetrainRequest(BaseModel):
+    """The payload of a ``retrain_request`` control event."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    source: Literal["news", "chat"] | None = None
+    data: str | None = None
+    mode: Literal["full", "attention", "lora"] | None = None
+    max_examples: int | None = Field(default=None, ge=1)
+    drift_event_id: str | None = None
+    auto_promote: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"the payload must be an object, not {type(value).__name__}")
+        v = dict(value)
+        window = v.pop("window", None)
+        if window is not None:
+            if not isinstance(window, dict):
+                raise ValueError("window must be an object with start and/or end")
+            v.setdefault("window_start", window.get("start"))
+            v.setdefault("window_end", window.get("end"))
+        if "since" in v:
+            v.setdefault("window_start", v.pop("since"))
+        if "until" in v:
+            v.setdefault("window_end", v.pop("until"))
+        drift = v.get("drift_event")
+        if isinstance(drift, dict) and "drift_event_id" not in v:
+            v["drift_event_id"] = drift.get("id")
+        return v
+
+    @field_validator("window_start", "window_end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return None if value is None else parse_event_time(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RetrainRequest":
+        if self.window_start and self.window_end and self.window_end <= self.window_start:
+            raise ValueError(f"window end {self.window_end.isoformat()} is not after its start "
+                             f"{self.window_start.isoformat()}")
+        return self
+
+    def window(self) -> dict[str, str | None]:
+        return {"start": self.window_start.isoformat() if self.window_start else None,
+                "end": self.window_end.isoformat() if self.window_end else None}
+
+
+def parse_request(payload: Any) -> RetrainRequest:
+    try:
+        return RetrainRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestError(f"corrupt retrain request: {explain(exc)}") from exc
+
+
+@dataclass
+class RoundData:
+    """What :meth:`TrainerRole.prepare` builds for one round."""
+
+    champion: Any
+    examples: list[Example]
+    recent_train: list[Example]
+    validation: list[Example]
+    recent_holdout: list[Example]
+    replay_train: list[Example]
+    older_holdout: list[Example]
+    config: AdaptConfig
+    device: torch.device
+
+
+class TrainerRole(Worker):
+    """Consumes ``aet.control``; serves ``retrain_request`` events one at a time."""
+
+    role = "trainer"
+
+    def __init__(self, app: "App", *, progress: bool = True, retry_backoff_s: float = 1.0,
+                 mode: str | None = None, follower: bool = False) -> None:
+        s = app.settings
+        # A data-parallel follower (rank > 0) never touches the bus: rank 0 hands it each round.
+        super().__init__(None if follower else app.bus, app.store, group=s.retrain.group, topics=[s.topics.control],
+                         dlq_topic=s.topics.dlq, max_batch=1, max_wait_ms=0)
+        self.app = app
+        self.settings = s.retrain if mode is None else s.retrain.model_copy(update={"mode": mode})
+        self.training = TrainingStore(app.db)
+        self.reservoir = Reservoir(self.training, self.settings.reservoir_per_source, self.settings.seed)
+        self.promoter = Promoter(app.registry)
+        self.progress = progress
+        self.retry_backoff_s = retry_backoff_s
+        self.failures = 0
+        #: Called with (request_id, round data) just before a round trains (pipeline/learning/distributed.py).
+        self.before_training: Callable[[str, RoundData], None] | None = None
+        #: Retry a crashed round in this process; off under torchrun, where a crash must take the group down.
+        self.retry_in_process = True
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, stop: threading.Event, *, drain: bool = False) -> int:
+        """The worker loop; a training crash leaves its request uncommitted and the loop starts again (retry)."""
+        delay, processed = self.retry_backoff_s, 0
+        self._stop = stop
+        while True:
+            try:
+                return processed + super().run(stop, drain=drain)
+            except TrainingInterrupted as exc:  # a stop request: the round is dropped, its request left uncommitted
+                log.info("%s; the request stays on the bus and is trained again on the next start", exc)
+                return processed
+            except Exception as exc:  # noqa: BLE001 - the request is redelivered and retried
+                if stop.is_set() or not self.retry_in_process:
+                    raise
+                self.failures += 1
+                metrics.TRAINING_ROUNDS.labels("crashed").inc()
+                log.error("training crashed (%s: %s); the request will be retried in %.1fs",
+                          type(exc).__name__, exc, delay)
+                stop.wait(delay)
+                delay = min(max(delay, 0.1) * 2, 60.0)
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        for r in records:
+            try:
+                raw = json.loads(r.value)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raw = None
+            if not isinstance(raw, dict) or raw.get("kind") != "retrain_request":
+                if raw is None:
+                    out.dead_letters.append(DeadLetter.of(r.value, stage="trainer", reason="not JSON", topic=r.topic,
+                                                          partition=r.partition, offset=r.offset, key=r.key))
+                continue  # other control events are not the trainer's business
+            try:
+                event = decode(ControlEvent, r.value)
+            except BadRecord as exc:
+                ident = raw.get("id") if isinstance(raw.get("id"), str) else f"{r.topic}-{r.partition}-{r.offset}"
+                self._emit(out, self._reject(ident, f"corrupt retrain request: {exc.reason}", payload=raw))
+                continue
+            for e in self.serve(event):
+                self._emit(out, e)
+        return out
+
+    def _emit(self, out: Outputs, event: ControlEvent) -> None:
+        out.events.append(event)
+        out.publish.append((self.app.settings.topics.control, event.kind, event.to_bytes()))
+
+    # ------------------------------------------------------------------ one request
+
+    def serve(self, event: ControlEvent) -> list[ControlEvent]:
+        """Handle one retrain request; returns the events to publish. Raises only for crashes (to be retried)."""
+        request_id = event.id
+        done = self.training.get_run(request_id)
+        if done is not None and done["status"] != "running":  # handled before a crash kept the offset uncommitted
+            log.info("retrain request %s was already handled (%s); publishing its result again",
+                     request_id, done["status"])
+            return [ControlEvent.model_validate(e) for e in done["result"].get("events", [])]
+        try:
+            request = parse_request(event.payload)
+        except RequestError as exc:
+            return [self._reject(request_id, str(exc), payload=event.payload)]
+        made = self.app.registry.find(request_id=request_id)
+        if made:  # registered before a crash, but never announced: finish it instead of training again
+            log.info("retrain request %s already produced %s; finishing it", request_id, made[0].version)
+            self.training.begin_run(request_id, event.payload)
+            try:
+                self.reservoir.add(self._examples(request))  # the step the crash may have cut short
+            except (RequestError, TrainingDataError) as exc:
+                log.warning("could not add request %s's examples to the reservoir: %s", request_id, exc)
+            return self._conclude(request_id, request, made[0])
+        run = self.training.begin_run(request_id, event.payload)
+        if run["attempts"] > self.settings.max_attempts:
+            reason = (f"training failed {run['attempts'] - 1} times (max_attempts={self.settings.max_attempts}); "
+                      f"last error: {run['last_error']}")
+            return [self._reject(request_id, reason, payload=event.payload)]
+        started = time.perf_counter()
+        try:
+            events = self._train(request_id, request, event)
+        except (RequestError, TrainingDataError, ModelLoadError, ArtifactError) as exc:
+            return [self._reject(request_id, str(exc), payload=event.payload, drift_event_id=request.drift_event_id)]
+        except TrainingInterrupted:
+            self.training.forget_attempt(request_id)  # stopping is not a failure of the request
+            raise
+        except Exception as exc:
+            self.training.note_failure(request_id, f"{type(exc).__name__}: {exc}")
+            raise
+        metrics.RETRAIN_SECONDS.observe(time.perf_counter() - started)
+        return events
+
+    def _reject(self, request_id: str, reason: str, *, payload: Any = None,
+                drift_event_id: str | None = None) -> ControlEvent:
+        """A recorded, explained rejection of a request (no model was made)."""
+        log.warning("retrain request %s rejected: %s", request_id, reason)
+        metrics.TRAINING_ROUNDS.labels("rejected").inc()
+        event = ControlEvent(kind="rejection", payload={
+            "request_id": request_id, "reason": reason, "stage": "request", "drift_event_id": drift_event_id,
+        })
+        if self.training.get_run(request_id) is None:
+            self.training.begin_run(request_id, payload if isinstance(payload, dict) else {"raw": repr(payload)})
+        self.training.finish_run(request_id, status="rejected", version=None,
+                                 result={"events": [event.model_dump(mode="json")]}, error=reason)
+        return event
+
+    def _examples(self, request: RetrainRequest) -> list[Example]:
+        s = self.settings
+        limit = min(request.max_examples or s.max_examples, s.max_examples)
+        if request.data:
+            examples = load_examples(Path(request.data))
+            if request.source:
+                examples = [e for e in examples if e.source == request.source]
+            examples = examples[-limit:]
+        else:
+            rows = self.training.labeled_examples(start=request.window_start, end=request.window_end,
+                                                  source=request.source, limit=limit)
+            examples = [Example(text=r["text"], label=LABELS.index(r["label"]), source=r["source"],
+                                id=r["message_id"]) for r in rows if r["label"] in LABELS]
+        where = request.data or f"window {request.window()}" + (f" source {request.source}" if request.source else "")
+        try:
+            check_trainable(examples, minimum=s.min_examples)
+        except TrainingDataError as exc:
+            raise TrainingDataError(f"{where}: {exc}") from exc
+        return examples
+
+    def prepare(self, request: RetrainRequest) -> RoundData:
+        """The data and settings of one round."""
+        s = self.settings
+        champion_info = self.app.registry.champion()
+        if champion_info is None:
+            raise RequestError("no champion is registered to adapt")
+        examples = self._examples(request)
+        recent_pool, recent_holdout = split_holdout(examples, s.holdout_fraction)
+        check_trainable(recent_pool, minimum=2)
+        recent_train, recent_val = stratified_split(recent_pool, s.validation_fraction, s.seed)
+        recent_texts = {text_key(e.text) for e in examples}
+        held = [e for e in self.reservoir.examples() if text_key(e.text) not in recent_texts]
+        replay_train, older_holdout = split_holdout(held, s.holdout_fraction)
+        config = AdaptConfig.from_settings(s, mode=request.mode or s.mode)
+        # Early stopping follows the recent data; the older data is the gate's forgetting check.
+        validation = recent_val
+        return RoundData(champion=champion_info, examples=examples, recent_train=recent_train,
+                         validation=validation, recent_holdout=recent_holdout, replay_train=replay_train,
+                         older_holdout=older_holdout, config=config,
+                         device=pick_device(s.device or self.app.settings.model.device))
+
+    def _train(self, request_id: str, request: RetrainRequest, event: ControlEvent) -> list[ControlEvent]:
+        data = self.prepare(request)
+        if self.before_training is not None:  # data-parallel: hand the other ranks this round's exact data
+            self.before_training(request_id, data)
+        champion_info, config, device = data.champion, data.config, data.device
+        champion = self._load(champion_info, device)
+        version = self.app.registry.next_version()
+        log.info("retrain %s: %s from %s in %s mode on %s (%d recent, %d replay, %d validation)", request_id, version,
+                 champion_info.version, config.mode, device, len(data.recent_train), len(data.replay_train),
+                 len(data.validation))
+        result = adapt(champion, recent=data.recent_train, validation=data.validation, replay=data.replay_train,
+                       champion_fisher=load_fisher(Path(champion_info.artifact_path)), config=config,
+                       version=version, progress=self.progress, interrupt=self._stop.is_set)
+        recent_scores = score_slice(champion, result.model, data.recent_holdout)
+        older_scores = score_slice(champion, result.model, data.older_holdout)
+        del champion
+
+        facts = {
+            "origin": "retrain", "request_id": request_id, "drift_event_id": request.drift_event_id,
+            "parent": champion_info.version, "window": request.window(), "source": request.source,
+            "data": request.data, "device": str(device), "data_parallel_ranks": _world(),
+            "examples": {"labeled": len(data.examples), "recent_train": len(data.recent_train),
+                         "validation": len(data.validation), "recent_holdout": len(data.recent_holdout),
+                         "replay_train": len(data.replay_train), "older_holdout": len(data.older_holdout)},
+            **result.facts(),
+        }
+        path, digest = self._write_artifact(result, version, facts)
+        metrics_ = {"holdout_recent": recent_scores.to_dict(), "holdout_older": older_scores.to_dict(),
+                    "validation": result.train.history[-1] if result.train.history else {}}
+        try:
+            info = self.app.registry.register(
+                version=version, artifact_path=str(path.resolve()), sha256=digest, backbone=champion_info.backbone,
+                labels=list(LABELS), status="challenger", parent=champion_info.version, metrics=metrics_, info=facts)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # never leave a sealed artifact that no row points at
+            raise
+        self.reservoir.add(data.examples)
+        metrics.TRAINING_ROUNDS.labels("registered").inc()
+        return self._conclude(request_id, request, info)
+
+    def _conclude(self, request_id: str, request: RetrainRequest, info: Any) -> list[ControlEvent]:
+        """Announce a registered challenger, apply the gate, and close the request's run.
+
+        Also used when a crash hit after registration: the gate's numbers are in the registry row.
+        """
+        s = self.settings
+        events = [ControlEvent(kind="training_result", model_version=info.version, payload={
+            "request_id": request_id, "drift_event_id": request.drift_event_id, "parent": info.parent,
+            "artifact_path": info.artifact_path, "sha256": info.sha256, "mode": info.info.get("mode"),
+            "objective": info.info.get("objective"), "metrics": info.metrics,
+            "train_seconds": (info.info.get("seconds") or {}).get("train"), "stopped": info.info.get("stopped"),
+        })]
+        auto = s.auto_promote if request.auto_promote is None else request.auto_promote
+        if auto and info.status == "challenger":
+            recent, older = (_slice(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
+            decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
+            champion = self.app.registry.champion()
+            if champion is not None and champion.version != info.parent:
+                decision = replace(decision, promote=False, reasons=decision.reasons + [
+                    f"the champion changed from {info.parent} to {champion.version} while {info.version} trained"])
+            events.append(self.promoter.apply(info.version, decision, request_id=request_id,
+                                              drift_event_id=request.drift_event_id))
+        self.training.finish_run(request_id, status="registered", version=info.version,
+                                 result={"events": [e.model_dump(mode="json") for e in events]})
+        return events
+
+    def follow(self, data: RoundData) -> None:
+        """A non-zero data-parallel rank's share of a round (rank 0's data, this rank's device); writes nothing."""
+        device = pick_device(self.settings.device or self.app.settings.model.device)
+        data = replace(data, device=device)
+        champion = self._load(data.champion, device)
+        adapt(champion, recent=data.recent_train, validation=data.validation, replay=data.replay_train,
+              champion_fisher=load_fisher(Path(data.champion.artifact_path)),
+              config=replace(data.config, estimate_fisher=False), version="follower", progress=False)
+
+    def _load(self, info: Any, device: torch.device) -> SentimentModel:
+        """The champion in float32 on ``device`` (bf16 comes from autocast while training)."""
+        from aet.storage.artifacts import verify
+
+        try:
+            verify(Path(info.artifact_path), info.sha256)
+        except ArtifactError as exc:
+            raise ModelLoadError(f"champion {info.version}: {exc}") from exc
+        m = self.app.settings.model
+        model = SentimentModel.load(info.artifact_path, version=info.version, max_length=m.max_length,
+                                    batch_size=m.batch_size, device="cpu", new_head=False)
+        model.model.to(device)
+        return model
+
+    def _write_artifact(self, result: Any, version: str, facts: dict[str, Any]) -> tuple[Path, str]:
+        """Stage, fill and seal the artifact; a crash on the way leaves no final directory."""
+        store = self.app.artifacts
+        final = store.path_of(version)
+        if final.exists():
+            self._clear_orphan(final, facts["request_id"])
+        staged = store.stage()
+        try:
+            result.model.save(staged)
+            if result.fisher is not None:
+                save_fisher(result.fisher, staged, {"version": version, **result.fisher_info})
+            (staged / TRAINING_FACTS).write_text(json.dumps(facts, indent=1, sort_keys=True, default=str))
+            return store.commit(staged, version)
+        except BaseException:
+            store.discard(staged)
+            raise
+
+    def _clear_orphan(self, final: Path, request_id: str) -> None:
+        """Remove a sealed artifact left by an earlier attempt at the same request that crashed before registering."""
+        if any(m.version == final.name for m in self.app.registry.list()):
+            raise ArtifactError(f"artifact {final} already exists and is registered")
+        facts_file = final / TRAINING_FACTS
+        owner = json.loads(facts_file.read_text()).get("request_id") if facts_file.is_file() else None
+        if owner != request_id:
+            raise RuntimeError(f"artifact {final} exists, is not registered and belongs to request {owner!r}; "
+                               "another trainer may be writing it")
+        log.warning("removing %s, left by an earlier attempt at request %s", final, request_id)
+        shutil.rmtree(final)
+
+
+def _world() -> int:
+    """How many data-parallel ranks trained this round (1 without torchrun)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _slice(stored: dict[str, Any] | None) -> SliceScores | None:
+    """The gate's numbers for one slice, from a registry row's metrics."""
+    if not stored:
+        return None
+    return SliceScores(int(stored["n"]), float(stored["champion_macro_f1"]), float(stored["challenger_macro_f1"]))

@@ -1,0 +1,86 @@
+"""The champion/challenger gate and the control events of promotions, rejections and rollbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aet.pipeline.config import RetrainSettings
+from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, decision_from_dict
+from aet.storage.db import Database
+from aet.storage.registry import ModelRegistry
+
+SETTINGS = RetrainSettings(promote_min_gain=0.02, forget_max_drop=0.03, min_holdout=20)
+
+
+@pytest.mark.parametrize(
+    ("recent", "older", "promote", "why"),
+    [
+        (SliceScores(100, 0.50, 0.60), SliceScores(100, 0.80, 0.79), True, "within the allowed drop"),
+        (SliceScores(100, 0.50, 0.51), SliceScores(100, 0.80, 0.80), False, "does not improve by the required +0.020"),
+        (SliceScores(100, 0.50, 0.70), SliceScores(100, 0.80, 0.70), False, "falls by more than the allowed 0.030"),
+        (SliceScores(5, 0.50, 0.90), SliceScores(100, 0.80, 0.80), False, "only 5 held-out recent examples"),
+        (SliceScores(100, 0.50, 0.70), SliceScores(3, 0.80, 0.80), False, "forgetting cannot be checked"),
+        (SliceScores(100, 0.50, 0.70), None, False, "forgetting cannot be checked"),
+        # exactly on the margins passes
+        (SliceScores(100, 0.50, 0.52), SliceScores(100, 0.80, 0.77), True, "at least +0.020"),
+    ],
+)
+def test_gate(recent: SliceScores, older: SliceScores | None, promote: bool, why: str) -> None:
+    decision = decide(recent, older, SETTINGS)
+    assert decision.promote is promote
+    assert any(why in r for r in decision.reasons), decision.reasons
+    assert decision_from_dict(decision.to_dict()) == decision
+
+
+def test_gate_without_older_data_when_allowed() -> None:
+    lax = SETTINGS.model_copy(update={"require_older_holdout": False})
+    decision = decide(SliceScores(100, 0.5, 0.6), None, lax)
+    assert decision.promote and any("forgetting not checked" in r for r in decision.reasons)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    reg = ModelRegistry(db)
+    fields = {"artifact_path": "/m", "sha256": "a" * 64, "backbone": "b", "labels": ["negative", "neutral", "positive"]}
+    reg.register(version="v0001", status="champion", **{**fields, "artifact_path": "/m/v0001"})
+    reg.register(version="v0002", parent="v0001", **{**fields, "artifact_path": "/m/v0002", "sha256": "b" * 64})
+    yield reg
+    db.dispose()
+
+
+def test_a_passing_challenger_is_promoted_and_announced(registry: ModelRegistry) -> None:
+    decision = decide(SliceScores(100, 0.5, 0.6), SliceScores(100, 0.8, 0.8), SETTINGS)
+    event = Promoter(registry).apply("v0002", decision, request_id="req-1")
+    assert event.kind == "promotion" and event.model_version == "v0002"
+    assert event.payload["previous"] == "v0001" and event.payload["request_id"] == "req-1"
+    assert event.payload["champion"] == {"version": "v0002", "artifact_path": "/m/v0002", "sha256": "b" * 64}
+    assert event.payload["gate"]["recent"]["delta"] == pytest.approx(0.1)
+    assert registry.champion().version == "v0002" and registry.get("v0001").status == "retired"
+
+
+def test_a_failing_challenger_is_rejected_with_the_numbers(registry: ModelRegistry) -> None:
+    decision = decide(SliceScores(100, 0.5, 0.6), SliceScores(100, 0.8, 0.6), SETTINGS)
+    event = Promoter(registry).apply("v0002", decision, request_id="req-2")
+    assert event.kind == "rejection" and event.model_version == "v0002"
+    assert "older macro-F1 0.800 -> 0.600" in event.payload["reason"]
+    assert event.payload["champion"]["version"] == "v0001"  # the champion keeps serving
+    stored = registry.get("v0002")
+    assert stored.status == "rejected"
+    assert stored.info["rejection"]["older"]["challenger_macro_f1"] == 0.6
+    assert registry.champion().version == "v0001"
+
+
+def test_rollback_event_names_both_versions(registry: ModelRegistry) -> None:
+    promoter = Promoter(registry)
+    promoter.promote("v0002", reason="manual")
+    with pytest.raises(ValueError, match="already the champion"):
+        promoter.promote("v0002")
+    event = promoter.rollback(reason="live accuracy fell")
+    assert event.kind == "rollback" and event.model_version == "v0002"
+    assert event.payload["from"] == "v0002" and event.payload["to"] == "v0001"
+    assert event.payload["champion"]["artifact_path"] == "/m/v0001"
+    assert event.payload["reason"] == "live accuracy fell"
+    assert registry.get("v0002").status == "rolled_back" and registry.champion().version == "v0001"
