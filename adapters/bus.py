@@ -12,8 +12,9 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -73,7 +74,7 @@ class Consumer(abc.ABC):
     def close(self) -> None:
         """Leave the group (without committing)."""
 
-    def __enter__(self) -> "Consumer":
+    def __enter__(self) -> Consumer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,14 +108,14 @@ class Bus(abc.ABC):
     def close(self) -> None:
         """Flush and release every resource."""
 
-    def __enter__(self) -> "Bus":
+    def __enter__(self) -> Bus:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_bus(settings: "BusSettings") -> Bus:
+def open_bus(settings: BusSettings) -> Bus:
     """Open the backend named by ``settings.backend``."""
     if settings.backend == "memory":
         from aet.adapters.memory_bus import MemoryBus
@@ -129,12 +130,12 @@ def open_bus(settings: "BusSettings") -> Bus:
 
 def run_paused(
     consumer: Consumer,
-    fn: "Callable[[], T]",
+    fn: Callable[[], T],
     *,
     poll_interval_ms: int = 100,
     grace_s: float = 0.0,
-    executor: "Executor | None" = None,
-) -> "T":
+    executor: Executor | None = None,
+) -> T:
     """Run ``fn()`` in a worker thread while this thread keeps ``consumer`` alive in its group.
 
     Kafka evicts a member that does not poll within ``max_poll_interval_ms``,

@@ -64,7 +64,8 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
 
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from aet.pipeline.config import BusSettings
 
 log = logging.getLogger(__name__)
+
 
 class CachedMurmur2Partitioner(DefaultPartitioner):
     """kafka-python's default partitioner with each key's murmur2 hash remembered.
@@ -179,7 +181,7 @@ def _coerce(value: Any, default: Any) -> Any:
     return value
 
 
-def client_configs(settings: "BusSettings", *, tuned: bool = True) -> dict[str, dict[str, Any]]:
+def client_configs(settings: BusSettings, *, tuned: bool = True) -> dict[str, dict[str, Any]]:
     """The kafka-python keyword arguments of the producer, consumer and admin client.
 
     Order of precedence, lowest first: kafka-python's defaults, :data:`TUNED`
@@ -219,7 +221,7 @@ def client_configs(settings: "BusSettings", *, tuned: bool = True) -> dict[str, 
 _PRUNE_AT = 50_000
 
 
-def _user_set(settings: "BusSettings", client: str, key: str) -> bool:
+def _user_set(settings: BusSettings, client: str, key: str) -> bool:
     """Whether ``settings.kafka`` sets ``key`` for ``client`` (top level or in its section)."""
     extra = settings.kafka or {}
     return key in extra or key in (extra.get(client) or {})
@@ -232,13 +234,17 @@ def _key_bytes(key: str | None) -> bytes | None:
 class KafkaBus(Bus):
     """A :class:`~aet.adapters.bus.Bus` on a Kafka cluster (or any Kafka-protocol broker)."""
 
-    def __init__(self, settings: "BusSettings", *, tuned: bool = True) -> None:
+    def __init__(self, settings: BusSettings, *, tuned: bool = True) -> None:
         self.settings = settings
         self.configs = client_configs(settings, tuned=tuned)
         self.connect_timeout_ms = int(settings.connect_timeout_s * 1000)
         # Nothing may block longer than the connect timeout when the broker is away, unless asked to.
-        for name, key in (("producer", "max_block_ms"), ("producer", "bootstrap_timeout_ms"),
-                          ("consumer", "bootstrap_timeout_ms"), ("admin", "bootstrap_timeout_ms")):
+        for name, key in (
+            ("producer", "max_block_ms"),
+            ("producer", "bootstrap_timeout_ms"),
+            ("consumer", "bootstrap_timeout_ms"),
+            ("admin", "bootstrap_timeout_ms"),
+        ):
             if not _user_set(settings, name, key):
                 self.configs[name][key] = self.connect_timeout_ms
         # Every record is acknowledged or failed within delivery_timeout_ms, so flush waits that long at most.
@@ -249,7 +255,7 @@ class KafkaBus(Bus):
         self._producer: KafkaProducer | None = None
         self._probe: KafkaConsumer | None = None
         self._probe_lock = threading.Lock()
-        self._consumers: "weakref.WeakSet[_KafkaConsumer]" = weakref.WeakSet()
+        self._consumers: weakref.WeakSet[_KafkaConsumer] = weakref.WeakSet()
         self._closed = False
         self._admin = self._connect_admin()
 
@@ -260,7 +266,7 @@ class KafkaBus(Bus):
         started = time.monotonic()
         try:
             return KafkaAdminClient(**cfg)
-        except Exception as exc:  # noqa: BLE001 - kafka-python raises several types here
+        except Exception as exc:
             raise BusError(
                 f"cannot reach Kafka at {self.settings.bootstrap_servers} "
                 f"(gave up after {time.monotonic() - started:.1f}s, connect_timeout_s="
@@ -288,8 +294,9 @@ class KafkaBus(Bus):
                 missing = [t for t in wanted if t not in existing]
                 if not missing:
                     return
-                spec = {t: {"num_partitions": n, "replication_factor": self.settings.replication_factor}
-                        for t in missing}
+                spec = {
+                    t: {"num_partitions": n, "replication_factor": self.settings.replication_factor} for t in missing
+                }
                 result = self._admin.create_topics(spec, raise_errors=False)
             except kerrors.KafkaError as exc:
                 raise BusError(f"cannot create topics {missing}: {exc}") from exc
@@ -324,8 +331,10 @@ class KafkaBus(Bus):
             if self._producer is None:
                 try:
                     self._producer = KafkaProducer(**self.configs["producer"])
-                except Exception as exc:  # noqa: BLE001
-                    raise BusError(f"cannot start a Kafka producer for {self.settings.bootstrap_servers}: {exc}") from exc
+                except Exception as exc:
+                    raise BusError(
+                        f"cannot start a Kafka producer for {self.settings.bootstrap_servers}: {exc}"
+                    ) from exc
             return self._producer
 
     def _discard_producer(self, broken: KafkaProducer) -> None:
@@ -335,7 +344,7 @@ class KafkaBus(Bus):
                 self._producer = None
         try:
             broken.close(timeout=0)
-        except Exception:  # noqa: BLE001 - it is being thrown away
+        except Exception:
             log.debug("closing a failed producer raised", exc_info=True)
 
     def _pending(self) -> list[Any]:
@@ -427,7 +436,7 @@ class KafkaBus(Bus):
             return {}
         with self._admin_lock:
             try:
-                got = self._admin.list_partition_offsets({tp: spec for tp in tps})
+                got = self._admin.list_partition_offsets(dict.fromkeys(tps, spec))
             except kerrors.KafkaError as exc:
                 raise BusError(f"cannot list offsets: {exc}") from exc
         return {tp: o.offset for tp, o in got.items()}
@@ -474,13 +483,22 @@ class KafkaBus(Bus):
 
     def _get_probe(self) -> KafkaConsumer:
         if self._probe is None:
-            cfg = {k: v for k, v in self.configs["consumer"].items()
-                   if k not in ("group_id", "group_instance_id", "enable_auto_commit")}
-            cfg.update(group_id=None, enable_auto_commit=False, fetch_min_bytes=1, fetch_max_wait_ms=10,
-                       max_partition_fetch_bytes=1, fetch_max_bytes=1)
+            cfg = {
+                k: v
+                for k, v in self.configs["consumer"].items()
+                if k not in ("group_id", "group_instance_id", "enable_auto_commit")
+            }
+            cfg.update(
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_min_bytes=1,
+                fetch_max_wait_ms=10,
+                max_partition_fetch_bytes=1,
+                fetch_max_bytes=1,
+            )
             try:
                 self._probe = KafkaConsumer(**cfg)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise BusError(f"cannot open an offset probe on {self.settings.bootstrap_servers}: {exc}") from exc
         return self._probe
 
@@ -532,7 +550,7 @@ class KafkaBus(Bus):
 class _Listener(ConsumerRebalanceListener):
     """Forgets the uncommitted positions of partitions this member no longer owns."""
 
-    def __init__(self, owner: "_KafkaConsumer") -> None:
+    def __init__(self, owner: _KafkaConsumer) -> None:
         self._owner = weakref.ref(owner)
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
@@ -576,7 +594,7 @@ class _KafkaConsumer(Consumer):
         try:
             self._consumer = KafkaConsumer(**cfg)
             self._consumer.subscribe(list(topics), listener=_Listener(self))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise BusError(f"cannot join consumer group {group!r} on {bus.settings.bootstrap_servers}: {exc}") from exc
 
     # -- rebalance callbacks (run on kafka-python's IO thread, inside poll) -----------
@@ -596,7 +614,9 @@ class _KafkaConsumer(Consumer):
             log.warning(
                 "group %s: partitions %s %s with records polled but not committed; this member will not "
                 "commit them, the new owner re-processes them (keyed outputs overwrite)",
-                self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in dropped), why,
+                self.group,
+                sorted(f"{tp.topic}[{tp.partition}]" for tp in dropped),
+                why,
             )
 
     def _assigned(self, tps: set[TopicPartition]) -> None:
@@ -679,7 +699,12 @@ class _KafkaConsumer(Consumer):
                 continue
             log.warning(
                 "group %s: %s[%d] ends at %d but this consumer is at %d: the broker lost records; "
-                "rewinding to the beginning of the partition", self.group, tp.topic, tp.partition, hw, pos,
+                "rewinding to the beginning of the partition",
+                self.group,
+                tp.topic,
+                tp.partition,
+                hw,
+                pos,
             )
             with self._lock:
                 self._polled.pop(tp, None)
@@ -713,7 +738,10 @@ class _KafkaConsumer(Consumer):
                 self.abandoned_partitions += len(offsets)
             log.warning(
                 "group %s: commit refused because the group rebalanced (%s); the records of %d partitions "
-                "are abandoned uncommitted and will be re-delivered", self.group, type(exc).__name__, len(offsets),
+                "are abandoned uncommitted and will be re-delivered",
+                self.group,
+                type(exc).__name__,
+                len(offsets),
             )
             return
         except (kerrors.KafkaError, AssertionError) as exc:

@@ -18,8 +18,9 @@ import threading
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence
+from typing import BinaryIO
 
 from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
 
@@ -48,7 +49,7 @@ def assign(members: Sequence[str], topic_partitions: Sequence[tuple[str, int]]) 
         start = 0
         for i, member in enumerate(ordered):
             n = per + (1 if i < extra else 0)
-            out[member].extend((topic, p) for p in parts[start:start + n])
+            out[member].extend((topic, p) for p in parts[start : start + n])
             start += n
     return out
 
@@ -92,8 +93,8 @@ class _Journal:
             if end > len(data):
                 break
             kstart = pos + _HEADER.size
-            key = data[kstart:kstart + klen].decode("utf-8") if klen >= 0 else None
-            records.append((key, data[kstart + max(klen, 0):end], ts))
+            key = data[kstart : kstart + klen].decode("utf-8") if klen >= 0 else None
+            records.append((key, data[kstart + max(klen, 0) : end], ts))
             pos = end
         if pos != len(data):
             with open(path, "r+b") as f:

@@ -76,7 +76,7 @@ class BusSink:
         try:
             self.bus.publish(self.topic, alert.to_bytes(), key=alert.entity)
             self.bus.flush()
-        except Exception as exc:  # noqa: BLE001 - any bus failure is worth a retry
+        except Exception as exc:
             raise DeliveryError(f"bus: {exc}") from exc
 
 
@@ -89,8 +89,9 @@ class WebhookSink:
 
     RETRY_STATUS = {408, 425, 429}
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None, name: str | None = None
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL must be http(s): {url!r}")
         self.url = url
@@ -100,10 +101,18 @@ class WebhookSink:
 
     def deliver(self, alert: Alert) -> None:
         body = json.dumps(alert.model_dump(mode="json")).encode("utf-8")
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": USER_AGENT,
-            "Idempotency-Key": alert.id, "X-AET-Alert-Id": alert.id, **self.headers,
-        })
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "Idempotency-Key": alert.id,
+                "X-AET-Alert-Id": alert.id,
+                **self.headers,
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 response.read()
@@ -124,8 +133,9 @@ class Outbox(Protocol):
 
     def mark_delivered(self, alert_id: str, sink: str, attempts: int) -> None: ...
 
-    def mark_failed(self, alert_id: str, sink: str, attempts: int, error: str, *,
-                    retry_at: datetime | None) -> None: ...
+    def mark_failed(
+        self, alert_id: str, sink: str, attempts: int, error: str, *, retry_at: datetime | None
+    ) -> None: ...
 
 
 class SinkDispatcher(threading.Thread):
@@ -135,9 +145,19 @@ class SinkDispatcher(threading.Thread):
     starts here); rows already in the outbox are retried whatever their age.
     """
 
-    def __init__(self, outbox: Outbox, sink: Sink, *, since: datetime | None = None, poll_s: float = 0.5,
-                 backoff_s: float = 1.0, max_backoff_s: float = 300.0, max_attempts: int = 0,
-                 lease_s: float | None = None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sink: Sink,
+        *,
+        since: datetime | None = None,
+        poll_s: float = 0.5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        max_attempts: int = 0,
+        lease_s: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         super().__init__(name=f"aet-sink-{sink.name}", daemon=True)
         self.outbox, self.sink = outbox, sink
         self.since = since or utcnow() - timedelta(days=1)
@@ -169,8 +189,14 @@ class SinkDispatcher(threading.Thread):
                 give_up = not exc.retryable or (self.max_attempts and attempts >= self.max_attempts)
                 retry_at = None if give_up else utcnow() + timedelta(seconds=self.backoff(attempts))
                 metrics.SINK_DELIVERIES.labels(self.sink.name, "rejected" if give_up else "retry").inc()
-                log.warning("sink %s: alert %s attempt %d failed (%s)%s", self.sink.name, d.alert.id, attempts, exc,
-                            "; giving up" if give_up else f"; retrying at {retry_at:%H:%M:%S}")
+                log.warning(
+                    "sink %s: alert %s attempt %d failed (%s)%s",
+                    self.sink.name,
+                    d.alert.id,
+                    attempts,
+                    exc,
+                    "; giving up" if give_up else f"; retrying at {retry_at:%H:%M:%S}",
+                )
                 self.outbox.mark_failed(d.alert.id, self.sink.name, attempts, str(exc), retry_at=retry_at)
                 continue
             self.delivered += 1
@@ -219,13 +245,18 @@ def build_sinks(settings: Any, stream: IO[str] | None = None) -> list[tuple[Sink
         sinks.append((StdoutSink(stream), {"backoff_s": 1.0, "max_backoff_s": 30.0}))
     for hook in settings.webhooks:
         sink = WebhookSink(hook.url, timeout_s=hook.timeout_s, headers=hook.headers, name=hook.sink_name)
-        sinks.append((sink, {"backoff_s": hook.backoff_s, "max_backoff_s": hook.max_backoff_s,
-                             "max_attempts": hook.max_attempts}))
+        sinks.append(
+            (
+                sink,
+                {"backoff_s": hook.backoff_s, "max_backoff_s": hook.max_backoff_s, "max_attempts": hook.max_attempts},
+            )
+        )
     return sinks
 
 
-def start_dispatchers(outbox: Outbox, settings: Any, stop: threading.Event | None = None,
-                      stream: IO[str] | None = None) -> list[SinkDispatcher]:
+def start_dispatchers(
+    outbox: Outbox, settings: Any, stop: threading.Event | None = None, stream: IO[str] | None = None
+) -> list[SinkDispatcher]:
     """Start one dispatcher thread per configured sink."""
     out = []
     for sink, options in build_sinks(settings, stream):

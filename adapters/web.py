@@ -49,13 +49,13 @@ class AlertFeed(threading.Thread):
         self.polls = 0
         self._poll(broadcast=False)  # what exists now is the page's initial list, not news
 
-    def subscribe(self) -> "queue.Queue[Alert | None]":
+    def subscribe(self) -> queue.Queue[Alert | None]:
         q: queue.Queue[Alert | None] = queue.Queue()
         with self._lock:
             self._subscribers.add(q)
         return q
 
-    def unsubscribe(self, q: "queue.Queue[Alert | None]") -> None:
+    def unsubscribe(self, q: queue.Queue[Alert | None]) -> None:
         with self._lock:
             self._subscribers.discard(q)
 
@@ -106,13 +106,13 @@ def _alert_json(a: Alert) -> dict[str, Any]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "AnalystServer"
+    server: AnalystServer
     server_version = "aet-serve/0.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -129,9 +129,16 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path == "/api/sentiment":
                 entity = q.get("entity", "")
                 alerts = self.server.store.list_alerts(limit=200, entity=entity) if entity else []
-                self._json({"entity": entity, "buckets": self.server.store.sentiment(entity) if entity else [],
-                            "alerts": [{"id": a.id, "kind": a.kind, "severity": a.severity,
-                                        "window_end": a.window_end.isoformat()} for a in alerts]})
+                self._json(
+                    {
+                        "entity": entity,
+                        "buckets": self.server.store.sentiment(entity) if entity else [],
+                        "alerts": [
+                            {"id": a.id, "kind": a.kind, "severity": a.severity, "window_end": a.window_end.isoformat()}
+                            for a in alerts
+                        ],
+                    }
+                )
             elif url.path == "/api/models":
                 self._json(self.server.store.model_history())
             elif url.path == "/healthz":
@@ -183,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event(self, a: Alert) -> None:
         data = json.dumps(_alert_json(a))
-        self.wfile.write(f"id: {a.id}\nevent: alert\ndata: {data}\n\n".encode("utf-8"))
+        self.wfile.write(f"id: {a.id}\nevent: alert\ndata: {data}\n\n".encode())
         self.wfile.flush()
 
 
@@ -193,8 +200,9 @@ class AnalystServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, store: Any, host: str = "127.0.0.1", port: int = 8765, *, poll_s: float = 0.25,
-                 heartbeat_s: float = 15.0) -> None:
+    def __init__(
+        self, store: Any, host: str = "127.0.0.1", port: int = 8765, *, poll_s: float = 0.25, heartbeat_s: float = 15.0
+    ) -> None:
         super().__init__((host, port), _Handler)
         self.store = store
         self.heartbeat_s = heartbeat_s

@@ -46,9 +46,7 @@ class BusSettings(_Section):
 
     backend: Literal["memory", "kafka"] = "memory"
     partitions: int = Field(default=3, ge=1)
-    journal_dir: Path | None = Field(
-        default=None, description="memory bus only: keep topics and offsets on disk here"
-    )
+    journal_dir: Path | None = Field(default=None, description="memory bus only: keep topics and offsets on disk here")
     bootstrap_servers: str = "localhost:9092"
     client_id: str = "aet"
     replication_factor: int = Field(default=1, ge=1)
@@ -78,10 +76,16 @@ class ScorerSettings(_Section):
     max_batch: int = Field(default=64, ge=1)
     max_wait_ms: int = Field(default=100, ge=0)
     max_text_chars: int = Field(default=5000, ge=1)
-    hot_swap: bool = Field(default=True, description="follow promotions and rollbacks: load, verify and swap in "
-                           "the new champion between two batches")
-    registry_poll_s: float = Field(default=30.0, gt=0, description="how often to ask the registry for the champion "
-                                   "besides reacting to aet.control at once (a lost event is caught up this late)")
+    hot_swap: bool = Field(
+        default=True,
+        description="follow promotions and rollbacks: load, verify and swap in the new champion between two batches",
+    )
+    registry_poll_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often to ask the registry for the champion "
+        "besides reacting to aet.control at once (a lost event is caught up this late)",
+    )
 
 
 class TrainSettings(_Section):
@@ -132,31 +136,38 @@ class AlertSettings(_Section):
     )
     window_s: float = Field(default=3600.0, gt=0, description="event-time length of a sliding window")
     step_s: float = Field(default=300.0, gt=0, description="slide of the window (a divisor of window_s)")
-    allowed_lateness_s: float = Field(default=300.0, ge=0, description="accept an entity's events this far "
-                                      "behind its newest")
+    allowed_lateness_s: float = Field(
+        default=300.0, ge=0, description="accept an entity's events this far behind its newest"
+    )
     min_count: int = Field(default=10, ge=1, description="messages a window needs before it can alert")
     min_share: float = Field(default=0.5, ge=0, le=1, description="share of negative (positive) messages to alert")
     min_z: float = Field(default=2.5, ge=0, description="z of the share against the entity's baseline to alert")
     warning_z: float = Field(default=4.0, ge=0)
     critical_z: float = Field(default=6.0, ge=0)
-    cooldown_s: float = Field(default=3600.0, ge=0, description="event time after an alert in which the same "
-                              "entity and kind do not alert again")
+    cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="event time after an alert in which the same entity and kind do not alert again",
+    )
     baseline_span: int = Field(default=48, ge=1, description="closed windows in the baseline's exponential average")
     baseline_min_count: int = Field(default=5, ge=1, description="messages a closed window needs to update a baseline")
-    warmup_windows: int = Field(default=10, ge=0, description="baseline windows at which the entity's own "
-                                "baseline and the prior weigh the same")
+    warmup_windows: int = Field(
+        default=10, ge=0, description="baseline windows at which the entity's own baseline and the prior weigh the same"
+    )
     prior_std: float = Field(default=0.05, ge=0, description="spread of an unknown entity's share around the prior")
     min_std: float = Field(default=0.05, ge=0, description="floor of an entity's own spread")
     prior_span: int = Field(default=5000, ge=1, description="messages in the global share's exponential average")
     prior_weight: int = Field(default=20, ge=0, description="messages the initial global share of 1/3 is worth")
     examples: int = Field(default=5, ge=0, description="example message ids per alert")
-    dedupe_texts: bool = Field(default=True, description="count a text once per entity within a window "
-                               "(retweets, bot storms)")
+    dedupe_texts: bool = Field(
+        default=True, description="count a text once per entity within a window (retweets, bot storms)"
+    )
     gazetteer: Path | None = Field(default=None, description="YAML/JSON file of company names and aliases")
     text_cashtags: bool = True
     link_given_names: bool = True
-    state_flush_s: float = Field(default=5.0, gt=0, description="how often baselines and per-entity sentiment "
-                                 "are written to the database")
+    state_flush_s: float = Field(
+        default=5.0, gt=0, description="how often baselines and per-entity sentiment are written to the database"
+    )
     stdout: bool = Field(default=False, description="also print every alert on stdout")
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     dispatch_poll_s: float = Field(default=0.5, gt=0, description="how often sinks look for new or due alerts")
@@ -191,7 +202,9 @@ class RetrainSettings(_Section):
     lambda_att: float = Field(default=1.0, ge=0, description="weight of the attention distillation; 0 switches it off")
     fisher_gamma: float = Field(default=0.9, ge=0, le=1, description="online merge F <- gamma * F_old + F_new")
     fisher_samples: int = Field(default=128, ge=1, description="examples used to estimate the diagonal Fisher")
-    fisher_batch_size: int = Field(default=8, ge=1, description="1 = exact per-example Fisher; more = faster, approximate")
+    fisher_batch_size: int = Field(
+        default=8, ge=1, description="1 = exact per-example Fisher; more = faster, approximate"
+    )
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: float = Field(default=16.0, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -201,13 +214,15 @@ class RetrainSettings(_Section):
     holdout_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="share of examples (by a stable hash of the text) never trained on"
     )
-    reservoir_per_source: int = Field(default=3000, ge=3, description="replay reservoir capacity per source "
-                                      "(split evenly over the three labels)")
+    reservoir_per_source: int = Field(
+        default=3000, ge=3, description="replay reservoir capacity per source (split evenly over the three labels)"
+    )
     min_holdout: int = Field(default=20, ge=1, description="held-out recent examples the gate needs to decide")
     promote_min_gain: float = Field(default=0.01, description="recent macro-F1 must rise by at least this to promote")
     forget_max_drop: float = Field(default=0.02, ge=0, description="older macro-F1 may fall by at most this")
-    require_older_holdout: bool = Field(default=True, description="refuse to promote when no older data can "
-                                        "check forgetting")
+    require_older_holdout: bool = Field(
+        default=True, description="refuse to promote when no older data can check forgetting"
+    )
     auto_promote: bool = Field(default=True, description="apply the gate right after training; off: leave a challenger")
     max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
     device: str | None = Field(default=None, description="training device (default: model.device)")
@@ -220,36 +235,65 @@ class MonitorSettings(_Section):
     group: str = "aet-monitor"
     max_batch: int = Field(default=256, ge=1)
     max_wait_ms: int = Field(default=100, ge=0)
-    detectors: list[Literal["adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix",
-                            "hotelling_embedding"]] = Field(
-        default_factory=lambda: ["adwin_error", "adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"])
-    expected_run_length: int = Field(default=20000, ge=100, description="stationary messages of one source expected "
-                                     "between two false alarms of the whole monitor (the alarm budget)")
+    detectors: list[
+        Literal["adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix", "hotelling_embedding"]
+    ] = Field(
+        default_factory=lambda: ["adwin_error", "adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"]
+    )
+    expected_run_length: int = Field(
+        default=20000,
+        ge=100,
+        description="stationary messages of one source expected "
+        "between two false alarms of the whole monitor (the alarm budget)",
+    )
     warmup: int = Field(default=200, ge=20, description="messages of a new regime that set a detector's baseline")
-    cooldown_messages: int = Field(default=2000, ge=0, description="messages of a source after a drift event in "
-                                   "which further alarms are suppressed")
+    cooldown_messages: int = Field(
+        default=2000,
+        ge=0,
+        description="messages of a source after a drift event in which further alarms are suppressed",
+    )
     embedding_reference: Literal["stream", "training"] = Field(
-        default="stream", description="embedding reference: the first messages of each regime, or the champion's "
-        "training data (falls back to stream when it cannot be read)")
+        default="stream",
+        description="embedding reference: the first messages of each regime, or the champion's "
+        "training data (falls back to stream when it cannot be read)",
+    )
     reference_size: int = Field(default=300, ge=20, description="embeddings in the reference window")
     embedding_window: int = Field(default=100, ge=10, description="recent embeddings compared with the reference")
     embed_every: int = Field(default=2, ge=1, description="embed one message in N (chosen by a hash of its id)")
     min_labels: int = Field(default=200, ge=1, description="labels since the drift point a retrain request needs")
-    retrain_cooldown_s: float = Field(default=21600.0, ge=0, description="seconds after the last retrain request, "
-                                      "training result or promotion before another request")
-    hold_messages: int = Field(default=10000, ge=1, description="a label whose message has not arrived after this "
-                               "many messages is dead-lettered")
+    retrain_cooldown_s: float = Field(
+        default=21600.0,
+        ge=0,
+        description="seconds after the last retrain request, training result or promotion before another request",
+    )
+    hold_messages: int = Field(
+        default=10000,
+        ge=1,
+        description="a label whose message has not arrived after this many messages is dead-lettered",
+    )
     quality_window: int = Field(default=500, ge=10, description="labeled messages in the rolling live accuracy/F1")
-    track_messages: int = Field(default=100000, ge=100, description="recent predictions kept in memory for joins "
-                                "(older ones are read from the database)")
-    champion_check_s: float = Field(default=30.0, ge=0, description="how often to look for a new champion to embed "
-                                    "with and for promotions to judge")
-    auto_rollback: bool = Field(default=True, description="roll a promotion back when its live accuracy falls below "
-                                "the previous champion's")
-    rollback_labels: int = Field(default=200, ge=10, description="labeled messages of the new version (and of the "
-                                 "previous one) the live comparison uses")
-    rollback_margin: float = Field(default=0.05, ge=0, le=1, description="roll back when the new version's live "
-                                   "accuracy is below the previous champion's by more than this")
+    track_messages: int = Field(
+        default=100000,
+        ge=100,
+        description="recent predictions kept in memory for joins (older ones are read from the database)",
+    )
+    champion_check_s: float = Field(
+        default=30.0, ge=0, description="how often to look for a new champion to embed with and for promotions to judge"
+    )
+    auto_rollback: bool = Field(
+        default=True, description="roll a promotion back when its live accuracy falls below the previous champion's"
+    )
+    rollback_labels: int = Field(
+        default=200,
+        ge=10,
+        description="labeled messages of the new version (and of the previous one) the live comparison uses",
+    )
+    rollback_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="roll back when the new version's live accuracy is below the previous champion's by more than this",
+    )
     seed: int = 0
 
 

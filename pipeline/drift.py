@@ -47,8 +47,9 @@ import base64
 import bisect
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import river
@@ -76,7 +77,12 @@ SAFETY = 1.5
 #: i.i.d. Bernoulli(0.1/0.3/0.5) and Gaussian inputs of standard deviation 0.5 (3 million draws each;
 #: ADWIN's Hoeffding/Bernstein bound would give no false alarm at all at these deltas).
 ADWIN_ARL_TABLE: tuple[tuple[float, float], ...] = (
-    (0.05, 93_750.0), (0.1, 42_857.0), (0.2, 17_143.0), (0.4, 7_212.0), (0.7, 3_138.0), (1.0, 1_880.0),
+    (0.05, 93_750.0),
+    (0.1, 42_857.0),
+    (0.2, 17_143.0),
+    (0.4, 7_212.0),
+    (0.7, 3_138.0),
+    (1.0, 1_880.0),
 )
 ADWIN_CLOCK = 32
 #: KSWIN (window 300, statistic window 100): measured run length ~ 3.3 / alpha for alpha <= 1e-3.
@@ -260,7 +266,9 @@ class _AdwinBase(Detector):
         return {
             "adwin": base64.b64encode(helper).decode("ascii"),
             "detected": bool(self._adwin._drift_detected),
-            "warm": list(self._warm), "mu": self._mu, "sd": self._sd,
+            "warm": list(self._warm),
+            "mu": self._mu,
+            "sd": self._sd,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -312,9 +320,10 @@ class KswinConfidence(Detector):
         self._k.update(float(value))
         if not self._k.drift_detected:
             return None
-        old, recent = window[: KSWIN_WINDOW - KSWIN_STAT], window[KSWIN_WINDOW - KSWIN_STAT:] + [float(value)]
+        old, recent = window[: KSWIN_WINDOW - KSWIN_STAT], window[KSWIN_WINDOW - KSWIN_STAT :] + [float(value)]
         return {
-            "p_value": float(self._k.p_value), "alpha": self.alpha,
+            "p_value": float(self._k.p_value),
+            "alpha": self.alpha,
             "mean_before": float(np.mean(old)) if old else None,
             "mean_recent": float(np.mean(recent[-KSWIN_STAT:])),
         }
@@ -322,8 +331,11 @@ class KswinConfidence(Detector):
     def get_state(self) -> dict[str, Any]:
         version, internal, gauss = self._k._rng.getstate()
         return {
-            "window": list(self._k.window), "n": self._k.n, "p_value": float(self._k.p_value),
-            "detected": bool(self._k._drift_detected), "rng": [version, list(internal), gauss],
+            "window": list(self._k.window),
+            "n": self._k.n,
+            "p_value": float(self._k.p_value),
+            "detected": bool(self._k._drift_detected),
+            "rng": [version, list(internal), gauss],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -360,7 +372,9 @@ class PageHinkleyClassMix(Detector):
         self.reset()
 
     def _ph(self) -> river_drift.PageHinkley:
-        return river_drift.PageHinkley(min_instances=10, delta=PH_ALLOWANCE, threshold=self.threshold, alpha=1.0, mode="both")
+        return river_drift.PageHinkley(
+            min_instances=10, delta=PH_ALLOWANCE, threshold=self.threshold, alpha=1.0, mode="both"
+        )
 
     def reset(self) -> None:
         self._warm = [0] * self.n_classes
@@ -395,19 +409,34 @@ class PageHinkleyClassMix(Detector):
             if ph.drift_detected and fired is None:
                 recent = float(np.mean([s[i] for s in self._recent]))
                 fired = {
-                    "class": i, "share_before": mean_before, "share_recent": recent,
+                    "class": i,
+                    "share_before": mean_before,
+                    "share_recent": recent,
                     "share_warmup": self._p[i] if self._p else None,
-                    "threshold": self.threshold, "allowance": PH_ALLOWANCE, "block": self.block,
+                    "threshold": self.threshold,
+                    "allowance": PH_ALLOWANCE,
+                    "block": self.block,
                 }
         return fired
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "warm": self._warm, "sd": self._sd, "p": self._p, "counts": self._counts, "in_block": self._in_block,
+            "warm": self._warm,
+            "sd": self._sd,
+            "p": self._p,
+            "counts": self._counts,
+            "in_block": self._in_block,
             "recent": [list(s) for s in self._recent],
             "phs": [
-                {"n": ph._x_mean.n, "mean": ph._x_mean.get(), "inc": ph._sum_increase, "dec": ph._sum_decrease,
-                 "min_inc": _finite(ph._min_increase), "max_dec": ph._max_decrease, "detected": bool(ph._drift_detected)}
+                {
+                    "n": ph._x_mean.n,
+                    "mean": ph._x_mean.get(),
+                    "inc": ph._sum_increase,
+                    "dec": ph._sum_decrease,
+                    "min_inc": _finite(ph._min_increase),
+                    "max_dec": ph._max_decrease,
+                    "detected": bool(ph._drift_detected),
+                }
                 for ph in self._phs
             ],
         }
@@ -430,7 +459,12 @@ class PageHinkleyClassMix(Detector):
             ph._drift_detected = bool(s["detected"])
 
     def describe(self) -> dict[str, Any]:
-        return {"run_length": self.run_length, "threshold": self.threshold, "allowance": PH_ALLOWANCE, "block": self.block}
+        return {
+            "run_length": self.run_length,
+            "threshold": self.threshold,
+            "allowance": PH_ALLOWANCE,
+            "block": self.block,
+        }
 
 
 class HotellingEmbedding(Detector):
@@ -449,7 +483,9 @@ class HotellingEmbedding(Detector):
 
     name, signal = "hotelling_embedding", "embedding"
 
-    def __init__(self, run_length: float, *, reference_size: int = 300, window: int = 100, seed: int = 0, **_: Any) -> None:
+    def __init__(
+        self, run_length: float, *, reference_size: int = 300, window: int = 100, seed: int = 0, **_: Any
+    ) -> None:
         super().__init__(run_length)
         self.reference_size = reference_size
         self.window = window
@@ -467,7 +503,9 @@ class HotellingEmbedding(Detector):
         dim = vectors.shape[1]
         if self._projection is None or self._projection.shape[0] != dim:
             rng = np.random.default_rng(self.seed + 7919 * dim)
-            self._projection = (rng.standard_normal((dim, PROJECTION_DIM)) / math.sqrt(PROJECTION_DIM)).astype(np.float32)
+            self._projection = (rng.standard_normal((dim, PROJECTION_DIM)) / math.sqrt(PROJECTION_DIM)).astype(
+                np.float32
+            )
         return vectors @ self._projection
 
     def set_reference(self, vectors: np.ndarray) -> None:
@@ -543,8 +581,14 @@ class HotellingEmbedding(Detector):
             return None
         if t2 <= self.threshold:
             return None
-        return {"t2": t2, "threshold": self.threshold, "components": self._k, "reference_size": self._n_ref,
-                "window": self.window, "reference": "fixed" if self._fixed is not None else "stream"}
+        return {
+            "t2": t2,
+            "threshold": self.threshold,
+            "components": self._k,
+            "reference_size": self._n_ref,
+            "window": self.window,
+            "reference": "fixed" if self._fixed is not None else "stream",
+        }
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -552,7 +596,9 @@ class HotellingEmbedding(Detector):
             "window": pack(np.stack(self._win)) if self._win else None,
             "since_check": self._since_check,
             "fixed": pack(self._fixed),
-            "ref_fit": None if self._basis is None else {"mu": pack(self._mu), "basis": pack(self._basis), "n": self._n_ref},
+            "ref_fit": None
+            if self._basis is None
+            else {"mu": pack(self._mu), "basis": pack(self._basis), "n": self._n_ref},
             "latched": self._latched,
         }
 
@@ -575,9 +621,14 @@ class HotellingEmbedding(Detector):
 
     def describe(self) -> dict[str, Any]:
         fitted = self._basis is not None
-        return {"run_length": self.run_length, "window": self.window, "step": self.step,
-                "reference_size": self.reference_size, "threshold": self.threshold if fitted else None,
-                "components": self._k if fitted else None}
+        return {
+            "run_length": self.run_length,
+            "window": self.window,
+            "step": self.step,
+            "reference_size": self.reference_size,
+            "threshold": self.threshold if fitted else None,
+            "components": self._k if fitted else None,
+        }
 
 
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
@@ -612,12 +663,16 @@ class DriftConfig:
             raise ValueError(f"unknown drift detectors {unknown}: choose from {list(DETECTOR_CLASSES)}")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "DriftConfig":
+    def from_settings(cls, settings: Any) -> DriftConfig:
         return cls(
-            detectors=tuple(settings.detectors), expected_run_length=settings.expected_run_length,
-            warmup=settings.warmup, cooldown_messages=settings.cooldown_messages,
-            reference_size=settings.reference_size, embedding_window=settings.embedding_window,
-            embed_every=settings.embed_every, seed=settings.seed,
+            detectors=tuple(settings.detectors),
+            expected_run_length=settings.expected_run_length,
+            warmup=settings.warmup,
+            cooldown_messages=settings.cooldown_messages,
+            reference_size=settings.reference_size,
+            embedding_window=settings.embedding_window,
+            embed_every=settings.embed_every,
+            seed=settings.seed,
         )
 
     def run_length_of(self, name: str) -> float:
@@ -629,8 +684,13 @@ class DriftConfig:
 
     def build(self, name: str) -> Detector:
         cls = DETECTOR_CLASSES[name]
-        return cls(self.run_length_of(name), warmup=self.warmup, reference_size=self.reference_size,
-                   window=self.embedding_window, seed=self.seed)
+        return cls(
+            self.run_length_of(name),
+            warmup=self.warmup,
+            reference_size=self.reference_size,
+            window=self.embedding_window,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -656,8 +716,8 @@ class SourceDrift:
         self.source = source
         self.config = config
         self.detectors: dict[str, Detector] = {name: config.build(name) for name in config.detectors}
-        self.position = 0          # messages of this source seen
-        self.labeled = 0           # labels of this source joined
+        self.position = 0  # messages of this source seen
+        self.labeled = 0  # labels of this source joined
         self.version: str | None = None
         self.retired: list[str] = []
         self.baseline_position = 0  # detectors learn the regime that started after this position
@@ -734,8 +794,10 @@ class SourceDrift:
     def _resolve(self, raw: list[tuple[Detector, dict[str, Any]]]) -> list[Alarm]:
         if not raw:
             return []
-        cooling = (self.last_event_position is not None
-                   and self.position - self.last_event_position < self.config.cooldown_messages)
+        cooling = (
+            self.last_event_position is not None
+            and self.position - self.last_event_position < self.config.cooldown_messages
+        )
         alarms = []
         if cooling:
             for d, stat in raw:
@@ -752,14 +814,28 @@ class SourceDrift:
         return [alarm]
 
     def _alarm(self, d: Detector, stat: dict[str, Any], *, event: bool) -> Alarm:
-        return Alarm(source=self.source, detector=d.name, signal=d.signal, statistic=stat, position=self.position,
-                     labeled=self.labeled, model_version=self.version, event=event, parameters=d.describe())
+        return Alarm(
+            source=self.source,
+            detector=d.name,
+            signal=d.signal,
+            statistic=stat,
+            position=self.position,
+            labeled=self.labeled,
+            model_version=self.version,
+            event=event,
+            parameters=d.describe(),
+        )
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "position": self.position, "labeled": self.labeled, "version": self.version, "retired": self.retired,
-            "baseline_position": self.baseline_position, "last_event_position": self.last_event_position,
-            "events": self.events, "suppressed": self.suppressed,
+            "position": self.position,
+            "labeled": self.labeled,
+            "version": self.version,
+            "retired": self.retired,
+            "baseline_position": self.baseline_position,
+            "last_event_position": self.last_event_position,
+            "events": self.events,
+            "suppressed": self.suppressed,
             "detectors": {name: d.get_state() for name, d in self.detectors.items()},
         }
 
@@ -786,7 +862,9 @@ class DriftEngine:
             self.sources[name] = SourceDrift(name, self.config)
         return self.sources[name]
 
-    def message(self, source: str, version: str, probs: Sequence[float], embedding: np.ndarray | None = None) -> list[Alarm]:
+    def message(
+        self, source: str, version: str, probs: Sequence[float], embedding: np.ndarray | None = None
+    ) -> list[Alarm]:
         return self.source(source).message(version, probs, embedding)
 
     def label(self, source: str, version: str, message_position: int | None, correct: bool) -> list[Alarm]:
@@ -802,7 +880,9 @@ class DriftEngine:
 
     def state(self) -> dict[str, Any]:
         return {
-            "version": STATE_VERSION, "river": RIVER_VERSION, "detectors": list(self.config.detectors),
+            "version": STATE_VERSION,
+            "river": RIVER_VERSION,
+            "detectors": list(self.config.detectors),
             "sources": {name: s.get_state() for name, s in self.sources.items()},
         }
 
@@ -810,8 +890,10 @@ class DriftEngine:
         """Load :meth:`state`; returns warnings about what could not be restored (and started afresh)."""
         warnings = []
         if state.get("version") != STATE_VERSION or state.get("river") != RIVER_VERSION:
-            return [f"detector state written by state v{state.get('version')} / river {state.get('river')}; "
-                    f"this build is v{STATE_VERSION} / river {RIVER_VERSION}: starting the detectors afresh"]
+            return [
+                f"detector state written by state v{state.get('version')} / river {state.get('river')}; "
+                f"this build is v{STATE_VERSION} / river {RIVER_VERSION}: starting the detectors afresh"
+            ]
         same = list(state.get("detectors", [])) == list(self.config.detectors)
         for name, s in state.get("sources", {}).items():
             src = self.source(name)
@@ -821,7 +903,8 @@ class DriftEngine:
                 # Keep the positions and episode, start the detectors afresh under the new configuration.
                 src.set_state({**s, "detectors": {}})
                 src.baseline_position = src.position
-                warnings.append(f"source {name}: detectors changed from {state.get('detectors')} "
-                                f"to {list(self.config.detectors)}; they start afresh")
+                warnings.append(
+                    f"source {name}: detectors changed from {state.get('detectors')} "
+                    f"to {list(self.config.detectors)}; they start afresh"
+                )
         return warnings
-

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -137,12 +138,16 @@ class Gazetteer:
                 self._add(_Pattern(_phrase(name), entry.id, False, (), (), 1))
             for alias in entry.aliases:
                 toks = tuple(_tokens(alias.text)) if alias.case_sensitive else _phrase(alias.text)
-                self._add(_Pattern(
-                    toks, entry.id, alias.case_sensitive,
-                    tuple(p for p in (_phrase(c) for c in alias.context) if p),
-                    tuple(p for p in (_phrase(c) for c in alias.exclude) if p),
-                    alias.window,
-                ))
+                self._add(
+                    _Pattern(
+                        toks,
+                        entry.id,
+                        alias.case_sensitive,
+                        tuple(p for p in (_phrase(c) for c in alias.context) if p),
+                        tuple(p for p in (_phrase(c) for c in alias.exclude) if p),
+                        alias.window,
+                    )
+                )
                 self._exact.setdefault(_phrase(alias.text), entry.id)
         for patterns in self._by_first.values():
             patterns.sort(key=lambda p: -len(p.tokens))  # longest match first
@@ -157,7 +162,7 @@ class Gazetteer:
         return len(self.entries)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Gazetteer":
+    def load(cls, path: str | Path) -> Gazetteer:
         """Read a YAML or JSON gazetteer file (a list of entries, or ``{"entities": [...]}``)."""
         path = Path(path)
         raw = path.read_text(encoding="utf-8")
@@ -189,7 +194,7 @@ class Gazetteer:
             matched = 0
             for p in self._by_first.get(lower[i], ()):
                 n = len(p.tokens)
-                window = toks[i:i + n] if p.case_sensitive else lower[i:i + n]
+                window = toks[i : i + n] if p.case_sensitive else lower[i : i + n]
                 if tuple(window) != p.tokens or not self._rules_hold(p, lower, i, n, found, known):
                     continue
                 found.setdefault(p.entity, None)
@@ -199,12 +204,13 @@ class Gazetteer:
         return list(found)
 
     @staticmethod
-    def _rules_hold(p: _Pattern, lower: Sequence[str], start: int, n: int, found: dict[str, None],
-                    known: set[str]) -> bool:
+    def _rules_hold(
+        p: _Pattern, lower: Sequence[str], start: int, n: int, found: dict[str, None], known: set[str]
+    ) -> bool:
         if not p.context and not p.exclude:
             return True
         lo, hi = max(0, start - p.window), min(len(lower), start + n + p.window)
-        near = list(lower[lo:start]) + list(lower[start + n:hi])
+        near = list(lower[lo:start]) + list(lower[start + n : hi])
         if any(_contains(near, phrase) for phrase in p.exclude):
             return False
         if p.context:
@@ -214,14 +220,15 @@ class Gazetteer:
 
 def _contains(tokens: Sequence[str], phrase: tuple[str, ...]) -> bool:
     n = len(phrase)
-    return any(tuple(tokens[i:i + n]) == phrase for i in range(len(tokens) - n + 1))
+    return any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1))
 
 
 class EntityExtractor:
     """The canonical entities of one message: cashtags, producer-given entities, gazetteer matches."""
 
-    def __init__(self, gazetteer: Gazetteer | None = None, *, text_cashtags: bool = True,
-                 link_given_names: bool = True) -> None:
+    def __init__(
+        self, gazetteer: Gazetteer | None = None, *, text_cashtags: bool = True, link_given_names: bool = True
+    ) -> None:
         self.gazetteer = gazetteer or Gazetteer()
         self.text_cashtags = text_cashtags
         self.link_given_names = link_given_names

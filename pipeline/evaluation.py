@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int = 3) -
 def report(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float | int | dict[str, int]]:
     """Accuracy, macro-F1, count and the predicted-label mix."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    n = int(len(y_true))
+    n = len(y_true)
     return {
         "n": n,
         "accuracy": float((y_true == y_pred).mean()) if n else 0.0,

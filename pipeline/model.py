@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from aet.pipeline.config import DEFAULT_BACKBONE
 from aet.pipeline.records import LABELS
@@ -87,7 +93,7 @@ class SentimentModel:
         batch_size: int = 32,
         device: str = "auto",
         new_head: bool | None = None,
-    ) -> "SentimentModel":
+    ) -> SentimentModel:
         """Load a checkpoint directory (or hub id), adding a 3-label head to a bare encoder.
 
         ``new_head=None`` decides by the checkpoint's labels; ``True`` always
@@ -115,7 +121,7 @@ class SentimentModel:
                 model = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True)
                 _reorder_head(model, order)
             tokenizer = AutoTokenizer.from_pretrained(source)
-        except Exception as exc:  # noqa: BLE001 - every loader failure must name the path
+        except Exception as exc:
             raise ModelLoadError(f"cannot load model from {source}: {type(exc).__name__}: {exc}") from exc
         target = pick_device(device)
         model.to(target)
@@ -130,7 +136,9 @@ class SentimentModel:
 
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize a batch onto the model's device (padded, truncated to ``max_length``)."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -147,7 +155,7 @@ class SentimentModel:
         self.model.eval()
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 logits = self.model(**self.encode([texts[i] for i in idx])).logits
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         self.model.train(was_training)
@@ -171,7 +179,7 @@ class SentimentModel:
         encoder = self.model.base_model
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 enc = self.encode([texts[i] for i in idx])
                 states = encoder(**enc).last_hidden_state
                 out[idx] = mean_pool(states, enc["attention_mask"]).cpu().numpy()

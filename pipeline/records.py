@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -33,7 +33,7 @@ DEFAULT_MAX_TEXT_CHARS = 5000
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_event_time(value: Any) -> datetime:
@@ -57,8 +57,8 @@ def parse_event_time(value: Any) -> datetime:
     else:
         raise ValueError(f"unparsable timestamp {value!r}: expected an ISO-8601 string")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 class Record(BaseModel):
@@ -192,7 +192,7 @@ class Alert(Record):
     model_versions: dict[str, int] = Field(default_factory=dict, description="messages in the window per model version")
 
     @model_validator(mode="after")
-    def _window_ordered(self) -> "Alert":
+    def _window_ordered(self) -> Alert:
         if self.window_end < self.window_start:
             raise ValueError("window_end is before window_start")
         return self
@@ -226,15 +226,21 @@ class DeadLetter(Record):
         partition: int | None = None,
         offset: int | None = None,
         key: str | None = None,
-    ) -> "DeadLetter":
+    ) -> DeadLetter:
         """Build a dead letter that keeps the raw input exactly."""
         try:
             text, b64 = raw.decode("utf-8"), None
         except UnicodeDecodeError:
             text, b64 = None, base64.b64encode(raw).decode("ascii")
         return cls(
-            stage=stage, reason=reason, topic=topic, partition=partition,
-            offset=offset, key=key, raw=text, raw_base64=b64,
+            stage=stage,
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            raw=text,
+            raw_base64=b64,
         )
 
 

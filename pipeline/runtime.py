@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from aet.adapters.bus import Bus, open_bus
 from aet.pipeline.config import Settings
+from aet.pipeline.learning.loop import train_bootstrap_model
+from aet.pipeline.model import ModelLoadError, SentimentModel
 from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper, SwapTarget
 from aet.pipeline.roles.label_recorder import LabelRecorder
-from aet.pipeline.model import ModelLoadError, SentimentModel
 from aet.pipeline.roles.replay import Replay
 from aet.pipeline.roles.scorer import Scorer
-from aet.pipeline.learning.loop import train_bootstrap_model
 from aet.storage.artifacts import ArtifactError, ArtifactStore, verify
 from aet.storage.db import Database
 from aet.storage.registry import ModelInfo, ModelRegistry
@@ -65,9 +66,13 @@ class App:
             self.artifacts.discard(staged)
             raise
         info = self.registry.register(
-            version=version, artifact_path=str(path.resolve()), sha256=digest,
-            backbone=self.settings.model.backbone, labels=list(model.model.config.id2label.values()),
-            status="champion", metrics={"validation": facts["validation"]},
+            version=version,
+            artifact_path=str(path.resolve()),
+            sha256=digest,
+            backbone=self.settings.model.backbone,
+            labels=list(model.model.config.id2label.values()),
+            status="champion",
+            metrics={"validation": facts["validation"]},
             info={"origin": "bootstrap", **facts["info"]},
         )
         log.info("registered %s as champion (validation macro-F1 %.3f)", version, facts["validation"]["macro_f1"])
@@ -76,8 +81,8 @@ class App:
 
     def seed_reservoir(self, data: Path) -> Any:
         """Offer the labeled examples of ``data`` to the replay reservoir (pipeline/learning/rehearsal.py)."""
-        from aet.pipeline.learning.rehearsal import Reservoir
         from aet.pipeline.learning.loop import load_examples
+        from aet.pipeline.learning.rehearsal import Reservoir
         from aet.storage.training_store import TrainingStore
 
         r = self.settings.retrain
@@ -96,8 +101,7 @@ class App:
             return champion
         if bootstrap_data is None:
             raise NoChampionError(
-                "no champion model is registered; run `aet models bootstrap --data FILE.jsonl` "
-                "or pass --bootstrap-data"
+                "no champion model is registered; run `aet models bootstrap --data FILE.jsonl` or pass --bootstrap-data"
             )
         return self.bootstrap(bootstrap_data, progress=progress)
 
@@ -108,8 +112,14 @@ class App:
         except ArtifactError as exc:
             raise ModelLoadError(f"model {info.version}: {exc}") from exc
         m = self.settings.model
-        return SentimentModel.load(info.artifact_path, version=info.version, max_length=m.max_length,
-                                   batch_size=m.batch_size, device=m.device, new_head=False)
+        return SentimentModel.load(
+            info.artifact_path,
+            version=info.version,
+            max_length=m.max_length,
+            batch_size=m.batch_size,
+            device=m.device,
+            new_head=False,
+        )
 
     def scorer(self, model: SentimentModel, swapper: ModelSwapper | None = None) -> Scorer:
         return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer, swapper)
@@ -126,9 +136,14 @@ class App:
             yield scorer
             return
         swapper = ModelSwapper(scorer.model, self.load_model)
-        follower = ChampionFollower(self.bus, self.settings.topics.control, self.registry, swapper,
-                                    group_prefix=self.settings.scorer.group,
-                                    registry_poll_s=self.settings.scorer.registry_poll_s)
+        follower = ChampionFollower(
+            self.bus,
+            self.settings.topics.control,
+            self.registry,
+            swapper,
+            group_prefix=self.settings.scorer.group,
+            registry_poll_s=self.settings.scorer.registry_poll_s,
+        )
         scorer.swapper = swapper
         follower.start()
         try:
@@ -150,16 +165,26 @@ class App:
         ``clock`` (default: the wall clock) stamps its events and times its cooldowns; a replay benchmark
         passes the stream's event-time clock.
         """
-        from aet.pipeline.roles.monitor import Monitor, RegistryModels
         from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
+        from aet.pipeline.roles.monitor import Monitor, RegistryModels
         from aet.storage.drift_store import MonitorStore
 
         m = self.settings.monitor
-        rollback = (AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin),
-                                 check_s=m.champion_check_s) if m.auto_rollback else None)
-        return Monitor(self.bus, MonitorStore(self.db), self.settings.topics, m,
-                       embedder=model, models=RegistryModels(self.registry, self.load_model), rollback=rollback,
-                       **({"clock": clock} if clock is not None else {}))
+        rollback = (
+            AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin), check_s=m.champion_check_s)
+            if m.auto_rollback
+            else None
+        )
+        return Monitor(
+            self.bus,
+            MonitorStore(self.db),
+            self.settings.topics,
+            m,
+            embedder=model,
+            models=RegistryModels(self.registry, self.load_model),
+            rollback=rollback,
+            **({"clock": clock} if clock is not None else {}),
+        )
 
     def sink_dispatchers(self) -> list[Any]:
         """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
@@ -185,14 +210,20 @@ class WorkerThread(threading.Thread):
     def run(self) -> None:
         try:
             self.processed = self.worker.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by run_embedded
+        except BaseException as exc:
             self.error = exc
             log.exception("worker %s died", self.worker.role)
             self.stop.set()
 
 
-def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, progress: bool = True,
-                 stop: threading.Event | None = None) -> dict[str, Any]:
+def run_embedded(
+    app: App,
+    stream: Path,
+    *,
+    bootstrap_data: Path | None = None,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
     """Replay ``stream`` through every role in this process and return a summary.
 
     Returns once every published message and label is processed and committed.
@@ -202,15 +233,18 @@ def run_embedded(app: App, stream: Path, *, bootstrap_data: Path | None = None, 
         return _run_roles(app, stream, scorer, champion, progress=progress, stop=stop or threading.Event())
 
 
-def _run_roles(app: App, stream: Path, scorer: Scorer, champion: ModelInfo, *, progress: bool,
-               stop: threading.Event) -> dict[str, Any]:
+def _run_roles(
+    app: App, stream: Path, scorer: Scorer, champion: ModelInfo, *, progress: bool, stop: threading.Event
+) -> dict[str, Any]:
     topics = app.settings.topics
     labels = LabelRecorder(app.bus, app.store, topics)
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
     alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/roles/alerts.py)
     threads.append(WorkerThread(alerter, stop))
     dispatchers = app.sink_dispatchers()
-    monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/roles/monitor.py)
+    monitor = (
+        app.monitor()
+    )  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/roles/monitor.py)
     threads.append(WorkerThread(monitor, stop))
     for t in threads:
         t.start()
@@ -258,8 +292,14 @@ def _drift_summary(monitor: Any) -> dict[str, Any]:
     """Drift events and retrain requests of this run, and how the monitor handled the labels."""
     return {
         "events_this_run": [
-            {"id": e.id, "kind": e.kind, "source": e.payload.get("source"), "detector": e.payload.get("detector"),
-             "position": e.payload.get("position", e.payload.get("to_position")), "model_version": e.model_version}
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "source": e.payload.get("source"),
+                "detector": e.payload.get("detector"),
+                "position": e.payload.get("position", e.payload.get("to_position")),
+                "model_version": e.model_version,
+            }
             for e in monitor.raised
         ],
         "labels": dict(monitor.counts),
@@ -274,9 +314,17 @@ def _alerts_summary(app: App, alerter: Any) -> dict[str, Any]:
     stats = alerter.engine.stats
     return {
         "raised_this_run": [
-            {"id": a.id, "entity": a.entity, "kind": a.kind, "severity": a.severity, "z": round(a.z, 2),
-             "window_start": a.window_start.isoformat(), "window_end": a.window_end.isoformat(),
-             "counts": a.counts, "model_version": a.model_version}
+            {
+                "id": a.id,
+                "entity": a.entity,
+                "kind": a.kind,
+                "severity": a.severity,
+                "z": round(a.z, 2),
+                "window_start": a.window_start.isoformat(),
+                "window_end": a.window_end.isoformat(),
+                "counts": a.counts,
+                "model_version": a.model_version,
+            }
             for a in alerter.raised
         ],
         "in_store": AlertStore(app.db).count_alerts(),

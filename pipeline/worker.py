@@ -15,9 +15,10 @@ import abc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from aet.adapters.bus import Bus, BusRecord, Consumer, run_paused
 from aet.pipeline import metrics
@@ -127,8 +128,12 @@ class Worker(abc.ABC):
             # pause_after_s, pause the partitions and keep polling while the work runs.
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aet-{self.role}-batch")
-            out = run_paused(consumer, lambda: self._handle_publish_store(batch, stop),
-                             grace_s=self.pause_after_s, executor=self._executor)
+            out = run_paused(
+                consumer,
+                lambda: self._handle_publish_store(batch, stop),
+                grace_s=self.pause_after_s,
+                executor=self._executor,
+            )
         # Kafka may refuse a commit while its broker is away: retry like publish and store.
         self._retry("commit", consumer.commit, stop)
         self.batches += 1
@@ -156,8 +161,11 @@ class Worker(abc.ABC):
         self._retry(
             "store",
             lambda: self.store.write(
-                scored=out.scored, labels=out.labels, dead_letters=out.dead_letters,
-                events=out.events, alerts=out.alerts,
+                scored=out.scored,
+                labels=out.labels,
+                dead_letters=out.dead_letters,
+                events=out.events,
+                alerts=out.alerts,
             ),
             stop,
         )
@@ -178,7 +186,7 @@ class Worker(abc.ABC):
         while True:
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - any failure of an edge is retried
+            except Exception as exc:
                 metrics.RETRIES.labels(self.role, operation).inc()
                 if stop.is_set():
                     log.error("%s failed during shutdown, batch left uncommitted: %s", operation, exc)

@@ -15,14 +15,15 @@ that raised them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import and_, desc, func, or_, select, update
 
-from aet.pipeline.roles.alerts import BaselineSnapshot, BucketSnapshot
 from aet.pipeline.records import Alert, utcnow
+from aet.pipeline.roles.alerts import BaselineSnapshot, BucketSnapshot
 from aet.storage.db import Database, upsert
 from aet.storage.tables import (
     AlertDeliveryRow,
@@ -75,46 +76,83 @@ class AlertStore:
         """Upsert changed baselines and buckets in one transaction (the last snapshot of a key wins)."""
         now = utcnow()
         base_rows = {
-            (b.entity, b.kind): {"entity": b.entity, "kind": b.kind, "mean": b.mean, "var": b.var, "noise": b.noise,
-                                 "windows": b.windows, "through": b.through, "updated_at": now}
+            (b.entity, b.kind): {
+                "entity": b.entity,
+                "kind": b.kind,
+                "mean": b.mean,
+                "var": b.var,
+                "noise": b.noise,
+                "windows": b.windows,
+                "through": b.through,
+                "updated_at": now,
+            }
             for b in baselines
         }
         bucket_rows = {
-            (b.entity, b.start): {"entity": b.entity, "bucket_start": b.start, "bucket_end": b.end, "n": b.n,
-                                  "negative": b.negative, "neutral": b.neutral, "positive": b.positive,
-                                  "score_sum": b.score_sum, "updated_at": now}
+            (b.entity, b.start): {
+                "entity": b.entity,
+                "bucket_start": b.start,
+                "bucket_end": b.end,
+                "n": b.n,
+                "negative": b.negative,
+                "neutral": b.neutral,
+                "positive": b.positive,
+                "score_sum": b.score_sum,
+                "updated_at": now,
+            }
             for b in buckets
         }
         with self.db.session() as s, s.begin():
             upsert(s, EntityBaselineRow.__table__, list(base_rows.values()), ["entity", "kind"])
             rows = list(bucket_rows.values())
             for i in range(0, len(rows), 2000):
-                upsert(s, EntitySentimentRow.__table__, rows[i:i + 2000], ["entity", "bucket_start"])
+                upsert(s, EntitySentimentRow.__table__, rows[i : i + 2000], ["entity", "bucket_start"])
 
     # -- the sinks' outbox ----------------------------------------------------------
 
     def enqueue_missing(self, sink: str, since: datetime, limit: int = 500) -> int:
         """Give ``sink`` a pending row for each alert raised since ``since`` that it has none for."""
         with self.db.session() as s, s.begin():
-            ids = list(s.scalars(
-                select(AlertRow.id)
-                .outerjoin(AlertDeliveryRow, and_(AlertDeliveryRow.alert_id == AlertRow.id, AlertDeliveryRow.sink == sink))
-                .where(AlertDeliveryRow.alert_id.is_(None), AlertRow.raised_at >= since)
-                .order_by(AlertRow.raised_at)
-                .limit(limit)
-            ))
+            ids = list(
+                s.scalars(
+                    select(AlertRow.id)
+                    .outerjoin(
+                        AlertDeliveryRow, and_(AlertDeliveryRow.alert_id == AlertRow.id, AlertDeliveryRow.sink == sink)
+                    )
+                    .where(AlertDeliveryRow.alert_id.is_(None), AlertRow.raised_at >= since)
+                    .order_by(AlertRow.raised_at)
+                    .limit(limit)
+                )
+            )
             now = utcnow()
-            upsert(s, AlertDeliveryRow.__table__,
-                   [{"alert_id": i, "sink": sink, "status": "pending", "attempts": 0, "next_attempt_at": now,
-                     "claimed_until": None, "last_error": None, "created_at": now, "delivered_at": None} for i in ids],
-                   ["alert_id", "sink"], update=False)
+            upsert(
+                s,
+                AlertDeliveryRow.__table__,
+                [
+                    {
+                        "alert_id": i,
+                        "sink": sink,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "claimed_until": None,
+                        "last_error": None,
+                        "created_at": now,
+                        "delivered_at": None,
+                    }
+                    for i in ids
+                ],
+                ["alert_id", "sink"],
+                update=False,
+            )
             return len(ids)
 
     def claim_due(self, sink: str, *, limit: int = 20, lease_s: float = 60.0) -> list[Delivery]:
         """Claim up to ``limit`` pending deliveries that are due, oldest first, for ``lease_s`` seconds."""
         now = utcnow()
         claimable = and_(
-            AlertDeliveryRow.sink == sink, AlertDeliveryRow.status == "pending",
+            AlertDeliveryRow.sink == sink,
+            AlertDeliveryRow.status == "pending",
             AlertDeliveryRow.next_attempt_at <= now,
             or_(AlertDeliveryRow.claimed_until.is_(None), AlertDeliveryRow.claimed_until < now),
         )
@@ -123,7 +161,9 @@ class AlertStore:
             due = s.execute(
                 select(AlertDeliveryRow.alert_id, AlertDeliveryRow.attempts, AlertRow)
                 .join(AlertRow, AlertRow.id == AlertDeliveryRow.alert_id)
-                .where(claimable).order_by(AlertDeliveryRow.next_attempt_at, AlertRow.raised_at).limit(limit)
+                .where(claimable)
+                .order_by(AlertDeliveryRow.next_attempt_at, AlertRow.raised_at)
+                .limit(limit)
             ).all()
             for alert_id, attempts, row in due:
                 claimed = s.execute(
@@ -137,9 +177,13 @@ class AlertStore:
 
     def mark_delivered(self, alert_id: str, sink: str, attempts: int) -> None:
         with self.db.session() as s, s.begin():
-            s.execute(update(AlertDeliveryRow).where(AlertDeliveryRow.alert_id == alert_id, AlertDeliveryRow.sink == sink)
-                      .values(status="delivered", attempts=attempts, delivered_at=utcnow(), claimed_until=None,
-                              last_error=None))
+            s.execute(
+                update(AlertDeliveryRow)
+                .where(AlertDeliveryRow.alert_id == alert_id, AlertDeliveryRow.sink == sink)
+                .values(
+                    status="delivered", attempts=attempts, delivered_at=utcnow(), claimed_until=None, last_error=None
+                )
+            )
 
     def mark_failed(self, alert_id: str, sink: str, attempts: int, error: str, *, retry_at: datetime | None) -> None:
         """Record a failed attempt: retry at ``retry_at``, or give up (``rejected``) when it is ``None``."""
@@ -149,8 +193,11 @@ class AlertStore:
         else:
             values["next_attempt_at"] = retry_at
         with self.db.session() as s, s.begin():
-            s.execute(update(AlertDeliveryRow)
-                      .where(AlertDeliveryRow.alert_id == alert_id, AlertDeliveryRow.sink == sink).values(**values))
+            s.execute(
+                update(AlertDeliveryRow)
+                .where(AlertDeliveryRow.alert_id == alert_id, AlertDeliveryRow.sink == sink)
+                .values(**values)
+            )
 
     def deliveries(self, sink: str | None = None) -> list[AlertDeliveryRow]:
         with self.db.session() as s:
@@ -161,8 +208,9 @@ class AlertStore:
 
     # -- the analysts' queries ------------------------------------------------------
 
-    def list_alerts(self, *, limit: int = 50, entity: str | None = None, severity: str | None = None,
-                    since: datetime | None = None) -> list[Alert]:
+    def list_alerts(
+        self, *, limit: int = 50, entity: str | None = None, severity: str | None = None, since: datetime | None = None
+    ) -> list[Alert]:
         """Alerts, newest raised first."""
         q = select(AlertRow).order_by(desc(AlertRow.raised_at), AlertRow.id).limit(limit)
         if entity:
@@ -177,8 +225,12 @@ class AlertStore:
     def alerts_raised_since(self, since: datetime, limit: int = 500) -> list[Alert]:
         """Alerts raised at or after ``since``, oldest first (for feeds that follow the table)."""
         with self.db.session() as s:
-            rows = s.scalars(select(AlertRow).where(AlertRow.raised_at >= since)
-                             .order_by(AlertRow.raised_at, AlertRow.id).limit(limit))
+            rows = s.scalars(
+                select(AlertRow)
+                .where(AlertRow.raised_at >= since)
+                .order_by(AlertRow.raised_at, AlertRow.id)
+                .limit(limit)
+            )
             return [_alert(r) for r in rows]
 
     def count_alerts(self) -> int:
@@ -188,24 +240,43 @@ class AlertStore:
     def sentiment(self, entity: str, limit: int = 2000) -> list[dict[str, Any]]:
         """The entity's buckets, oldest first: counts, shares and mean score."""
         with self.db.session() as s:
-            rows = list(s.scalars(select(EntitySentimentRow).where(EntitySentimentRow.entity == entity)
-                                  .order_by(desc(EntitySentimentRow.bucket_start)).limit(limit)))
+            rows = list(
+                s.scalars(
+                    select(EntitySentimentRow)
+                    .where(EntitySentimentRow.entity == entity)
+                    .order_by(desc(EntitySentimentRow.bucket_start))
+                    .limit(limit)
+                )
+            )
         return [
-            {"start": r.bucket_start.isoformat(), "end": r.bucket_end.isoformat(), "n": r.n,
-             "negative": r.negative, "neutral": r.neutral, "positive": r.positive,
-             "negative_share": r.negative / r.n if r.n else 0.0, "positive_share": r.positive / r.n if r.n else 0.0,
-             "mean_score": r.score_sum / r.n if r.n else 0.0}
+            {
+                "start": r.bucket_start.isoformat(),
+                "end": r.bucket_end.isoformat(),
+                "n": r.n,
+                "negative": r.negative,
+                "neutral": r.neutral,
+                "positive": r.positive,
+                "negative_share": r.negative / r.n if r.n else 0.0,
+                "positive_share": r.positive / r.n if r.n else 0.0,
+                "mean_score": r.score_sum / r.n if r.n else 0.0,
+            }
             for r in reversed(rows)
         ]
 
     def top_entities(self, limit: int = 20) -> list[dict[str, Any]]:
         """Entities with alerts first (most recent first), then the busiest by message count."""
         with self.db.session() as s:
-            alerted = s.execute(select(AlertRow.entity, func.count(), func.max(AlertRow.raised_at))
-                                .group_by(AlertRow.entity).order_by(desc(func.max(AlertRow.raised_at)))).all()
-            busy = s.execute(select(EntitySentimentRow.entity, func.sum(EntitySentimentRow.n))
-                             .group_by(EntitySentimentRow.entity)
-                             .order_by(desc(func.sum(EntitySentimentRow.n))).limit(limit)).all()
+            alerted = s.execute(
+                select(AlertRow.entity, func.count(), func.max(AlertRow.raised_at))
+                .group_by(AlertRow.entity)
+                .order_by(desc(func.max(AlertRow.raised_at)))
+            ).all()
+            busy = s.execute(
+                select(EntitySentimentRow.entity, func.sum(EntitySentimentRow.n))
+                .group_by(EntitySentimentRow.entity)
+                .order_by(desc(func.sum(EntitySentimentRow.n)))
+                .limit(limit)
+            ).all()
         counts = dict(busy)
         out: dict[str, dict[str, Any]] = {}
         for entity, n_alerts, _ in alerted:
@@ -221,15 +292,25 @@ class AlertStore:
             events = list(s.scalars(select(ControlEventRow).order_by(ControlEventRow.ts).limit(1000)))
         return {
             "models": [
-                {"version": m.version, "status": m.status, "parent": m.parent,
-                 "created_at": m.created_at.isoformat(),
-                 "promoted_at": m.promoted_at.isoformat() if m.promoted_at else None,
-                 "macro_f1": (m.metrics.get("validation") or {}).get("macro_f1")}
+                {
+                    "version": m.version,
+                    "status": m.status,
+                    "parent": m.parent,
+                    "created_at": m.created_at.isoformat(),
+                    "promoted_at": m.promoted_at.isoformat() if m.promoted_at else None,
+                    "macro_f1": (m.metrics.get("validation") or {}).get("macro_f1"),
+                }
                 for m in models
             ],
             "events": [
-                {"id": e.id, "kind": e.kind, "ts": e.ts.isoformat(), "model_version": e.model_version,
-                 "detector": (e.payload or {}).get("detector"), "signal": (e.payload or {}).get("signal")}
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "ts": e.ts.isoformat(),
+                    "model_version": e.model_version,
+                    "detector": (e.payload or {}).get("detector"),
+                    "signal": (e.payload or {}).get("signal"),
+                }
                 for e in events
             ],
         }

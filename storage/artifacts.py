@@ -39,10 +39,7 @@ def _files(directory: Path) -> list[Path]:
 def build_manifest(directory: Path) -> dict[str, dict[str, int | str]]:
     """Size and sha256 of every file under ``directory`` except the manifest itself."""
     files = _files(directory)
-    return {
-        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in files
-    }
+    return {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
 
 
 def _fsync_dir(path: Path) -> None:

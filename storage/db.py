@@ -7,8 +7,9 @@ so a new build never runs against an old schema.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -70,7 +71,9 @@ class Database:
         self.engine.dispose()
 
 
-def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str], *, update: bool = True) -> None:
+def upsert(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str], *, update: bool = True
+) -> None:
     """Insert rows, overwriting (or keeping, with ``update=False``) those whose keys exist."""
     if not rows:
         return

@@ -8,9 +8,10 @@ includes, so a redelivered batch is recognised and not counted twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
@@ -52,7 +53,7 @@ class StoredPrediction:
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), MAX_IN):
-        yield ids[i:i + MAX_IN]
+        yield ids[i : i + MAX_IN]
 
 
 class MonitorStore:
@@ -61,27 +62,43 @@ class MonitorStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def write_batch(self, name: str, batch: MonitorBatch, *, events: Sequence[ControlEvent] = (),
-                    dead_letters: Sequence[DeadLetter] = ()) -> None:
+    def write_batch(
+        self,
+        name: str,
+        batch: MonitorBatch,
+        *,
+        events: Sequence[ControlEvent] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
         """Everything one monitor batch produced, in one transaction."""
         now = utcnow()
         with self.db.session() as s, s.begin():
             upsert(s, DeadLetterRow.__table__, [dead_letter_row(d) for d in dead_letters], ["id"], update=False)
             upsert(
-                s, ControlEventRow.__table__,
-                [{"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version, "payload": e.payload}
-                 for e in events],
+                s,
+                ControlEventRow.__table__,
+                [
+                    {"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version, "payload": e.payload}
+                    for e in events
+                ],
                 ["id"],
             )
             if batch.drop_joins:
                 for chunk in _chunks(batch.drop_joins):
-                    s.execute(delete(LabelJoinRow).where(LabelJoinRow.message_id.in_(chunk),
-                                                         LabelJoinRow.status == "held"))
+                    s.execute(
+                        delete(LabelJoinRow).where(LabelJoinRow.message_id.in_(chunk), LabelJoinRow.status == "held")
+                    )
             upsert(s, LabelJoinRow.__table__, [{**j, "updated_at": now} for j in batch.joins], ["message_id"])
-            upsert(s, LiveQualityRow.__table__, [{**q, "updated_at": now} for q in batch.quality],
-                   ["source", "model_version"])
+            upsert(
+                s,
+                LiveQualityRow.__table__,
+                [{**q, "updated_at": now} for q in batch.quality],
+                ["source", "model_version"],
+            )
             if batch.state is not None:
-                upsert(s, DetectorStateRow.__table__, [{"name": name, "state": batch.state, "updated_at": now}], ["name"])
+                upsert(
+                    s, DetectorStateRow.__table__, [{"name": name, "state": batch.state, "updated_at": now}], ["name"]
+                )
 
     def load_state(self, name: str) -> dict[str, Any] | None:
         with self.db.session() as s:
@@ -91,16 +108,26 @@ class MonitorStore:
     def held_labels(self) -> list[LabelJoinRow]:
         """Labels waiting for their message, oldest first."""
         with self.db.session() as s:
-            return list(s.scalars(select(LabelJoinRow).where(LabelJoinRow.status == "held")
-                                  .order_by(LabelJoinRow.held_at, LabelJoinRow.message_id)))
+            return list(
+                s.scalars(
+                    select(LabelJoinRow)
+                    .where(LabelJoinRow.status == "held")
+                    .order_by(LabelJoinRow.held_at, LabelJoinRow.message_id)
+                )
+            )
 
     def joined(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` already have a joined label."""
         out: set[str] = set()
         with self.db.session() as s:
             for chunk in _chunks(list(ids)):
-                out.update(s.scalars(select(LabelJoinRow.message_id).where(
-                    LabelJoinRow.message_id.in_(chunk), LabelJoinRow.status == "joined")))
+                out.update(
+                    s.scalars(
+                        select(LabelJoinRow.message_id).where(
+                            LabelJoinRow.message_id.in_(chunk), LabelJoinRow.status == "joined"
+                        )
+                    )
+                )
         return out
 
     def predictions(self, ids: Sequence[str]) -> dict[str, StoredPrediction]:
@@ -108,9 +135,15 @@ class MonitorStore:
         out: dict[str, StoredPrediction] = {}
         with self.db.session() as s:
             for chunk in _chunks(list(ids)):
-                rows = s.execute(select(ScoredMessageRow.message_id, ScoredMessageRow.source, ScoredMessageRow.label,
-                                        ScoredMessageRow.model_version, ScoredMessageRow.ts)
-                                 .where(ScoredMessageRow.message_id.in_(chunk)))
+                rows = s.execute(
+                    select(
+                        ScoredMessageRow.message_id,
+                        ScoredMessageRow.source,
+                        ScoredMessageRow.label,
+                        ScoredMessageRow.model_version,
+                        ScoredMessageRow.ts,
+                    ).where(ScoredMessageRow.message_id.in_(chunk))
+                )
                 for r in rows:
                     out[r.message_id] = StoredPrediction(r.message_id, r.source, r.label, r.model_version, r.ts)
         return out
@@ -120,12 +153,20 @@ class MonitorStore:
         with self.db.session() as s:
             return s.scalar(select(func.max(ControlEventRow.ts)).where(ControlEventRow.kind.in_(list(kinds))))
 
-    def events(self, kinds: Sequence[str] = ("drift", "retrain_request"), *, limit: int | None = None,
-               source: str | None = None) -> list[ControlEventRow]:
+    def events(
+        self,
+        kinds: Sequence[str] = ("drift", "retrain_request"),
+        *,
+        limit: int | None = None,
+        source: str | None = None,
+    ) -> list[ControlEventRow]:
         """Control events of ``kinds``, newest first (``source`` filters on the payload's source)."""
         with self.db.session() as s:
-            q = select(ControlEventRow).where(ControlEventRow.kind.in_(list(kinds))).order_by(
-                ControlEventRow.ts.desc(), ControlEventRow.id)
+            q = (
+                select(ControlEventRow)
+                .where(ControlEventRow.kind.in_(list(kinds)))
+                .order_by(ControlEventRow.ts.desc(), ControlEventRow.id)
+            )
             rows = list(s.scalars(q))
         if source is not None:
             rows = [r for r in rows if (r.payload or {}).get("source") == source]

@@ -9,12 +9,32 @@ from aet.storage.training_store import TrainingStore
 if TYPE_CHECKING:
     from aet.pipeline.runtime import App
 
-TRAINING_KEYS = ("mode", "objective", "weights", "learning_rate", "epochs", "batch_size", "seed", "best_epoch",
-                 "stopped", "trainable_parameters", "samples_per_s", "seconds", "counts", "fisher", "device",
-                 "examples", "history", "n_train", "n_validation", "train_seconds", "trained_on")
+TRAINING_KEYS = (
+    "mode",
+    "objective",
+    "weights",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "seed",
+    "best_epoch",
+    "stopped",
+    "trainable_parameters",
+    "samples_per_s",
+    "seconds",
+    "counts",
+    "fisher",
+    "device",
+    "examples",
+    "history",
+    "n_train",
+    "n_validation",
+    "train_seconds",
+    "trained_on",
+)
 
 
-def lineage(app: "App", version: str) -> dict[str, Any]:
+def lineage(app: App, version: str) -> dict[str, Any]:
     """The registry row of ``version`` with its parent chain, the drift event and request behind it,
     its data window, metrics, gate decisions, promotions/rollbacks, and the alerts it produced."""
     info = app.registry.get(version)
@@ -44,8 +64,9 @@ def lineage(app: "App", version: str) -> dict[str, Any]:
         "ancestors": ancestors,
         "children": sorted(v for v, m in models.items() if m.parent == version),
         "drift_event": drift_event if drift_event else ({"id": drift_id, "stored": False} if drift_id else None),
-        "training_request": ({"id": request_id, "stored": request_event is not None, "payload": request_payload}
-                             if request_id else None),
+        "training_request": (
+            {"id": request_id, "stored": request_event is not None, "payload": request_payload} if request_id else None
+        ),
         "data_window": {"window": facts.get("window"), "source": facts.get("source"), "data": facts.get("data")},
         "training": {k: facts[k] for k in TRAINING_KEYS if k in facts},
         "metrics": info.metrics,

@@ -73,9 +73,17 @@ class ModelRegistry:
         """Add a version; registering it as ``champion`` retires the previous champion."""
         now = utcnow()
         row = ModelRow(
-            version=version, parent=parent, status=status, artifact_path=artifact_path,
-            sha256=sha256, backbone=backbone, labels=labels, metrics=metrics or {},
-            info=info or {}, created_at=now, promoted_at=now if status == "champion" else None,
+            version=version,
+            parent=parent,
+            status=status,
+            artifact_path=artifact_path,
+            sha256=sha256,
+            backbone=backbone,
+            labels=labels,
+            metrics=metrics or {},
+            info=info or {},
+            created_at=now,
+            promoted_at=now if status == "champion" else None,
         )
         with self.db.session() as s, s.begin():
             if parent is not None and s.get(ModelRow, parent) is None:
@@ -121,7 +129,6 @@ class ModelRegistry:
                 raise RegistryError(f"cannot promote {version}: {_conflict(exc)}") from exc
             return ModelInfo.model_validate(row)
 
-
     def set_status(self, version: str, status: Status, *, note: dict[str, Any] | None = None) -> ModelInfo:
         """Change a version that does not serve (e.g. a challenger to ``rejected``); ``note`` is merged into its info.
 
@@ -156,8 +163,9 @@ class ModelRegistry:
                 if target.promoted_at is None:
                     raise RegistryError(f"{to} never served as champion (status {target.status}); promote it instead")
             else:
-                q = select(ModelRow).where(ModelRow.status == "retired", ModelRow.promoted_at.is_not(None),
-                                           ModelRow.version != current.version)
+                q = select(ModelRow).where(
+                    ModelRow.status == "retired", ModelRow.promoted_at.is_not(None), ModelRow.version != current.version
+                )
                 if current.promoted_at is not None:
                     q = q.where(ModelRow.promoted_at <= current.promoted_at)
                 target = s.scalars(q.order_by(ModelRow.promoted_at.desc(), ModelRow.version.desc())).first()
@@ -191,4 +199,3 @@ def _conflict(exc: IntegrityError) -> str:
     if "uq_models_one_champion" in str(exc.orig):
         return "another champion was promoted concurrently; retry"
     return "the version was registered concurrently; retry"
-

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import case, func, select
 
@@ -19,10 +20,20 @@ from aet.storage.tables import AlertRow, ControlEventRow, DeadLetterRow, LabelRo
 
 def scored_row(m: ScoredMessage) -> dict[str, Any]:
     return {
-        "message_id": m.id, "source": m.source, "channel": m.channel, "text": m.text, "ts": m.ts,
-        "entities": list(m.entities), "meta": dict(m.meta), "label": m.label,
-        "p_negative": m.probs.negative, "p_neutral": m.probs.neutral, "p_positive": m.probs.positive,
-        "score": m.score, "model_version": m.model_version, "scored_at": m.scored_at,
+        "message_id": m.id,
+        "source": m.source,
+        "channel": m.channel,
+        "text": m.text,
+        "ts": m.ts,
+        "entities": list(m.entities),
+        "meta": dict(m.meta),
+        "label": m.label,
+        "p_negative": m.probs.negative,
+        "p_neutral": m.probs.neutral,
+        "p_positive": m.probs.positive,
+        "score": m.score,
+        "model_version": m.model_version,
+        "scored_at": m.scored_at,
     }
 
 
@@ -31,8 +42,15 @@ def dead_letter_row(d: DeadLetter) -> dict[str, Any]:
         "\x1f".join(str(x) for x in (d.stage, d.topic, d.partition, d.offset, d.raw, d.raw_base64)).encode()
     ).hexdigest()
     return {
-        "id": ident, "stage": d.stage, "reason": d.reason, "topic": d.topic, "partition": d.partition,
-        "offset": d.offset, "raw": d.raw, "raw_base64": d.raw_base64, "created_at": d.ts,
+        "id": ident,
+        "stage": d.stage,
+        "reason": d.reason,
+        "topic": d.topic,
+        "partition": d.partition,
+        "offset": d.offset,
+        "raw": d.raw,
+        "raw_base64": d.raw_base64,
+        "created_at": d.ts,
     }
 
 
@@ -55,24 +73,48 @@ class ResultStore:
         with self.db.session() as s, s.begin():
             upsert(s, ScoredMessageRow.__table__, [scored_row(m) for m in scored], ["message_id"])
             upsert(
-                s, LabelRow.__table__,
-                [{"message_id": l.message_id, "label": l.label, "ts": l.ts, "annotator": l.annotator,
-                  "received_at": utcnow()} for l in labels],
+                s,
+                LabelRow.__table__,
+                [
+                    {
+                        "message_id": l.message_id,
+                        "label": l.label,
+                        "ts": l.ts,
+                        "annotator": l.annotator,
+                        "received_at": utcnow(),
+                    }
+                    for l in labels
+                ],
                 ["message_id"],
             )
             upsert(s, DeadLetterRow.__table__, [dead_letter_row(d) for d in dead_letters], ["id"], update=False)
             upsert(
-                s, ControlEventRow.__table__,
-                [{"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version,
-                  "payload": e.payload} for e in events],
+                s,
+                ControlEventRow.__table__,
+                [
+                    {"id": e.id, "kind": e.kind, "ts": e.ts, "model_version": e.model_version, "payload": e.payload}
+                    for e in events
+                ],
                 ["id"],
             )
             upsert(
-                s, AlertRow.__table__,
-                [{"id": a.id, "entity": a.entity, "kind": a.kind, "severity": a.severity,
-                  "window_start": a.window_start, "window_end": a.window_end, "z": a.z,
-                  "model_version": a.model_version, "raised_at": a.raised_at,
-                  "payload": a.model_dump(mode="json")} for a in alerts],
+                s,
+                AlertRow.__table__,
+                [
+                    {
+                        "id": a.id,
+                        "entity": a.entity,
+                        "kind": a.kind,
+                        "severity": a.severity,
+                        "window_start": a.window_start,
+                        "window_end": a.window_end,
+                        "z": a.z,
+                        "model_version": a.model_version,
+                        "raised_at": a.raised_at,
+                        "payload": a.model_dump(mode="json"),
+                    }
+                    for a in alerts
+                ],
                 ["id"],
             )
 
@@ -95,7 +137,7 @@ class ResultStore:
     def summary(self) -> dict[str, Any]:
         """Counts of scored messages by label, source and model version, accuracy where labels exist, dead letters."""
         with self.db.session() as s:
-            by = lambda col: dict(s.execute(select(col, func.count()).group_by(col)).all())  # noqa: E731
+            by = lambda col: dict(s.execute(select(col, func.count()).group_by(col)).all())
             joined = select(func.count(), func.sum(case((ScoredMessageRow.label == LabelRow.label, 1), else_=0))).join(
                 LabelRow, LabelRow.message_id == ScoredMessageRow.message_id
             )

@@ -7,7 +7,7 @@ after a crash overwrites instead of duplicating.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
@@ -33,13 +33,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -99,8 +99,11 @@ class ModelRow(Base):
     __table_args__ = (
         # At most one champion, enforced by the database even under concurrent promotions.
         Index(
-            "uq_models_one_champion", "status", unique=True,
-            sqlite_where=text("status = 'champion'"), postgresql_where=text("status = 'champion'"),
+            "uq_models_one_champion",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'champion'"),
+            postgresql_where=text("status = 'champion'"),
         ),
     )
 
@@ -200,8 +203,6 @@ class DeadLetterRow(Base):
     raw: Mapped[str | None] = mapped_column(Text, nullable=True)
     raw_base64: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
 
 
 class ReservoirExampleRow(Base):

@@ -7,8 +7,9 @@ additions so that concurrent writers cannot lose an update.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, func, select
 
@@ -40,14 +41,25 @@ class TrainingStore:
 
     # ------------------------------------------------------------------ labeled data
 
-    def labeled_examples(self, *, start: datetime | None = None, end: datetime | None = None,
-                         source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def labeled_examples(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Labeled messages (a label joined to its stored message text) with ``start <= ts < end``, oldest first.
 
         With ``limit``, the most recent ``limit`` of them.
         """
-        q = select(ScoredMessageRow.message_id, ScoredMessageRow.text, ScoredMessageRow.source,
-                   ScoredMessageRow.ts, LabelRow.label).join(LabelRow, LabelRow.message_id == ScoredMessageRow.message_id)
+        q = select(
+            ScoredMessageRow.message_id,
+            ScoredMessageRow.text,
+            ScoredMessageRow.source,
+            ScoredMessageRow.ts,
+            LabelRow.label,
+        ).join(LabelRow, LabelRow.message_id == ScoredMessageRow.message_id)
         conditions = []
         if start is not None:
             conditions.append(ScoredMessageRow.ts >= start)
@@ -86,8 +98,14 @@ class TrainingStore:
                         row = ReservoirStratumRow(source=key[0], label=key[1], seen=0)
                         s.add(row)
                     strata[key] = row
-                    held[key] = {r.slot: r for r in s.scalars(select(ReservoirExampleRow).where(
-                        ReservoirExampleRow.source == key[0], ReservoirExampleRow.label == key[1]))}
+                    held[key] = {
+                        r.slot: r
+                        for r in s.scalars(
+                            select(ReservoirExampleRow).where(
+                                ReservoirExampleRow.source == key[0], ReservoirExampleRow.label == key[1]
+                            )
+                        )
+                    }
                 slots = held[key]
                 if any(r.example_id == item["id"] for r in slots.values()):
                     stats["duplicate"] += 1
@@ -116,8 +134,9 @@ class TrainingStore:
 
     def reservoir_rows(self, source: str | None = None) -> list[dict[str, Any]]:
         """Every reservoir slot (source, label, slot, example_id, text, ts), in slot order."""
-        q = select(ReservoirExampleRow).order_by(ReservoirExampleRow.source, ReservoirExampleRow.label,
-                                                 ReservoirExampleRow.slot)
+        q = select(ReservoirExampleRow).order_by(
+            ReservoirExampleRow.source, ReservoirExampleRow.label, ReservoirExampleRow.slot
+        )
         if source is not None:
             q = q.where(ReservoirExampleRow.source == source)
         with self.db.session() as s:
@@ -135,8 +154,15 @@ class TrainingStore:
         with self.db.session() as s, s.begin():
             row = s.get(TrainingRunRow, request_id, with_for_update=True)
             if row is None:
-                row = TrainingRunRow(request_id=request_id, status="running", attempts=0, request=request,
-                                     result={}, started_at=now, updated_at=now)
+                row = TrainingRunRow(
+                    request_id=request_id,
+                    status="running",
+                    attempts=0,
+                    request=request,
+                    result={},
+                    started_at=now,
+                    updated_at=now,
+                )
                 s.add(row)
             if row.status == "running":
                 row.attempts += 1
@@ -169,8 +195,9 @@ class TrainingStore:
                 row.attempts -= 1
                 row.updated_at = utcnow()
 
-    def finish_run(self, request_id: str, *, status: str, version: str | None, result: dict[str, Any],
-                   error: str | None = None) -> None:
+    def finish_run(
+        self, request_id: str, *, status: str, version: str | None, result: dict[str, Any], error: str | None = None
+    ) -> None:
         with self.db.session() as s, s.begin():
             row = s.get(TrainingRunRow, request_id)
             if row is None:
@@ -190,20 +217,39 @@ class TrainingStore:
     def events_for_model(self, version: str) -> list[dict[str, Any]]:
         """Control events that name ``version`` (training result, promotion, rollback, rejection), oldest first."""
         with self.db.session() as s:
-            rows = s.scalars(select(ControlEventRow).where(ControlEventRow.model_version == version)
-                             .order_by(ControlEventRow.ts))
+            rows = s.scalars(
+                select(ControlEventRow).where(ControlEventRow.model_version == version).order_by(ControlEventRow.ts)
+            )
             return [_row_dict(r) for r in rows]
 
     def alerts_for_model(self, version: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
         """How many alerts ``version`` produced, and the latest ``limit`` of them."""
         with self.db.session() as s:
             n = s.scalar(select(func.count()).select_from(AlertRow).where(AlertRow.model_version == version)) or 0
-            rows = s.scalars(select(AlertRow).where(AlertRow.model_version == version)
-                             .order_by(AlertRow.window_end.desc()).limit(limit))
-            return n, [{"id": r.id, "entity": r.entity, "kind": r.kind, "severity": r.severity, "z": r.z,
-                        "window_start": r.window_start, "window_end": r.window_end} for r in rows]
+            rows = s.scalars(
+                select(AlertRow)
+                .where(AlertRow.model_version == version)
+                .order_by(AlertRow.window_end.desc())
+                .limit(limit)
+            )
+            return n, [
+                {
+                    "id": r.id,
+                    "entity": r.entity,
+                    "kind": r.kind,
+                    "severity": r.severity,
+                    "z": r.z,
+                    "window_start": r.window_start,
+                    "window_end": r.window_end,
+                }
+                for r in rows
+            ]
 
     def scored_by_model(self, version: str) -> int:
         with self.db.session() as s:
-            return s.scalar(select(func.count()).select_from(ScoredMessageRow)
-                            .where(ScoredMessageRow.model_version == version)) or 0
+            return (
+                s.scalar(
+                    select(func.count()).select_from(ScoredMessageRow).where(ScoredMessageRow.model_version == version)
+                )
+                or 0
+            )

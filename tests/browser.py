@@ -18,9 +18,18 @@ from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1280,900", "--remote-debugging-pipe",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--no-proxy-server",
+    "--window-size=1280,900",
+    "--remote-debugging-pipe",
 ]
 
 
@@ -46,7 +55,9 @@ class Chromium:
         # The shell wires the two pipe ends to the fd numbers Chromium expects, then becomes Chromium.
         self.proc = subprocess.Popen(
             ["/bin/bash", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "bash", *args],
-            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            pass_fds=(to_browser_r, from_browser_w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -78,8 +89,9 @@ class Chromium:
         with self._cond:
             self._cond.notify_all()
 
-    def send(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0,
-             session: bool = True) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = 30.0, session: bool = True
+    ) -> dict[str, Any]:
         with self._cond:
             self._next_id += 1
             ident = self._next_id
@@ -100,21 +112,26 @@ class Chromium:
     def open(self, url: str, timeout: float = 30.0) -> None:
         """Open ``url`` in a new page and wait for its load event."""
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 session=False)["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)[
+            "sessionId"
+        ]
         self.send("Page.enable")
         with self._cond:
             seen = len(self.events)
         self.send("Page.navigate", {"url": url})
         with self._cond:
-            ok = self._cond.wait_for(lambda: any(e.get("method") == "Page.loadEventFired"
-                                                 for e in self.events[seen:]), timeout)
+            ok = self._cond.wait_for(
+                lambda: any(e.get("method") == "Page.loadEventFired" for e in self.events[seen:]), timeout
+            )
         if not ok:
             raise BrowserError(f"{url} did not load within {timeout}s")
 
     def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True}, timeout=timeout + 5)
+        result = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            timeout=timeout + 5,
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"page error: {result['exceptionDetails']}")
         return result["result"].get("value")

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tests.conftest import REPO
 
@@ -15,8 +15,14 @@ from tests.conftest import REPO
 def aet_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for a subprocess: offline hub, its own AET home, quiet logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AET_") or k == "AET_SHARED_DATA"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               AET_HOME=str(home), AET_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        AET_HOME=str(home),
+        AET_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
     env.update(extra)
     return env
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -13,8 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from aet.pipeline.config import Settings, load_settings  # noqa: E402
-from aet.storage.db import Database  # noqa: E402
+from aet.pipeline.config import Settings, load_settings
+from aet.storage.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -100,7 +100,7 @@ def champion_artifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 
 
 @pytest.fixture
-def app_with_champion(settings: Settings, champion_artifact: dict[str, str]) -> Iterator["object"]:
+def app_with_champion(settings: Settings, champion_artifact: dict[str, str]) -> Iterator[object]:
     """An App on a temporary home whose registry holds the session champion as v0001."""
     from aet.pipeline.records import LABELS
     from aet.pipeline.runtime import App

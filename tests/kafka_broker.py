@@ -339,10 +339,7 @@ class TansuBroker:
                         return
                     self._fail(f"unexpected metadata from {self.bootstrap_servers}: {cluster!r}")
             if time.monotonic() >= deadline:
-                self._fail(
-                    f"broker on {self.bootstrap_servers} not ready after "
-                    f"{self.startup_timeout}s ({last_error})"
-                )
+                self._fail(f"broker on {self.bootstrap_servers} not ready after {self.startup_timeout}s ({last_error})")
             time.sleep(0.05)
 
     def _describe_cluster(self, deadline: float) -> dict[str, Any]:
@@ -378,8 +375,7 @@ class TansuBroker:
 
     def _fail(self, message: str) -> NoReturn:
         raise TansuBrokerError(
-            f"{message}\ncommand: {' '.join(self._command())}\n"
-            f"log ({self.log_path}), last lines:\n{self.log_tail()}"
+            f"{message}\ncommand: {' '.join(self._command())}\nlog ({self.log_path}), last lines:\n{self.log_tail()}"
         )
 
     def _port_in_use(self) -> bool:

@@ -26,20 +26,21 @@ import logging
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
-from aet.pipeline.bench.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
 from aet.pipeline.bench.common import EXAMPLES, environment, shared_data_dir, write_report
+from aet.pipeline.bench.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
+from aet.pipeline.learning.loop import Example, Trainer, TrainSettings, evaluate, seed_everything, stratified_split
+from aet.pipeline.learning.rehearsal import Reservoir
+from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
+from aet.pipeline.learning.trainable import MODES
 from aet.pipeline.model import SentimentModel, pick_device
 from aet.pipeline.records import LABELS
-from aet.pipeline.learning.rehearsal import Reservoir
-from aet.pipeline.learning.trainable import MODES
-from aet.pipeline.learning.loop import Example, Trainer, TrainSettings, evaluate, seed_everything, stratified_split
 
 log = logging.getLogger(__name__)
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -49,12 +50,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "att": {"replay": False, "ewc": False, "att": True},
     "aet": {"replay": True, "ewc": True, "att": True},
 }
+
+
 def _label_mix(examples: Sequence[Example]) -> dict[str, int]:
     return {label: sum(e.label == i for e in examples) for i, label in enumerate(LABELS)}
 
 
-def train_champion(examples: Sequence[Example], *, epochs: int, seed: int, cache: Path | None, max_length: int,
-                   progress: bool) -> tuple[SentimentModel, dict[str, Any]]:
+def train_champion(
+    examples: Sequence[Example], *, epochs: int, seed: int, cache: Path | None, max_length: int, progress: bool
+) -> tuple[SentimentModel, dict[str, Any]]:
     """Fine-tune MiniLM (fresh head, every weight) on the old corpus; cached by a digest of data and settings."""
     recipe = ["minilm", "lr=1e-4", "batch=16", "grouped", epochs, seed, max_length]
     digest = hashlib.sha256(json.dumps([[e.id, e.label] for e in examples] + recipe).encode())
@@ -68,10 +72,19 @@ def train_champion(examples: Sequence[Example], *, epochs: int, seed: int, cache
     model = SentimentModel.load("minilm", version="champion", max_length=max_length, device="cpu", new_head=True)
     train, val = stratified_split(examples, 0.1, seed)
     started = time.perf_counter()
-    result = Trainer(model, TrainSettings(epochs=epochs, learning_rate=1e-4, batch_size=16, seed=seed),
-                     progress=progress, group_by_length=True).fit(train, val)
-    facts = {"train_seconds": round(time.perf_counter() - started, 1), "n_train": len(train), "epochs": epochs,
-             "best_epoch": result.best_epoch, "history": result.history}
+    result = Trainer(
+        model,
+        TrainSettings(epochs=epochs, learning_rate=1e-4, batch_size=16, seed=seed),
+        progress=progress,
+        group_by_length=True,
+    ).fit(train, val)
+    facts = {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "n_train": len(train),
+        "epochs": epochs,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+    }
     if path is not None:
         model.save(path)
         (path / "bench-facts.json").write_text(json.dumps(facts))
@@ -80,18 +93,33 @@ def train_champion(examples: Sequence[Example], *, epochs: int, seed: int, cache
 
 def _objective(config: str, lambda_ewc: float, lambda_att: float) -> Objective:
     c = CONFIGS[config]
-    return Objective(replay=c["replay"], lambda_ewc=lambda_ewc if c["ewc"] else 0.0,
-                     lambda_att=lambda_att if c["att"] else 0.0)
+    return Objective(
+        replay=c["replay"], lambda_ewc=lambda_ewc if c["ewc"] else 0.0, lambda_att=lambda_att if c["att"] else 0.0
+    )
 
 
-def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemotions",
-                    data_dir: Path | None = None, n_old_train: int | None = 2000, n_new: int = 600,
-                    n_test: int | None = 400, replay_capacity: int = 600, modes: Sequence[str] = MODES,
-                    configs: Sequence[str] = tuple(CONFIGS), epochs: int = 2, champion_epochs: int = 2,
-                    lambda_ewc: float | None = None, lambda_att: float | None = None,
-                    base: AdaptConfig | None = None, max_length: int = 64, seed: int = 13,
-                    out: Path = Path("bench-results"), cache: Path | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+def adapt_benchmark(
+    *,
+    old: str = "financial_phrasebank",
+    new: str = "stockemotions",
+    data_dir: Path | None = None,
+    n_old_train: int | None = 2000,
+    n_new: int = 600,
+    n_test: int | None = 400,
+    replay_capacity: int = 600,
+    modes: Sequence[str] = MODES,
+    configs: Sequence[str] = tuple(CONFIGS),
+    epochs: int = 2,
+    champion_epochs: int = 2,
+    lambda_ewc: float | None = None,
+    lambda_att: float | None = None,
+    base: AdaptConfig | None = None,
+    max_length: int = 64,
+    seed: int = 13,
+    out: Path = Path("bench-results"),
+    cache: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run every (mode, objective) pair from one champion; write ``adapt.json`` and ``adapt.png`` under ``out``."""
     if {old, new} in TWINS or old == new:
         raise ValueError(f"{old} and {new} share texts (see the shared data README): pick independent corpora")
@@ -112,9 +140,14 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
     new_test = subsample(new_test_all, n_test, seed + 3)
     recent_train, recent_val = stratified_split(new_pool, 0.1, seed)
 
-    champion, champion_facts = train_champion(old_train, epochs=champion_epochs, seed=seed,
-                                              cache=cache if cache is not None else out / "cache",
-                                              max_length=max_length, progress=progress)
+    champion, champion_facts = train_champion(
+        old_train,
+        epochs=champion_epochs,
+        seed=seed,
+        cache=cache if cache is not None else out / "cache",
+        max_length=max_length,
+        progress=progress,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         from aet.storage.db import Database
         from aet.storage.training_store import TrainingStore
@@ -128,16 +161,22 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
 
     def score(model: SentimentModel) -> dict[str, Any]:
         new_r, old_r = evaluate(model, new_test), evaluate(model, old_test)
-        return {"new_f1": new_r["macro_f1"], "old_f1": old_r["macro_f1"], "new_accuracy": new_r["accuracy"],
-                "old_accuracy": old_r["accuracy"], "new_predicted": new_r["predicted"],
-                "old_predicted": old_r["predicted"]}
+        return {
+            "new_f1": new_r["macro_f1"],
+            "old_f1": old_r["macro_f1"],
+            "new_accuracy": new_r["accuracy"],
+            "old_accuracy": old_r["accuracy"],
+            "new_predicted": new_r["predicted"],
+            "old_predicted": old_r["predicted"],
+        }
 
     champ_scores = score(champion)
     from aet.pipeline.learning.objective import estimate_fisher
 
     t = time.perf_counter()
-    champion_fisher = estimate_fisher(champion, replay_train, samples=base.fisher_samples,
-                                      batch_size=base.fisher_batch_size, seed=seed)
+    champion_fisher = estimate_fisher(
+        champion, replay_train, samples=base.fisher_samples, batch_size=base.fisher_batch_size, seed=seed
+    )
     fisher_seconds = time.perf_counter() - t
 
     results = []
@@ -148,50 +187,95 @@ def adapt_benchmark(*, old: str = "financial_phrasebank", new: str = "stockemoti
             validation = recent_val  # early stopping on the new domain, as the trainer role does
             log.info("adapting: mode=%s objective=%s", mode, objective.describe())
             seed_everything(seed)
-            r = adapt(champion, recent=recent_train, validation=validation, replay=replay_train,
-                      champion_fisher=champion_fisher, config=cfg, version=f"{mode}-{config}", progress=progress)
+            r = adapt(
+                champion,
+                recent=recent_train,
+                validation=validation,
+                replay=replay_train,
+                champion_fisher=champion_fisher,
+                config=cfg,
+                version=f"{mode}-{config}",
+                progress=progress,
+            )
             scores = score(r.model)
-            results.append({
-                "mode": mode, "config": config, "objective": objective.describe(),
-                "new_f1": round(scores["new_f1"], 4), "old_f1": round(scores["old_f1"], 4),
-                "new_accuracy": round(scores["new_accuracy"], 4), "old_accuracy": round(scores["old_accuracy"], 4),
-                "new_predicted": scores["new_predicted"], "old_predicted": scores["old_predicted"],
-                "new_gain": round(scores["new_f1"] - champ_scores["new_f1"], 4),
-                "old_drop": round(champ_scores["old_f1"] - scores["old_f1"], 4),
-                "train_seconds": round(r.seconds["train"], 1), "round_seconds": round(r.seconds["round"], 1),
-                "trainable_parameters": r.trainable_parameters, "samples_per_s": round(r.train.samples_per_s, 1),
-                "learning_rate": cfg.lr, "best_epoch": r.train.best_epoch, "stopped": r.train.stopped,
-                "examples": r.counts, "history": r.train.history,
-            })
+            results.append(
+                {
+                    "mode": mode,
+                    "config": config,
+                    "objective": objective.describe(),
+                    "new_f1": round(scores["new_f1"], 4),
+                    "old_f1": round(scores["old_f1"], 4),
+                    "new_accuracy": round(scores["new_accuracy"], 4),
+                    "old_accuracy": round(scores["old_accuracy"], 4),
+                    "new_predicted": scores["new_predicted"],
+                    "old_predicted": scores["old_predicted"],
+                    "new_gain": round(scores["new_f1"] - champ_scores["new_f1"], 4),
+                    "old_drop": round(champ_scores["old_f1"] - scores["old_f1"], 4),
+                    "train_seconds": round(r.seconds["train"], 1),
+                    "round_seconds": round(r.seconds["round"], 1),
+                    "trainable_parameters": r.trainable_parameters,
+                    "samples_per_s": round(r.train.samples_per_s, 1),
+                    "learning_rate": cfg.lr,
+                    "best_epoch": r.train.best_epoch,
+                    "stopped": r.train.stopped,
+                    "examples": r.counts,
+                    "history": r.train.history,
+                }
+            )
             log.info("%s", {k: v for k, v in results[-1].items() if k != "history"})
             del r
 
     report = {
         "benchmark": "adapt",
-        "old_corpus": old, "new_corpus": new,
+        "old_corpus": old,
+        "new_corpus": new,
         "data": {
-            "old_split": old_how, "new_split": new_how,
-            "old_train_used_for_champion": len(old_train), "old_train_available": len(old_train_all),
-            "old_test": len(old_test), "old_test_available": len(old_test_all),
-            "new_train": len(recent_train), "new_validation": len(recent_val), "new_available": len(new_train_all),
-            "new_test": len(new_test), "new_test_available": len(new_test_all),
-            "replay_reservoir": len(replay_all), "replay_train": len(replay_train),
-            "label_mix": {"old_test": _label_mix(old_test), "new_train": _label_mix(recent_train),
-                          "new_test": _label_mix(new_test), "replay": _label_mix(replay_all)},
+            "old_split": old_how,
+            "new_split": new_how,
+            "old_train_used_for_champion": len(old_train),
+            "old_train_available": len(old_train_all),
+            "old_test": len(old_test),
+            "old_test_available": len(old_test_all),
+            "new_train": len(recent_train),
+            "new_validation": len(recent_val),
+            "new_available": len(new_train_all),
+            "new_test": len(new_test),
+            "new_test_available": len(new_test_all),
+            "replay_reservoir": len(replay_all),
+            "replay_train": len(replay_train),
+            "label_mix": {
+                "old_test": _label_mix(old_test),
+                "new_train": _label_mix(recent_train),
+                "new_test": _label_mix(new_test),
+                "replay": _label_mix(replay_all),
+            },
             "note": "subsets drawn with fixed seeds to keep the run short on a CPU; test splits are never trained on. "
-                    "macro-F1 averages over the classes in the truth or the predictions (as scikit-learn does), "
-                    "so on a corpus without neutrals a single neutral prediction adds a class with F1 = 0; "
-                    "accuracy and the predicted label mix are reported alongside",
+            "macro-F1 averages over the classes in the truth or the predictions (as scikit-learn does), "
+            "so on a corpus without neutrals a single neutral prediction adds a class with F1 = 0; "
+            "accuracy and the predicted label mix are reported alongside",
         },
-        "settings": {"epochs": base.epochs, "batch_size": base.batch_size, "replay_ratio": base.replay_ratio,
-                     "lambda_ewc": lambda_ewc, "lambda_att": lambda_att, "fisher_samples": base.fisher_samples,
-                     "fisher_batch_size": base.fisher_batch_size, "fisher_gamma": base.fisher_gamma,
-                     "patience": base.patience, "lora_r": base.lora_r, "lora_alpha": base.lora_alpha,
-                     "max_length": max_length, "seed": seed, "champion_epochs": champion_epochs},
+        "settings": {
+            "epochs": base.epochs,
+            "batch_size": base.batch_size,
+            "replay_ratio": base.replay_ratio,
+            "lambda_ewc": lambda_ewc,
+            "lambda_att": lambda_att,
+            "fisher_samples": base.fisher_samples,
+            "fisher_batch_size": base.fisher_batch_size,
+            "fisher_gamma": base.fisher_gamma,
+            "patience": base.patience,
+            "lora_r": base.lora_r,
+            "lora_alpha": base.lora_alpha,
+            "max_length": max_length,
+            "seed": seed,
+            "champion_epochs": champion_epochs,
+        },
         "environment": environment(),
-        "champion": {**{k: round(v, 4) if isinstance(v, float) else v for k, v in champ_scores.items()},
-                     "facts": champion_facts,
-                     "fisher_seconds": round(fisher_seconds, 1)},
+        "champion": {
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in champ_scores.items()},
+            "facts": champion_facts,
+            "fisher_seconds": round(fisher_seconds, 1),
+        },
         "results": results,
         "targets": _targets(champ_scores, results),
         "seconds": round(time.perf_counter() - started, 1),
@@ -212,10 +296,12 @@ def _targets(champ: dict[str, float], results: list[dict[str, Any]]) -> dict[str
         aet, plain = by.get((mode, "aet")), by.get((mode, "plain"))
         if aet is None:
             continue
-        entry: dict[str, Any] = {"aet_new_gain_points": round(100 * aet["new_gain"], 1),
-                                 "new_gain_at_least_10_points": aet["new_gain"] >= 0.10,
-                                 "aet_round_seconds": aet["round_seconds"],
-                                 "round_under_60s": aet["round_seconds"] < 60}
+        entry: dict[str, Any] = {
+            "aet_new_gain_points": round(100 * aet["new_gain"], 1),
+            "new_gain_at_least_10_points": aet["new_gain"] >= 0.10,
+            "aet_round_seconds": aet["round_seconds"],
+            "round_under_60s": aet["round_seconds"] < 60,
+        }
         if plain is not None:
             entry["plain_old_drop_points"] = round(100 * plain["old_drop"], 1)
             entry["aet_old_drop_points"] = round(100 * aet["old_drop"], 1)
@@ -224,9 +310,18 @@ def _targets(champ: dict[str, float], results: list[dict[str, Any]]) -> dict[str
     return out
 
 
-def gpu_train_benchmark(*, data: Path | None = None, n: int = 1000, mode: str = "attention", epochs: int = 1,
-                        device: str = "auto", max_length: int = 64, seed: int = 13, out: Path = Path("bench-results"),
-                        progress: bool = True) -> dict[str, Any]:
+def gpu_train_benchmark(
+    *,
+    data: Path | None = None,
+    n: int = 1000,
+    mode: str = "attention",
+    epochs: int = 1,
+    device: str = "auto",
+    max_length: int = 64,
+    seed: int = 13,
+    out: Path = Path("bench-results"),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Time one adaptation round (full AET objective) on ``n`` labeled examples: bf16 autocast on CUDA, float32 on CPU.
 
     The model is MiniLM with a fresh head (throughput does not depend on what it knows); replay examples are
@@ -235,7 +330,9 @@ def gpu_train_benchmark(*, data: Path | None = None, n: int = 1000, mode: str = 
     path = data
     if path is None:
         shared = shared_data_dir()
-        default = (shared / "twitter_financial_news_sentiment" / "twitter_financial_news_sentiment.jsonl") if shared else None
+        default = (
+            (shared / "twitter_financial_news_sentiment" / "twitter_financial_news_sentiment.jsonl") if shared else None
+        )
         path = default if default is not None and default.is_file() else EXAMPLES / "train.jsonl"
     rows = load_corpus(Path(path))
     examples = subsample([example(r) for r in rows], n + n // 2, seed)
@@ -249,17 +346,27 @@ def gpu_train_benchmark(*, data: Path | None = None, n: int = 1000, mode: str = 
     config = AdaptConfig(mode=mode, epochs=epochs, patience=None, seed=seed)
     r = adapt(model, recent=recent, replay=replay, config=config, version="gpu-check", progress=progress)
     if target.type == "cuda":
-        peak = {"cuda_peak_allocated_mib": round(torch.cuda.max_memory_allocated(target) / 2**20, 1),
-                "cuda_peak_reserved_mib": round(torch.cuda.max_memory_reserved(target) / 2**20, 1)}
+        peak = {
+            "cuda_peak_allocated_mib": round(torch.cuda.max_memory_allocated(target) / 2**20, 1),
+            "cuda_peak_reserved_mib": round(torch.cuda.max_memory_reserved(target) / 2**20, 1),
+        }
     else:
         peak = {"process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     report = {
-        "benchmark": "gpu-train", "device": str(target),
+        "benchmark": "gpu-train",
+        "device": str(target),
         "precision": "bf16 autocast (float32 weights)" if target.type == "cuda" else "float32",
-        "data": str(path), "examples": r.counts, "mode": mode, "objective": config.objective.describe(),
-        "epochs": epochs, "max_length": max_length, "trainable_parameters": r.trainable_parameters,
-        "samples_per_s": round(r.train.samples_per_s, 1), "seconds": {k: round(v, 2) for k, v in r.seconds.items()},
-        "peak_memory": peak, "environment": environment(),
+        "data": str(path),
+        "examples": r.counts,
+        "mode": mode,
+        "objective": config.objective.describe(),
+        "epochs": epochs,
+        "max_length": max_length,
+        "trainable_parameters": r.trainable_parameters,
+        "samples_per_s": round(r.train.samples_per_s, 1),
+        "seconds": {k: round(v, 2) for k, v in r.seconds.items()},
+        "peak_memory": peak,
+        "environment": environment(),
         "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
     }
     write_report(report, out, "gpu-train", {"samples/s": r.train.samples_per_s}, "training samples/s")

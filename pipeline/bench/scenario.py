@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +30,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aet.pipeline.bench.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
-from aet.pipeline.records import LABELS, Message
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.records import LABELS, Message
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
-START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 class Phase(BaseModel):
@@ -57,8 +57,11 @@ class Scenario(BaseModel):
     seed: int = 13
     phases: list[Phase] = Field(min_length=1)
     bootstrap: int = Field(default=1500, ge=10, description="first-phase train examples the champion is trained on")
-    source: Literal["news", "chat"] | None = Field(default=None, description="publish every message under this source (one feed whose "
-                               "language changes); default: each corpus's own source")
+    source: Literal["news", "chat"] | None = Field(
+        default=None,
+        description="publish every message under this source (one feed whose "
+        "language changes); default: each corpus's own source",
+    )
     label_fraction: float = Field(default=0.3, gt=0, le=1)
     label_delay: int = Field(default=20, ge=0, description="messages between a message and its label")
     interval_s: float = Field(default=60.0, gt=0, description="virtual seconds between two messages")
@@ -69,19 +72,20 @@ class Scenario(BaseModel):
     periodic_every: int = Field(default=300, ge=10, description="labels between two retrains of 'periodic'")
     oracle_epochs: int = Field(default=1, ge=1)
     strategies: list[Literal["static", "river", "periodic", "aet", "oracle"]] = Field(
-        default_factory=lambda: ["static", "river", "periodic", "aet", "oracle"])
+        default_factory=lambda: ["static", "river", "periodic", "aet", "oracle"]
+    )
     settings: dict[str, Any] = Field(default_factory=dict, description="AET settings overrides (monitor, retrain...)")
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides for --quick; 'phase_n' sizes phases")
 
     @model_validator(mode="after")
-    def _independent(self) -> "Scenario":
+    def _independent(self) -> Scenario:
         corpora = {p.corpus for p in self.phases}
         for twins in TWINS:
             if twins <= corpora:
                 raise ValueError(f"{sorted(twins)} share texts (see the shared data README): do not mix them")
         return self
 
-    def quick_variant(self) -> "Scenario":
+    def quick_variant(self) -> Scenario:
         """The scenario with its ``quick`` overrides applied."""
         overrides = dict(self.quick)
         sizes = overrides.pop("phase_n", None)
@@ -134,12 +138,12 @@ class Stream:
     def labels_due(self, start: int, end: int) -> list[StreamItem]:
         """Labeled items whose label arrives once messages [start, end) have been published."""
         delay = self.scenario.label_delay
-        return [it for it in self.items[max(0, start - delay):max(0, end - delay)] if it.labeled]
+        return [it for it in self.items[max(0, start - delay) : max(0, end - delay)] if it.labeled]
 
     def label_tail(self) -> list[StreamItem]:
         """Labels still due after the last message (the stream ends, the labels keep coming)."""
         n, delay = len(self.items), self.scenario.label_delay
-        return [it for it in self.items[max(0, n - delay):] if it.labeled]
+        return [it for it in self.items[max(0, n - delay) :] if it.labeled]
 
     def phase_of(self, index: int) -> int:
         for k, (start, end) in enumerate(self.phase_bounds):
@@ -167,7 +171,7 @@ def build_stream(scenario: Scenario, data_dir: Path | None = None, start: dateti
         tests[corpus] = subsample(test, scenario.n_test, seed)
         splits[corpus] = how
     first = scenario.phases[0].corpus
-    boot_rows, pools[first] = pools[first][:scenario.bootstrap], pools[first][scenario.bootstrap:]
+    boot_rows, pools[first] = pools[first][: scenario.bootstrap], pools[first][scenario.bootstrap :]
     bootstrap = [example(r) for r in boot_rows]
     rng = random.Random(seed)
     items: list[StreamItem] = []
@@ -175,16 +179,22 @@ def build_stream(scenario: Scenario, data_dir: Path | None = None, start: dateti
     for k, phase in enumerate(scenario.phases):
         pool = pools[phase.corpus]
         if len(pool) < phase.n:
-            raise ValueError(f"phase {phase.name}: {phase.corpus} has {len(pool)} unused train messages, "
-                             f"{phase.n} asked for")
-        rows, pools[phase.corpus] = pool[:phase.n], pool[phase.n:]
+            raise ValueError(
+                f"phase {phase.name}: {phase.corpus} has {len(pool)} unused train messages, {phase.n} asked for"
+            )
+        rows, pools[phase.corpus] = pool[: phase.n], pool[phase.n :]
         first_index = len(items)
         for r in rows:
             i = len(items)
-            message = Message(id=f"{phase.name}:{r['id']}", source=scenario.source or r.get("source") or "news",
-                              channel=phase.corpus, text=r["text"],
-                              ts=start + timedelta(seconds=i * scenario.interval_s),
-                              entities=_entities(r), meta={"phase": phase.name, "corpus": phase.corpus})
+            message = Message(
+                id=f"{phase.name}:{r['id']}",
+                source=scenario.source or r.get("source") or "news",
+                channel=phase.corpus,
+                text=r["text"],
+                ts=start + timedelta(seconds=i * scenario.interval_s),
+                entities=_entities(r),
+                meta={"phase": phase.name, "corpus": phase.corpus},
+            )
             items.append(StreamItem(i, k, message, LABELS.index(r["label"]), rng.random() < scenario.label_fraction))
         bounds.append((first_index, len(items)))
     return Stream(scenario, bootstrap, items, tests, bounds, splits)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
-from aet.pipeline.model import SentimentModel
 from aet.pipeline.bench.scenario import StreamItem
 from aet.pipeline.learning.loop import Example, evaluate, stratified_split
+from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
+from aet.pipeline.model import SentimentModel
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class Periodic(Static):
         if len(self.pending) < self.every:
             return
         train, validation = stratified_split(self.pending, 0.1, self.config.seed)
-        result = adapt(self.model, recent=train, validation=validation, config=self.config,
-                       version=f"periodic-{self.retrains + 1}")
+        result = adapt(
+            self.model, recent=train, validation=validation, config=self.config, version=f"periodic-{self.retrains + 1}"
+        )
         self.model = result.model
         self.retrains += 1
         self.train_seconds += result.seconds["round"]
@@ -129,7 +131,8 @@ class RiverText(Strategy):
         from river import feature_extraction, linear_model, multiclass, optim
 
         self.model = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2)) | multiclass.OneVsRestClassifier(
-            linear_model.LogisticRegression(optimizer=optim.SGD(0.5)))
+            linear_model.LogisticRegression(optimizer=optim.SGD(0.5))
+        )
         started = time.perf_counter()
         for e in bootstrap:
             self.model.learn_one(e.text, e.label)

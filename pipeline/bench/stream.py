@@ -34,19 +34,20 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from aet.pipeline.learning.round import AdaptConfig
 from aet.pipeline.bench.common import environment
-from aet.pipeline.evaluation import report
-from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
-from aet.pipeline.records import LABELS, LabelRecord, ScoredMessage, decode, utcnow
 from aet.pipeline.bench.scenario import Scenario, Stream, StreamItem, build_stream
 from aet.pipeline.bench.strategies import Oracle, Periodic, RiverText, Static, Strategy, plain
+from aet.pipeline.evaluation import report
 from aet.pipeline.learning.loop import Example, evaluate
+from aet.pipeline.learning.round import AdaptConfig
+from aet.pipeline.records import LABELS, LabelRecord, ScoredMessage, decode, utcnow
+from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT_S = 600.0
@@ -109,8 +110,9 @@ class AetLoop(Strategy):
 
     def learn(self, items: Sequence[StreamItem], position: int) -> None:
         for it in items:
-            record = LabelRecord(message_id=it.message.id, label=LABELS[it.truth], ts=self.clock.now,
-                                 annotator="scenario")
+            record = LabelRecord(
+                message_id=it.message.id, label=LABELS[it.truth], ts=self.clock.now, annotator="scenario"
+            )
             self.app.bus.publish(self.topics.labels, record.to_bytes(), key=it.message.id)
         self.app.bus.flush()
         self._settle()
@@ -147,8 +149,12 @@ class AetLoop(Strategy):
     def _settle(self) -> None:
         """Wait until every role has committed everything published so far."""
         t = self.topics
-        pending = [(self.scorer, [t.messages]), (self.labels, [t.labels]), (self.monitor, [t.scored, t.labels]),
-                   (self.alerter, [t.scored])]
+        pending = [
+            (self.scorer, [t.messages]),
+            (self.labels, [t.labels]),
+            (self.monitor, [t.scored, t.labels]),
+            (self.alerter, [t.scored]),
+        ]
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:
             failed = [th.error for th in self.threads if th.error is not None]
@@ -205,8 +211,16 @@ def phase_scores(stream: Stream, predictions: Sequence[int]) -> list[dict[str, A
         labeled = [it for it in stream.items[start:end] if it.labeled]
         r = report([it.truth for it in labeled], [predictions[it.index] for it in labeled])
         phase = stream.scenario.phases[k]
-        out.append({"phase": phase.name, "corpus": phase.corpus, "messages": end - start, "labeled": r["n"],
-                    "accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4)})
+        out.append(
+            {
+                "phase": phase.name,
+                "corpus": phase.corpus,
+                "messages": end - start,
+                "labeled": r["n"],
+                "accuracy": round(r["accuracy"], 4),
+                "macro_f1": round(r["macro_f1"], 4),
+            }
+        )
     return out
 
 
@@ -223,8 +237,10 @@ def windows(stream: Stream, predictions: Sequence[int], size: int) -> list[tuple
     labeled = [it for it in stream.items if it.labeled]
     out = []
     for i in range(0, len(labeled) - size + 1, size):
-        w = labeled[i:i + size]
-        out.append((w[-1].index, round(report([it.truth for it in w], [predictions[it.index] for it in w])["macro_f1"], 4)))
+        w = labeled[i : i + size]
+        out.append(
+            (w[-1].index, round(report([it.truth for it in w], [predictions[it.index] for it in w])["macro_f1"], 4))
+        )
     return out
 
 
@@ -234,16 +250,24 @@ def drift_delays(stream: Stream, loop: AetLoop) -> dict[str, Any]:
     events = []
     for e in loop.events("drift"):
         position = index.get(e.payload.get("message_id"))
-        events.append({"position": position, "detector": e.payload.get("detector"),
-                       "phase": stream.scenario.phases[stream.phase_of(position)].name if position is not None else None})
+        events.append(
+            {
+                "position": position,
+                "detector": e.payload.get("detector"),
+                "phase": stream.scenario.phases[stream.phase_of(position)].name if position is not None else None,
+            }
+        )
     positions = sorted(e["position"] for e in events if e["position"] is not None)
     delays = {}
     for k, (start, end) in enumerate(stream.phase_bounds[1:], start=1):
         first = next((p for p in positions if start <= p < end), None)
         delays[stream.scenario.phases[k].name] = None if first is None else first - start
     first_end = stream.phase_bounds[0][1]
-    return {"events": events, "delay_messages": delays,
-            "false_alarms_first_phase": sum(1 for p in positions if p < first_end)}
+    return {
+        "events": events,
+        "delay_messages": delays,
+        "false_alarms_first_phase": sum(1 for p in positions if p < first_end),
+    }
 
 
 @contextlib.contextmanager
@@ -271,13 +295,19 @@ def _write_examples(examples: Sequence[Example], path: Path) -> Path:
     return path
 
 
-def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: Path = Path("bench-results"),
-                     bus: str = "memory", bootstrap_servers: str | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+def stream_benchmark(
+    scenario: Scenario,
+    *,
+    data_dir: Path | None = None,
+    out: Path = Path("bench-results"),
+    bus: str = "memory",
+    bootstrap_servers: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run every strategy of ``scenario`` on the same stream; write ``stream.json`` and ``stream.png``."""
     from aet.pipeline.config import load_settings, merge_overrides
-    from aet.pipeline.runtime import App
     from aet.pipeline.learning.loop import seed_everything
+    from aet.pipeline.runtime import App
 
     started = time.perf_counter()
     # Event time starts at the wall clock: the trainer and the registry stamp their rows with it.
@@ -287,10 +317,16 @@ def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: P
     curves: dict[str, list[tuple[int, float]]] = {}
     first_test = stream.tests[scenario.phases[0].corpus]
     with tempfile.TemporaryDirectory(prefix="aet-bench-stream-") as tmp, _bus_settings(bus, bootstrap_servers) as b:
-        overrides = merge_overrides({"home": Path(tmp) / "aet", "bus": b,
-                            "train": {"seed": scenario.seed},
-                            "monitor": {"champion_check_s": 0, "seed": scenario.seed},
-                            "retrain": {"mode": scenario.mode, "seed": scenario.seed}}, scenario.settings)
+        overrides = merge_overrides(
+            {
+                "home": Path(tmp) / "aet",
+                "bus": b,
+                "train": {"seed": scenario.seed},
+                "monitor": {"champion_check_s": 0, "seed": scenario.seed},
+                "retrain": {"mode": scenario.mode, "seed": scenario.seed},
+            },
+            scenario.settings,
+        )
         settings = load_settings(**overrides)
         app = App(settings)
         try:
@@ -309,10 +345,15 @@ def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: P
                 results[name] = {
                     "phases": phase_scores(stream, predictions),
                     "post_drift": post_drift_score(stream, predictions),
-                    "retrains": strategy.retrains, "train_seconds": round(strategy.train_seconds, 1),
-                    "swaps": strategy.swaps, "wall_seconds": round(time.perf_counter() - t, 1),
-                    "forgetting": {"corpus": scenario.phases[0].corpus, "before": _score(before)["macro_f1"],
-                                   "after": tests[scenario.phases[0].corpus]["macro_f1"]},
+                    "retrains": strategy.retrains,
+                    "train_seconds": round(strategy.train_seconds, 1),
+                    "swaps": strategy.swaps,
+                    "wall_seconds": round(time.perf_counter() - t, 1),
+                    "forgetting": {
+                        "corpus": scenario.phases[0].corpus,
+                        "before": _score(before)["macro_f1"],
+                        "after": tests[scenario.phases[0].corpus]["macro_f1"],
+                    },
                     "test_after_stream": tests,
                 }
                 f = results[name]["forgetting"]
@@ -324,20 +365,31 @@ def stream_benchmark(scenario: Scenario, *, data_dir: Path | None = None, out: P
                     results[name]["retrain_requests"] = len(strategy.events("retrain_request"))
                     results[name]["rollbacks"] = len(strategy.events("rollback"))
                     results[name]["alerts"] = len(strategy.alerter.raised)
-                    results[name]["models"] = [{"version": m.version, "status": m.status, "parent": m.parent}
-                                               for m in app.registry.list()]
+                    results[name]["models"] = [
+                        {"version": m.version, "status": m.status, "parent": m.parent} for m in app.registry.list()
+                    ]
                 strategy.close()
-                log.info("stream %s: %s", name, {k: v for k, v in results[name].items() if k in ("phases", "post_drift")})
+                log.info(
+                    "stream %s: %s", name, {k: v for k, v in results[name].items() if k in ("phases", "post_drift")}
+                )
         finally:
             app.close()
     report_ = {
-        "benchmark": "stream", "scenario": scenario.model_dump(), "bus": bus,
-        "data": {"splits": stream.splits, "bootstrap": len(stream.bootstrap), "messages": len(stream.items),
-                 "labeled": sum(it.labeled for it in stream.items),
-                 "tests": {c: len(e) for c, e in stream.tests.items()},
-                 "phase_bounds": stream.phase_bounds},
+        "benchmark": "stream",
+        "scenario": scenario.model_dump(),
+        "bus": bus,
+        "data": {
+            "splits": stream.splits,
+            "bootstrap": len(stream.bootstrap),
+            "messages": len(stream.items),
+            "labeled": sum(it.labeled for it in stream.items),
+            "tests": {c: len(e) for c, e in stream.tests.items()},
+            "phase_bounds": stream.phase_bounds,
+        },
         "bootstrap_seconds": round(bootstrap_seconds, 1),
-        "environment": environment(), "results": results, "targets": targets(results),
+        "environment": environment(),
+        "results": results,
+        "targets": targets(results),
         "seconds": round(time.perf_counter() - started, 1),
     }
     _write(report_, curves, stream, out)
@@ -355,18 +407,21 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["aet_minus_static_post_drift_points"] = round(gain, 1)
         out["at_least_10_points_above_static"] = gain >= 10
     if "river" in results:
-        margins = [round(100 * (a["macro_f1"] - r["macro_f1"]), 1)
-                   for a, r in zip(aet["phases"], results["river"]["phases"])]
+        margins = [
+            round(100 * (a["macro_f1"] - r["macro_f1"]), 1) for a, r in zip(aet["phases"], results["river"]["phases"])
+        ]
         out["aet_minus_river_per_phase_points"] = margins
         out["above_river_every_phase"] = all(m > 0 for m in margins)
     if "periodic" in results:
         p = results["periodic"]
         gap = 100 * (p["post_drift"]["macro_f1"] - aet["post_drift"]["macro_f1"])
         out["periodic_minus_aet_post_drift_points"] = round(gap, 1)
-        out["train_seconds_aet_over_periodic"] = (round(aet["train_seconds"] / p["train_seconds"], 2)
-                                                  if p["train_seconds"] else None)
+        out["train_seconds_aet_over_periodic"] = (
+            round(aet["train_seconds"] / p["train_seconds"], 2) if p["train_seconds"] else None
+        )
         out["within_2_points_of_periodic_with_half_the_training"] = (
-            gap <= 2 and p["train_seconds"] > 0 and aet["train_seconds"] <= p["train_seconds"] / 2)
+            gap <= 2 and p["train_seconds"] > 0 and aet["train_seconds"] <= p["train_seconds"] / 2
+        )
     out["aet_forgetting_points"] = aet["forgetting"]["change_points"]
     out["forgetting_no_worse_than_2_points"] = aet["forgetting"]["change_points"] >= -2
     return out
@@ -409,8 +464,9 @@ def _write(report_: dict[str, Any], curves: dict[str, list[tuple[int, float]]], 
             ax.plot(*zip(*points), marker=".", linewidth=1.5 if name == "aet" else 1, label=name)
     for k, (start, _) in enumerate(stream.phase_bounds):
         ax.axvline(start, color="#999", linewidth=1)
-        ax.text(start, 1.0, f" {stream.scenario.phases[k].name}: {stream.scenario.phases[k].corpus}", fontsize=7,
-                va="top")
+        ax.text(
+            start, 1.0, f" {stream.scenario.phases[k].name}: {stream.scenario.phases[k].corpus}", fontsize=7, va="top"
+        )
     aet = report_["results"].get("aet", {})
     for e in aet.get("drift", {}).get("events", []):
         if e["position"] is not None:

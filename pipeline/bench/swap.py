@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,25 @@ def _percentiles(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
     a = np.asarray(values) * 1000
-    return {"n": len(values), "p50_ms": round(float(np.percentile(a, 50)), 1),
-            "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+    return {
+        "n": len(values),
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p99_ms": round(float(np.percentile(a, 99)), 1),
+        "max_ms": round(float(a.max()), 1),
+    }
 
 
-def swap_benchmark(app: Any, *, rate: float = 30.0, steady_s: float = 20.0, swaps: int = 4, every_s: float = 15.0,
-                   data: Path | None = None, bootstrap_data: Path | None = None,
-                   out: Path = Path("bench-results")) -> dict[str, Any]:
+def swap_benchmark(
+    app: Any,
+    *,
+    rate: float = 30.0,
+    steady_s: float = 20.0,
+    swaps: int = 4,
+    every_s: float = 15.0,
+    data: Path | None = None,
+    bootstrap_data: Path | None = None,
+    out: Path = Path("bench-results"),
+) -> dict[str, Any]:
     """Run the timeline described in the module docstring; write ``swap.json`` and ``swap.png`` under ``out``."""
     from aet.pipeline.config import BusSettings
     from aet.pipeline.runtime import App
@@ -63,32 +75,56 @@ def swap_benchmark(app: Any, *, rate: float = 30.0, steady_s: float = 20.0, swap
     duration = steady_s + swaps * every_s
     rows, source = load_texts(data, int(rate * duration) + 100)
     with tempfile.TemporaryDirectory(prefix="aet-bench-swap-") as tmp:
-        settings = app.settings.model_copy(update={
-            "home": Path(tmp), "database_url": None, "bus": BusSettings(backend="memory"),
-            "scorer": app.settings.scorer.model_copy(update={"hot_swap": True, "registry_poll_s": 3600.0}),
-        })
+        settings = app.settings.model_copy(
+            update={
+                "home": Path(tmp),
+                "database_url": None,
+                "bus": BusSettings(backend="memory"),
+                "scorer": app.settings.scorer.model_copy(update={"hot_swap": True, "registry_poll_s": 3600.0}),
+            }
+        )
         bench = App(settings)
         try:
             copy = Path(tmp) / "copy"
             shutil.copytree(champion.artifact_path, copy)
             labels = list(champion.labels)
-            bench.registry.register(version="v0001", artifact_path=champion.artifact_path, sha256=champion.sha256,
-                                    backbone=champion.backbone, labels=labels, status="champion")
-            bench.registry.register(version="v0002", artifact_path=str(copy), sha256=champion.sha256,
-                                    backbone=champion.backbone, labels=labels, parent="v0001")
+            bench.registry.register(
+                version="v0001",
+                artifact_path=champion.artifact_path,
+                sha256=champion.sha256,
+                backbone=champion.backbone,
+                labels=labels,
+                status="champion",
+            )
+            bench.registry.register(
+                version="v0002",
+                artifact_path=str(copy),
+                sha256=champion.sha256,
+                backbone=champion.backbone,
+                labels=labels,
+                parent="v0001",
+            )
             report = _run(bench, rows, rate=rate, steady_s=steady_s, swaps=swaps, every_s=every_s)
         finally:
             bench.close()
-    report = {"benchmark": "swap", "model": {"version": champion.version, "backbone": champion.backbone,
-                                             "artifact": champion.artifact_path},
-              "data": source, "rate_msgs_per_s": rate, "steady_s": steady_s, "every_s": every_s,
-              "scorer_settings": app.settings.scorer.model_dump(), "environment": environment(), **report}
+    report = {
+        "benchmark": "swap",
+        "model": {"version": champion.version, "backbone": champion.backbone, "artifact": champion.artifact_path},
+        "data": source,
+        "rate_msgs_per_s": rate,
+        "steady_s": steady_s,
+        "every_s": every_s,
+        "scorer_settings": app.settings.scorer.model_dump(),
+        "environment": environment(),
+        **report,
+    }
     _write(report, out)
     return report
 
 
-def _run(bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float, swaps: int,
-         every_s: float) -> dict[str, Any]:
+def _run(
+    bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float, swaps: int, every_s: float
+) -> dict[str, Any]:
     from aet.pipeline.runtime import WorkerThread
 
     topics = bench.settings.topics
@@ -102,8 +138,13 @@ def _run(bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float
             due = start + i / rate
             if stop.wait(max(0.0, due - time.monotonic())) or done.is_set():
                 break
-            m = Message(id=f"swap-{i}", source=row.get("source", "news"), channel="bench", text=row["text"],
-                        ts=datetime.now(timezone.utc))
+            m = Message(
+                id=f"swap-{i}",
+                source=row.get("source", "news"),
+                channel="bench",
+                text=row["text"],
+                ts=datetime.now(UTC),
+            )
             bench.bus.publish(topics.messages, m.to_bytes(), key=f"k{i % 12}")
             published.append(m.id)
 
@@ -119,8 +160,9 @@ def _run(bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float
         stop.wait(steady_s)
         rss_before = process.memory_info().rss / 2**20
         for k in range(swaps):
-            event = promoter.promote("v0002", reason="bench swap") if k % 2 == 0 else \
-                promoter.rollback(reason="bench swap")
+            event = (
+                promoter.promote("v0002", reason="bench swap") if k % 2 == 0 else promoter.rollback(reason="bench swap")
+            )
             target = "v0002" if k % 2 == 0 else "v0001"
             events.append({"kind": event.kind, "to": target, "at": time.time()})
             bench.bus.publish(topics.control, event.to_bytes(), key=event.kind)
@@ -138,8 +180,10 @@ def _run(bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float
         swaps_done = scorer.swapper.swaps if scorer.swapper is not None else 0
 
     scored = [decode(ScoredMessage, r.value) for r in bench.bus.read_all(topics.scored)]
-    points = sorted(((m.scored_at.timestamp(), (m.scored_at - m.ts).total_seconds(), m.model_version)
-                     for m in scored), key=lambda p: p[0])
+    points = sorted(
+        ((m.scored_at.timestamp(), (m.scored_at - m.ts).total_seconds(), m.model_version) for m in scored),
+        key=lambda p: p[0],
+    )
     first_event = events[0]["at"] if events else float("inf")
     steady = [lat for t, lat, _ in points if started + WARMUP_S <= t < first_event]
     around = [lat for t, lat, _ in points if any(e["at"] <= t < e["at"] + AROUND_S for e in events)]
@@ -152,16 +196,26 @@ def _run(bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float
     ids = [m.id for m in scored]
     ratio = (around_p["p99_ms"] / steady_p["p99_ms"]) if steady and around else None
     return {
-        "swaps": events, "swaps_applied": swaps_done,
-        "seconds_to_first_new_score": {"max": max((t for t in to_first if t is not None), default=None),
-                                       "all": to_first},
-        "latency_steady": steady_p, "latency_around_swaps": around_p,
+        "swaps": events,
+        "swaps_applied": swaps_done,
+        "seconds_to_first_new_score": {
+            "max": max((t for t in to_first if t is not None), default=None),
+            "all": to_first,
+        },
+        "latency_steady": steady_p,
+        "latency_around_swaps": around_p,
         "p99_around_vs_steady": round(ratio, 2) if ratio is not None else None,
-        "messages": {"published": len(published), "scored": len(ids), "distinct_scored": len(set(ids)),
-                     "exactly_once": sorted(ids) == sorted(published)},
+        "messages": {
+            "published": len(published),
+            "scored": len(ids),
+            "distinct_scored": len(set(ids)),
+            "exactly_once": sorted(ids) == sorted(published),
+        },
         "rss_mib": {"before_swaps": round(rss_before, 1), "after_swaps": round(rss_after, 1)},
-        "targets": {"promotion_to_first_score_under_5s": all(t is not None and t < 5 for t in to_first),
-                    "p99_around_swap_under_2x_steady": ratio is not None and ratio < 2},
+        "targets": {
+            "promotion_to_first_score_under_5s": all(t is not None and t < 5 for t in to_first),
+            "p99_around_swap_under_2x_steady": ratio is not None and ratio < 2,
+        },
         "timeline": [(round(t - started, 3), round(lat * 1000, 1), v) for t, lat, v in points],
     }
 

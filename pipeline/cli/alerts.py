@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -34,15 +34,16 @@ def format_alert(a: Alert) -> str:
 
 def register(cli: ModuleType) -> None:
     """Add the alert commands to ``cli.app`` and ``cli.bench_app``."""
-    alerts_app = typer.Typer(help="Sentiment alerts in the terminal: list past ones, follow new ones.",
-                             no_args_is_help=True)
+    alerts_app = typer.Typer(
+        help="Sentiment alerts in the terminal: list past ones, follow new ones.", no_args_is_help=True
+    )
     cli.app.add_typer(alerts_app, name="alerts")
 
     @cli.app.command("alert")
     def alert(
-        stdout: Optional[bool] = typer.Option(None, "--stdout/--no-stdout", help="Also print alerts as JSON lines."),
-        webhook: Optional[list[str]] = typer.Option(None, help="POST alerts to this URL (repeatable)."),
-        gazetteer: Optional[Path] = typer.Option(None, help="YAML/JSON file of company names and aliases."),
+        stdout: bool | None = typer.Option(None, "--stdout/--no-stdout", help="Also print alerts as JSON lines."),
+        webhook: list[str] | None = typer.Option(None, help="POST alerts to this URL (repeatable)."),
+        gazetteer: Path | None = typer.Option(None, help="YAML/JSON file of company names and aliases."),
         drain: bool = typer.Option(False, help="Exit once every available scored message is processed."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
     ) -> None:
@@ -75,8 +76,8 @@ def register(cli: ModuleType) -> None:
 
     @alerts_app.command("list")
     def alerts_list(
-        entity: Optional[str] = typer.Option(None, help="Only this entity (e.g. $AAPL)."),
-        severity: Optional[str] = typer.Option(None, help="Only info, warning or critical."),
+        entity: str | None = typer.Option(None, help="Only this entity (e.g. $AAPL)."),
+        severity: str | None = typer.Option(None, help="Only info, warning or critical."),
         limit: int = typer.Option(20, help="At most this many, newest first."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
@@ -100,7 +101,7 @@ def register(cli: ModuleType) -> None:
 
     @alerts_app.command("follow")
     def alerts_follow(
-        entity: Optional[str] = typer.Option(None, help="Only this entity."),
+        entity: str | None = typer.Option(None, help="Only this entity."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
         recent: int = typer.Option(5, help="First print this many recent alerts."),
         count: int = typer.Option(0, help="Exit after this many new alerts (0: follow until Ctrl-C)."),
@@ -148,8 +149,8 @@ def register(cli: ModuleType) -> None:
 
     @cli.app.command("serve")
     def serve(
-        host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1: this machine only)."),
-        port: Optional[int] = typer.Option(None, help="Port (default 8765; 0: any free port)."),
+        host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1: this machine only)."),
+        port: int | None = typer.Option(None, help="Port (default 8765; 0: any free port)."),
     ) -> None:
         """Serve the analysts' page: live alert feed, sentiment over time per entity, model versions and drift."""
         from aet.adapters.web import AnalystServer
@@ -178,8 +179,9 @@ def register(cli: ModuleType) -> None:
         messages: int = typer.Option(200_000, help="Scored messages for the throughput run."),
         bursts: int = typer.Option(20, help="Bursts whose message-to-alert delay is measured."),
         out: Path = typer.Option(Path("bench-results"), help="Directory for alerts.json and alerts.png."),
-        scorer_rate: Optional[float] = typer.Option(
-            None, help="The scorer's messages/s to compare with (default: measured on the registered champion, if any)."),
+        scorer_rate: float | None = typer.Option(
+            None, help="The scorer's messages/s to compare with (default: measured on the registered champion, if any)."
+        ),
     ) -> None:
         """Scored messages/s through the alert engine with many entities, and burst-to-alert delay."""
         from aet.pipeline.bench.alerts import alerts_benchmark
@@ -187,8 +189,9 @@ def register(cli: ModuleType) -> None:
         s = cli.settings()
         application = cli._open_app(s)
         try:
-            result = alerts_benchmark(application, entities=entities, messages=messages, bursts=bursts, out=out,
-                                      scorer_rate=scorer_rate)
+            result = alerts_benchmark(
+                application, entities=entities, messages=messages, bursts=bursts, out=out, scorer_rate=scorer_rate
+            )
         finally:
             application.close()
         cli._print_json(result)

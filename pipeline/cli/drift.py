@@ -5,10 +5,9 @@ Registered on the main command line by :func:`register` (called from pipeline/cl
 
 from __future__ import annotations
 
-
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -21,9 +20,10 @@ def register(cli: ModuleType) -> None:
         drain: bool = typer.Option(False, help="Exit once every available scored message and label is processed."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
         embed: bool = typer.Option(True, help="Load the champion to embed messages (the embedding detector)."),
-        expected_run_length: Optional[int] = typer.Option(
-            None, help="Stationary messages per source expected between two false alarms (the alarm budget)."),
-        min_labels: Optional[int] = typer.Option(None, help="Labels since the drift point a retrain request needs."),
+        expected_run_length: int | None = typer.Option(
+            None, help="Stationary messages per source expected between two false alarms (the alarm budget)."
+        ),
+        min_labels: int | None = typer.Option(None, help="Labels since the drift point a retrain request needs."),
     ) -> None:
         """Run the drift monitor role: aet.scored and aet.labels in, drift events and retrain requests out.
 
@@ -52,7 +52,7 @@ def register(cli: ModuleType) -> None:
     def drift(
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         limit: int = typer.Option(50, help="Newest N events."),
-        source: Optional[str] = typer.Option(None, help="Only this source (news, chat)."),
+        source: str | None = typer.Option(None, help="Only this source (news, chat)."),
         requests: bool = typer.Option(True, help="Also list retrain requests."),
         quality: bool = typer.Option(False, help="Also show live accuracy and macro-F1 per source and model version."),
     ) -> None:
@@ -69,8 +69,16 @@ def register(cli: ModuleType) -> None:
         finally:
             application.close()
         if as_json:
-            data: Any = [{"id": r.id, "kind": r.kind, "ts": r.ts.isoformat(), "model_version": r.model_version,
-                          "payload": r.payload} for r in rows]
+            data: Any = [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "ts": r.ts.isoformat(),
+                    "model_version": r.model_version,
+                    "payload": r.payload,
+                }
+                for r in rows
+            ]
             if quality:
                 data = {"events": data, "quality": [_quality_dict(q) for q in live]}
             cli._print_json(data)
@@ -88,14 +96,18 @@ def register(cli: ModuleType) -> None:
                     w = p.get("window") or {}
                     details = f"{p.get('labeled')} labels, window {w.get('start')} .. {w.get('end')}"
                     position = p.get("to_position")
-                typer.echo(f"{r.ts:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {str(p.get('source')):<6} "
-                           f"{str(p.get('detector')):<23} {str(position):>8}  {details}")
+                typer.echo(
+                    f"{r.ts:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {p.get('source')!s:<6} "
+                    f"{p.get('detector')!s:<23} {position!s:>8}  {details}"
+                )
         if quality:
             typer.echo("")
             typer.echo(f"{'source':<6} {'model':<10} {'labeled':>8} {'accuracy':>9} {'macro-F1':>9}  (rolling window)")
             for q in live:
-                typer.echo(f"{q.source:<6} {q.model_version:<10} {q.labeled:>8} {q.accuracy:>9.3f} {q.macro_f1:>9.3f}  "
-                           f"({q.window})")
+                typer.echo(
+                    f"{q.source:<6} {q.model_version:<10} {q.labeled:>8} {q.accuracy:>9.3f} {q.macro_f1:>9.3f}  "
+                    f"({q.window})"
+                )
 
     @cli.bench_app.command("drift-detect")
     def bench_drift_detect(
@@ -105,9 +117,9 @@ def register(cli: ModuleType) -> None:
         repeats: int = typer.Option(5, min=1, help="Shuffles (seeds) per scenario."),
         label_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of messages that get a label."),
         label_delay: int = typer.Option(200, min=0, help="Messages between a message and its label."),
-        max_per_corpus: Optional[int] = typer.Option(None, help="Score at most this many messages per corpus."),
+        max_per_corpus: int | None = typer.Option(None, help="Score at most this many messages per corpus."),
         seed: int = typer.Option(0, help="Base seed of the shuffles and label choices."),
-        bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+        bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
         progress: bool = typer.Option(True, help="Show progress."),
     ) -> None:
         """Drift detectors compared on the shared corpora: delay after a news->tweets switch, false alarms.
@@ -120,9 +132,19 @@ def register(cli: ModuleType) -> None:
         s = cli.settings()
         application = cli._open_app(s)
         try:
-            result = drift_benchmark(application, out=out, bootstrap_data=bootstrap_data, n_pre=n_pre, n_post=n_post,
-                                     repeats=repeats, label_fraction=label_fraction, label_delay=label_delay,
-                                     max_per_corpus=max_per_corpus, seed=seed, progress=progress)
+            result = drift_benchmark(
+                application,
+                out=out,
+                bootstrap_data=bootstrap_data,
+                n_pre=n_pre,
+                n_post=n_post,
+                repeats=repeats,
+                label_fraction=label_fraction,
+                label_delay=label_delay,
+                max_per_corpus=max_per_corpus,
+                seed=seed,
+                progress=progress,
+            )
         except FileNotFoundError as exc:
             cli._fail(str(exc))
         finally:
@@ -141,9 +163,14 @@ def _statistic(stat: dict[str, Any]) -> str:
 
 
 def _quality_dict(q: Any) -> dict[str, Any]:
-    return {"source": q.source, "model_version": q.model_version, "labeled": q.labeled, "correct": q.correct,
-            "window": q.window, "accuracy": q.accuracy, "macro_f1": q.macro_f1, "confusion": q.confusion,
-            "updated_at": q.updated_at.isoformat()}
-
-
-
+    return {
+        "source": q.source,
+        "model_version": q.model_version,
+        "labeled": q.labeled,
+        "correct": q.correct,
+        "window": q.window,
+        "accuracy": q.accuracy,
+        "macro_f1": q.macro_f1,
+        "confusion": q.confusion,
+        "updated_at": q.updated_at.isoformat(),
+    }

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -26,7 +26,9 @@ app = typer.Typer(
     add_completion=False,
 )
 models_app = typer.Typer(help="Model registry: bootstrap a first champion, list versions.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks that print JSON (and write it, with plots, under --out).", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks that print JSON (and write it, with plots, under --out).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 log = logging.getLogger("aet")
@@ -39,18 +41,22 @@ class _State:
 
 @app.callback()
 def main(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or TOML settings file.", envvar="AET_CONFIG"),
-    home: Optional[Path] = typer.Option(None, help="Directory for models, the default SQLite database and journals."),
-    db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: SQLite file in --home)."),
-    bus: Optional[str] = typer.Option(None, help="Bus backend: 'memory' (one process) or 'kafka'."),
-    bootstrap_servers: Optional[str] = typer.Option(None, help="Kafka bootstrap servers, host:port[,host:port]."),
-    bus_journal: Optional[Path] = typer.Option(None, help="Memory bus only: persist topics and offsets in this directory."),
-    log_level: Optional[str] = typer.Option(None, help="DEBUG, INFO, WARNING or ERROR."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML or TOML settings file.", envvar="AET_CONFIG"),
+    home: Path | None = typer.Option(None, help="Directory for models, the default SQLite database and journals."),
+    db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: SQLite file in --home)."),
+    bus: str | None = typer.Option(None, help="Bus backend: 'memory' (one process) or 'kafka'."),
+    bootstrap_servers: str | None = typer.Option(None, help="Kafka bootstrap servers, host:port[,host:port]."),
+    bus_journal: Path | None = typer.Option(
+        None, help="Memory bus only: persist topics and offsets in this directory."
+    ),
+    log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Global options apply to every command."""
     _State.config = config
     _State.overrides = {
-        "home": home, "database_url": db_url, "log_level": log_level,
+        "home": home,
+        "database_url": db_url,
+        "log_level": log_level,
         "bus": {"backend": bus, "bootstrap_servers": bootstrap_servers, "journal_dir": bus_journal},
     }
 
@@ -108,12 +114,14 @@ def _print_json(data: Any) -> None:
 @app.command()
 def run(
     data: Path = typer.Option(..., "--data", "-d", help="Stream file to replay (JSONL or CSV, normalized format)."),
-    bootstrap_data: Optional[Path] = typer.Option(
+    bootstrap_data: Path | None = typer.Option(
         None, help="Labeled JSONL to train a first champion on, used only if none is registered."
     ),
-    label_fraction: Optional[float] = typer.Option(None, help="Share of messages whose labels are replayed to aet.labels."),
-    label_delay: Optional[float] = typer.Option(None, help="Event-time delay (s) before a replayed label is published."),
-    speed: Optional[float] = typer.Option(None, help="Event-time speed-up of the replay; 0 = as fast as possible."),
+    label_fraction: float | None = typer.Option(
+        None, help="Share of messages whose labels are replayed to aet.labels."
+    ),
+    label_delay: float | None = typer.Option(None, help="Event-time delay (s) before a replayed label is published."),
+    speed: float | None = typer.Option(None, help="Event-time speed-up of the replay; 0 = as fast as possible."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run every role in this process on the memory bus: replay DATA, score it, store it, summarise.
@@ -121,9 +129,9 @@ def run(
     Bootstraps a champion from --bootstrap-data when none is registered; a
     second run reuses the registered champion.
     """
+    from aet.pipeline.learning.loop import TrainingDataError
     from aet.pipeline.model import ModelLoadError
     from aet.pipeline.runtime import NoChampionError, run_embedded
-    from aet.pipeline.learning.loop import TrainingDataError
 
     s = settings(replay={"label_fraction": label_fraction, "label_delay_s": label_delay, "speed": speed})
     if s.bus.backend != "memory":
@@ -132,7 +140,9 @@ def run(
         _fail(f"stream file not found: {data}")
     application = _open_app(s)
     try:
-        summary = run_embedded(application, data, bootstrap_data=bootstrap_data, progress=progress, stop=_stop_on_signals())
+        summary = run_embedded(
+            application, data, bootstrap_data=bootstrap_data, progress=progress, stop=_stop_on_signals()
+        )
     except (NoChampionError, ModelLoadError, TrainingDataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     finally:
@@ -150,7 +160,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.secho("AET run complete", bold=True)
     typer.echo(f"  stream            {summary['stream']}")
     typer.echo(f"  champion          {summary['champion']}")
-    typer.echo(f"  published         {replay['published']} messages, {replay['labels']} labels, {replay['rejected']} rejected at replay")
+    typer.echo(
+        f"  published         {replay['published']} messages, {replay['labels']} labels, {replay['rejected']} rejected at replay"
+    )
     typer.echo(f"  consumed          {summary['scored_this_run']} messages by the scorer this run")
     typer.echo(f"  in the store      {store['scored']} scored messages")
     typer.echo(f"    by model        {json.dumps(store['by_model_version'])}")
@@ -170,19 +182,23 @@ def _print_summary(summary: dict[str, Any]) -> None:
         events = [e for e in drift["events_this_run"] if e["kind"] == "drift"]
         requests = len(drift["events_this_run"]) - len(events)
         where = ", ".join(f"{e['source']}@{e['position']} ({e['detector']})" for e in events[:5])
-        typer.echo(f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"
-                   f"   (aet drift)")
+        typer.echo(
+            f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"
+            f"   (aet drift)"
+        )
     typer.echo(f"  database          {summary['database']}")
-    typer.echo("  inspect with      aet models list   |   sqlite3 <database> 'select label, count(*) from scored_messages group by 1'")
+    typer.echo(
+        "  inspect with      aet models list   |   sqlite3 <database> 'select label, count(*) from scored_messages group by 1'"
+    )
 
 
 @app.command()
 def replay(
     data: Path = typer.Argument(..., help="Stream file (JSONL or CSV, normalized format)."),
-    speed: Optional[float] = typer.Option(None, help="Event-time speed-up; 0 = as fast as possible."),
-    label_fraction: Optional[float] = typer.Option(None, help="Share of labels to publish to aet.labels."),
-    label_delay: Optional[float] = typer.Option(None, help="Event-time delay (s) of published labels."),
-    limit: Optional[int] = typer.Option(None, help="Replay at most this many messages."),
+    speed: float | None = typer.Option(None, help="Event-time speed-up; 0 = as fast as possible."),
+    label_fraction: float | None = typer.Option(None, help="Share of labels to publish to aet.labels."),
+    label_delay: float | None = typer.Option(None, help="Event-time delay (s) of published labels."),
+    limit: int | None = typer.Option(None, help="Replay at most this many messages."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Publish a recorded stream to aet.messages in event-time order (the ingest role for files)."""
@@ -195,19 +211,23 @@ def replay(
     bus = open_bus(s.bus)
     try:
         bus.create_topics(s.topics.all())
-        stats = Replay(bus, s.topics, s.replay, max_text_chars=s.scorer.max_text_chars).run(data, progress=progress, limit=limit)
+        stats = Replay(bus, s.topics, s.replay, max_text_chars=s.scorer.max_text_chars).run(
+            data, progress=progress, limit=limit
+        )
     except ValueError as exc:
         _fail(str(exc))
     finally:
         bus.close()
-    _print_json({"published": stats.published, "labels": stats.labels, "rejected": stats.rejected, "reasons": stats.reasons})
+    _print_json(
+        {"published": stats.published, "labels": stats.labels, "rejected": stats.rejected, "reasons": stats.reasons}
+    )
 
 
 @app.command()
 def score(
     drain: bool = typer.Option(False, help="Exit once every available message is scored (batch mode)."),
-    max_batch: Optional[int] = typer.Option(None, help="Largest batch (messages)."),
-    max_wait_ms: Optional[int] = typer.Option(None, help="Longest wait to fill a batch (ms)."),
+    max_batch: int | None = typer.Option(None, help="Largest batch (messages)."),
+    max_wait_ms: int | None = typer.Option(None, help="Longest wait to fill a batch (ms)."),
     metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
 ) -> None:
     """Run the scorer role: consume aet.messages, publish aet.scored, store scores, then commit.
@@ -226,8 +246,11 @@ def score(
         with application.serving_scorer(champion) as scorer:
             MODEL_VERSION.info({"version": champion.version})
             serve_metrics(metrics_port)
-            log.info("scorer serving %s%s", champion.version,
-                     ", following promotions and rollbacks" if scorer.swapper is not None else "")
+            log.info(
+                "scorer serving %s%s",
+                champion.version,
+                ", following promotions and rollbacks" if scorer.swapper is not None else "",
+            )
             n = scorer.run(stop, drain=drain)
         log.info("scorer stopped after %d messages (serving %s at the end)", n, scorer.model.version)
     except (NoChampionError, ModelLoadError) as exc:
@@ -240,13 +263,13 @@ def score(
 def models_bootstrap(
     data: Path = typer.Option(..., "--data", "-d", help="Labeled JSONL (text, label[, source])."),
     force: bool = typer.Option(False, help="Train and promote even if a champion exists."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    epochs: int | None = typer.Option(None, help="Training epochs."),
+    seed: int | None = typer.Option(None, help="Random seed."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Fine-tune the configured backbone on DATA and register it as the champion."""
-    from aet.pipeline.model import ModelLoadError
     from aet.pipeline.learning.loop import TrainingDataError
+    from aet.pipeline.model import ModelLoadError
 
     s = settings(train={"epochs": epochs, "seed": seed})
     application = _open_app(s)
@@ -260,7 +283,9 @@ def models_bootstrap(
         _fail(str(exc))
     finally:
         application.close()
-    _print_json({"version": info.version, "artifact": info.artifact_path, "sha256": info.sha256, "metrics": info.metrics})
+    _print_json(
+        {"version": info.version, "artifact": info.artifact_path, "sha256": info.sha256, "metrics": info.metrics}
+    )
 
 
 @models_app.command("list")
@@ -287,10 +312,10 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 @bench_app.command("score")
 def bench_score(
-    data: Optional[Path] = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
+    data: Path | None = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
     n: int = typer.Option(2000, help="Number of messages."),
     out: Path = typer.Option(Path("bench-results"), help="Directory for score.json and score.png."),
-    bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+    bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
 ) -> None:
     """Messages/s of the scorer worker vs transformers' pipeline (batch 1 and 32), same model and messages."""
     from aet.pipeline.bench.common import score_benchmark
@@ -310,9 +335,9 @@ def bench_swap(
     steady_s: float = typer.Option(20.0, help="Seconds of steady state before the first swap."),
     swaps: int = typer.Option(4, min=1, help="Promotions and rollbacks, alternating."),
     every_s: float = typer.Option(15.0, help="Seconds between swaps."),
-    data: Optional[Path] = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
+    data: Path | None = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
     out: Path = typer.Option(Path("bench-results"), help="Directory for swap.json and swap.png."),
-    bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+    bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
 ) -> None:
     """Seconds from a promotion event to the first message scored by the new version, and p50/p99 latency
     in the 10 s after each swap vs steady state, with the champion under a steady stream."""
@@ -321,8 +346,16 @@ def bench_swap(
     s = settings()
     application = _open_app(s)
     try:
-        result = swap_benchmark(application, rate=rate, steady_s=steady_s, swaps=swaps, every_s=every_s, data=data,
-                                bootstrap_data=bootstrap_data, out=out)
+        result = swap_benchmark(
+            application,
+            rate=rate,
+            steady_s=steady_s,
+            swaps=swaps,
+            every_s=every_s,
+            data=data,
+            bootstrap_data=bootstrap_data,
+            out=out,
+        )
     finally:
         application.close()
     _print_json(result)
@@ -330,13 +363,13 @@ def bench_swap(
 
 @bench_app.command("bus")
 def bench_bus(
-    bootstrap_servers_opt: Optional[str] = typer.Option(
+    bootstrap_servers_opt: str | None = typer.Option(
         None, "--bootstrap-servers", help="Kafka to measure on (default: start a tansu broker for the run)."
     ),
     n: int = typer.Option(20000, help="Messages produced and consumed per configuration and round."),
     repeats: int = typer.Option(3, min=1, help="Rounds; the median is reported (shared machines are noisy)."),
     scorer_messages: int = typer.Option(1000, help="Messages for the scorer comparison (0: skip it)."),
-    bootstrap_data: Optional[Path] = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+    bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
     out: Path = typer.Option(Path("bench-results"), help="Directory for bus.json and bus.png."),
 ) -> None:
     """Produce and consume msg/s: memory bus, Kafka with the chosen settings, Kafka with kafka-python's defaults.

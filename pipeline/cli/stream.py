@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
 
 import typer
 
@@ -14,13 +13,17 @@ def register(cli: ModuleType) -> None:
 
     @cli.bench_app.command("stream")
     def bench_stream(
-        scenario: str = typer.Option("news-tweets", help="Scenario YAML, or a name from examples/scenarios "
-                                     "(news-tweets, news-chat, news-tweets-chat-news)."),
+        scenario: str = typer.Option(
+            "news-tweets",
+            help="Scenario YAML, or a name from examples/scenarios (news-tweets, news-chat, news-tweets-chat-news).",
+        ),
         quick: bool = typer.Option(False, help="The scenario's quick variant (smaller phases; the CI run)."),
         bus: str = typer.Option("memory", help="Bus of the AET loop: memory or kafka."),
-        bootstrap_servers: Optional[str] = typer.Option(None, help="Kafka for --bus kafka (default: a tansu broker)."),
-        strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of static,river,periodic,aet,oracle."),
-        data_dir: Optional[Path] = typer.Option(None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."),
+        bootstrap_servers: str | None = typer.Option(None, help="Kafka for --bus kafka (default: a tansu broker)."),
+        strategies: str | None = typer.Option(None, help="Comma-separated subset of static,river,periodic,aet,oracle."),
+        data_dir: Path | None = typer.Option(
+            None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."
+        ),
         out: Path = typer.Option(Path("bench-results"), help="Directory for stream.json and stream.png."),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
@@ -39,8 +42,9 @@ def register(cli: ModuleType) -> None:
             if strategies:
                 s = s.model_copy(update={"strategies": [x for x in strategies.split(",") if x]})
                 s = type(s).model_validate(s.model_dump())
-            result = stream_benchmark(s, data_dir=data_dir, out=out, bus=bus, bootstrap_servers=bootstrap_servers,
-                                      progress=progress)
+            result = stream_benchmark(
+                s, data_dir=data_dir, out=out, bus=bus, bootstrap_servers=bootstrap_servers, progress=progress
+            )
         except (FileNotFoundError, ValueError) as exc:
             cli._fail(str(exc))
         cli._print_json(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -25,8 +25,8 @@ def register(cli: ModuleType) -> None:
     @cli.app.command("train")
     def train(
         drain: bool = typer.Option(False, help="Exit once every pending request is handled (batch mode)."),
-        mode: Optional[str] = typer.Option(None, help="What trains: full, attention or lora (default: settings)."),
-        device: Optional[str] = typer.Option(None, help="Training device: auto, cpu, cuda, cuda:1 ..."),
+        mode: str | None = typer.Option(None, help="What trains: full, attention or lora (default: settings)."),
+        device: str | None = typer.Option(None, help="Training device: auto, cpu, cuda, cuda:1 ..."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
@@ -71,7 +71,7 @@ def register(cli: ModuleType) -> None:
 
     @cli.models_app.command("rollback")
     def models_rollback(
-        to: Optional[str] = typer.Option(None, help="The version to reinstate (default: the previous champion)."),
+        to: str | None = typer.Option(None, help="The version to reinstate (default: the previous champion)."),
         reason: str = typer.Option("manual", help="Why (recorded in the rollback event)."),
     ) -> None:
         """Demote the champion (status rolled_back) and reinstate the previous one; publishes a rollback."""
@@ -106,20 +106,25 @@ def register(cli: ModuleType) -> None:
 
     @cli.models_app.command("retrain-request")
     def models_retrain_request(
-        data: Optional[Path] = typer.Option(None, help="Labeled JSONL to train on (instead of the stored window)."),
-        since: Optional[str] = typer.Option(None, help="Window start (ISO-8601) of stored labeled messages."),
-        until: Optional[str] = typer.Option(None, help="Window end (ISO-8601, exclusive)."),
-        source: Optional[str] = typer.Option(None, help="Only this source: news or chat."),
-        mode: Optional[str] = typer.Option(None, help="full, attention or lora (default: the trainer's)."),
-        drift_event: Optional[str] = typer.Option(None, help="Id of the drift event this answers (lineage)."),
+        data: Path | None = typer.Option(None, help="Labeled JSONL to train on (instead of the stored window)."),
+        since: str | None = typer.Option(None, help="Window start (ISO-8601) of stored labeled messages."),
+        until: str | None = typer.Option(None, help="Window end (ISO-8601, exclusive)."),
+        source: str | None = typer.Option(None, help="Only this source: news or chat."),
+        mode: str | None = typer.Option(None, help="full, attention or lora (default: the trainer's)."),
+        drift_event: str | None = typer.Option(None, help="Id of the drift event this answers (lineage)."),
         no_promote: bool = typer.Option(False, help="Register the challenger without applying the gate."),
     ) -> None:
         """Publish a hand-made retrain request to aet.control (what the drift monitor does after a drift event)."""
         from aet.pipeline.records import ControlEvent
 
         s = cli.settings()
-        payload: dict[str, Any] = {"window": {"start": since, "end": until}, "source": source, "mode": mode,
-                                   "data": str(data.resolve()) if data else None, "drift_event_id": drift_event}
+        payload: dict[str, Any] = {
+            "window": {"start": since, "end": until},
+            "source": source,
+            "mode": mode,
+            "data": str(data.resolve()) if data else None,
+            "drift_event_id": drift_event,
+        }
         if no_promote:
             payload["auto_promote"] = False
         event = ControlEvent(kind="retrain_request", payload={k: v for k, v in payload.items() if v is not None})
@@ -135,8 +140,12 @@ def register(cli: ModuleType) -> None:
     @cli.bench_app.command("adapt")
     def bench_adapt(
         old: str = typer.Option("financial_phrasebank", help="Corpus the champion is trained on (old domain)."),
-        new: str = typer.Option("stockemotions", help="Corpus adapted to (new domain), e.g. twitter_financial_news_sentiment."),
-        data_dir: Optional[Path] = typer.Option(None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."),
+        new: str = typer.Option(
+            "stockemotions", help="Corpus adapted to (new domain), e.g. twitter_financial_news_sentiment."
+        ),
+        data_dir: Path | None = typer.Option(
+            None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."
+        ),
         n_old_train: int = typer.Option(2000, help="Old-corpus training examples for the champion."),
         n_new: int = typer.Option(600, help="New-corpus labeled examples per adaptation round (10% validation)."),
         n_test: int = typer.Option(400, help="Test examples per domain (subset of the never-trained splits)."),
@@ -145,12 +154,12 @@ def register(cli: ModuleType) -> None:
         configs: str = typer.Option("plain,replay,ewc,att,aet", help="Comma-separated objectives."),
         epochs: int = typer.Option(2, help="Epochs per adaptation round."),
         champion_epochs: int = typer.Option(2, help="Epochs to train the champion."),
-        lambda_ewc: Optional[float] = typer.Option(None, help="EWC weight (default: settings)."),
-        lambda_att: Optional[float] = typer.Option(None, help="Attention-distillation weight (default: settings)."),
+        lambda_ewc: float | None = typer.Option(None, help="EWC weight (default: settings)."),
+        lambda_att: float | None = typer.Option(None, help="Attention-distillation weight (default: settings)."),
         max_length: int = typer.Option(64, help="Token limit per text."),
         seed: int = typer.Option(13, help="Seed of every sample, split and initialisation."),
         out: Path = typer.Option(Path("bench-results"), help="Directory for adapt.json and adapt.png."),
-        cache: Optional[Path] = typer.Option(None, help="Where the trained champion is cached (default: OUT/cache)."),
+        cache: Path | None = typer.Option(None, help="Where the trained champion is cached (default: OUT/cache)."),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Champion vs plain fine-tune, +replay, +EWC, +attention distillation and the full AET objective,
@@ -162,11 +171,26 @@ def register(cli: ModuleType) -> None:
         base = AdaptConfig.from_settings(s.retrain, epochs=epochs, seed=seed, time_budget_s=None)
         try:
             result = adapt_benchmark(
-                old=old, new=new, data_dir=data_dir, n_old_train=n_old_train, n_new=n_new, n_test=n_test,
-                replay_capacity=replay_capacity, modes=[m for m in modes.split(",") if m],
-                configs=[c for c in configs.split(",") if c], epochs=epochs, champion_epochs=champion_epochs,
-                lambda_ewc=lambda_ewc, lambda_att=lambda_att, base=base, max_length=max_length, seed=seed,
-                out=out, cache=cache, progress=progress)
+                old=old,
+                new=new,
+                data_dir=data_dir,
+                n_old_train=n_old_train,
+                n_new=n_new,
+                n_test=n_test,
+                replay_capacity=replay_capacity,
+                modes=[m for m in modes.split(",") if m],
+                configs=[c for c in configs.split(",") if c],
+                epochs=epochs,
+                champion_epochs=champion_epochs,
+                lambda_ewc=lambda_ewc,
+                lambda_att=lambda_att,
+                base=base,
+                max_length=max_length,
+                seed=seed,
+                out=out,
+                cache=cache,
+                progress=progress,
+            )
         except (FileNotFoundError, ValueError) as exc:
             cli._fail(str(exc))
         result = {**result, "results": [{k: v for k, v in r.items() if k != "history"} for r in result["results"]]}
@@ -174,7 +198,7 @@ def register(cli: ModuleType) -> None:
 
     @cli.bench_app.command("gpu-train")
     def bench_gpu_train(
-        data: Optional[Path] = typer.Option(None, help="Labeled JSONL (default: a shared corpus, else the examples)."),
+        data: Path | None = typer.Option(None, help="Labeled JSONL (default: a shared corpus, else the examples)."),
         n: int = typer.Option(1000, help="Labeled examples in the round (plus half as many replay examples)."),
         mode: str = typer.Option("attention", help="full, attention or lora."),
         epochs: int = typer.Option(1, help="Epochs."),
@@ -189,8 +213,16 @@ def register(cli: ModuleType) -> None:
 
         cli.settings()
         try:
-            result = gpu_train_benchmark(data=data, n=n, mode=mode, epochs=epochs, device=device,
-                                         max_length=max_length, out=out, progress=progress)
+            result = gpu_train_benchmark(
+                data=data,
+                n=n,
+                mode=mode,
+                epochs=epochs,
+                device=device,
+                max_length=max_length,
+                out=out,
+                progress=progress,
+            )
         except (FileNotFoundError, ValueError) as exc:
             cli._fail(str(exc))
         cli._print_json(result)

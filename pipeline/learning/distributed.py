@@ -35,7 +35,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _init(app: "App") -> tuple[int, int]:
+def _init(app: App) -> tuple[int, int]:
     """Join the process group; pin this rank to its GPU when there are GPUs."""
     import torch.distributed as dist
 
@@ -59,7 +59,7 @@ def _broadcast(message: Any) -> Any:
     return box[0]
 
 
-def run_trainer(app: "App", stop: threading.Event, *, drain: bool = False, progress: bool = True) -> int:
+def run_trainer(app: App, stop: threading.Event, *, drain: bool = False, progress: bool = True) -> int:
     """Run the trainer role in this process, data-parallel with the other ranks under torchrun."""
     if world_size() <= 1:
         return app.trainer(progress=progress).run(stop, drain=drain)

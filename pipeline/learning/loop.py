@@ -13,9 +13,10 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class StepContext:
     ``output_attentions=True``, once, for the task loss and every term).
     """
 
-    batch: Sequence["Example"]
+    batch: Sequence[Example]
     outputs: Any
 
 
@@ -89,7 +90,11 @@ def load_examples(path: Path) -> list[Example]:
             text = row.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise TrainingDataError(f"{path} line {i}: no text")
-            out.append(Example(text=text, label=LABELS.index(label), source=row.get("source", "news"), id=str(row.get("id", i))))
+            out.append(
+                Example(
+                    text=text, label=LABELS.index(label), source=row.get("source", "news"), id=str(row.get("id", i))
+                )
+            )
     return out
 
 
@@ -99,7 +104,9 @@ def check_trainable(examples: Sequence[Example], minimum: int = 16) -> None:
         raise TrainingDataError(f"only {len(examples)} labeled examples; at least {minimum} are needed")
     classes = {e.label for e in examples}
     if len(classes) < 2:
-        raise TrainingDataError(f"all labeled examples have the label {LABELS[classes.pop()]!r}; need at least two classes")
+        raise TrainingDataError(
+            f"all labeled examples have the label {LABELS[classes.pop()]!r}; need at least two classes"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -146,14 +153,24 @@ class TrainResult:
 class Trainer:
     """Fine-tunes a :class:`SentimentModel` in place on labeled examples."""
 
-    def __init__(self, model: SentimentModel, settings: TrainSettings, loss_terms: Iterable[tuple[str, LossTerm]] = (),
-                 parameters: Iterable[torch.nn.Parameter] | None = None, progress: bool = True,
-                 patience: int | None = None, time_budget_s: float | None = None,
-                 group_by_length: bool = False, interrupt: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        model: SentimentModel,
+        settings: TrainSettings,
+        loss_terms: Iterable[tuple[str, LossTerm]] = (),
+        parameters: Iterable[torch.nn.Parameter] | None = None,
+        progress: bool = True,
+        patience: int | None = None,
+        time_budget_s: float | None = None,
+        group_by_length: bool = False,
+        interrupt: Callable[[], bool] | None = None,
+    ) -> None:
         self.model = model
         self.settings = settings
         self.loss_terms = list(loss_terms)
-        self.parameters = [p for p in (parameters if parameters is not None else model.model.parameters()) if p.requires_grad]
+        self.parameters = [
+            p for p in (parameters if parameters is not None else model.model.parameters()) if p.requires_grad
+        ]
         self.progress = progress
         self.patience = patience  # stop after this many epochs without a validation gain (None: run every epoch)
         self.time_budget_s = time_budget_s  # stop (after validating) once training has run this long
@@ -169,14 +186,23 @@ class Trainer:
         generator = torch.Generator().manual_seed(s.seed)
         rank, world = _distributed()
         # Data-parallel (torchrun): every rank draws the same permutation and takes its share of it.
-        forward = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+        forward = (
+            net
+            if world == 1
+            else torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        )
         per_rank = len(train) // world
         steps = s.epochs * max(1, -(-per_rank // s.batch_size))
         want_attentions = any(getattr(t, "needs_attentions", False) for _, t in self.loss_terms)
         optimizer = torch.optim.AdamW(self.parameters, lr=s.learning_rate, weight_decay=s.weight_decay)
         schedule = get_linear_schedule_with_warmup(optimizer, int(steps * s.warmup_fraction), steps)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else torch.autocast("cpu", enabled=False)
+        )
         result, best_score, best_state = TrainResult(best_epoch=s.epochs - 1), -1.0, None
         started = time.perf_counter()
         bar = tqdm(total=steps, desc="train", unit="step", disable=not self.progress or rank != 0)
@@ -186,11 +212,11 @@ class Trainer:
             order = torch.randperm(len(train), generator=generator).tolist()
             if self.group_by_length:
                 order = length_grouped(order, [len(e.text) for e in train], s.batch_size, generator)
-            order = order[rank * per_rank:(rank + 1) * per_rank] if world > 1 else order
+            order = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
             total, seen = 0.0, 0
             term_totals = {name: 0.0 for name, _ in self.loss_terms}
             for start in range(0, len(order), s.batch_size):
-                batch = [train[i] for i in order[start:start + s.batch_size]]
+                batch = [train[i] for i in order[start : start + s.batch_size]]
                 enc = self.model.encode([e.text for e in batch])
                 labels = torch.tensor([e.label for e in batch], device=device)
                 with autocast:
@@ -247,8 +273,9 @@ class Trainer:
         return result
 
 
-def length_grouped(order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
-                   window: int = 32) -> list[int]:
+def length_grouped(
+    order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator, window: int = 32
+) -> list[int]:
     """Reorder a shuffled ``order`` so each batch holds texts of similar length, batches in random order.
 
     Windows of ``window`` batches are sorted by length and cut into batches;
@@ -257,8 +284,8 @@ def length_grouped(order: list[int], lengths: Sequence[int], batch_size: int, ge
     span = batch_size * window
     batches = []
     for start in range(0, len(order), span):
-        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
     return [i for b in shuffled for i in batches[b]]
 
@@ -279,7 +306,9 @@ def _from_rank0(value: float, world: int) -> float:
     return float(box[0])
 
 
-def train_bootstrap_model(settings: Settings, data: Path, version: str, progress: bool = True) -> tuple[SentimentModel, dict[str, object]]:
+def train_bootstrap_model(
+    settings: Settings, data: Path, version: str, progress: bool = True
+) -> tuple[SentimentModel, dict[str, object]]:
     """Fine-tune the configured backbone with a fresh 3-label head on ``data``.
 
     Returns the model and the metrics and facts to register with it.
@@ -289,8 +318,12 @@ def train_bootstrap_model(settings: Settings, data: Path, version: str, progress
     train, val = stratified_split(examples, settings.train.validation_fraction, settings.train.seed)
     seed_everything(settings.train.seed)
     model = SentimentModel.load(
-        settings.model.backbone, version=version, max_length=settings.model.max_length,
-        batch_size=settings.model.batch_size, device=settings.model.device, new_head=True,
+        settings.model.backbone,
+        version=version,
+        max_length=settings.model.max_length,
+        batch_size=settings.model.batch_size,
+        device=settings.model.device,
+        new_head=True,
     )
     result = Trainer(model, settings.train, progress=progress).fit(train, val)
     info = {

@@ -19,15 +19,16 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from aet.pipeline.model import SentimentModel
-from aet.pipeline.learning.trainable import effective_weights
 from aet.pipeline.learning.loop import Example, StepContext
+from aet.pipeline.learning.trainable import effective_weights
+from aet.pipeline.model import SentimentModel
 
 log = logging.getLogger(__name__)
 FISHER_FILE = "fisher.safetensors"
@@ -37,8 +38,16 @@ Tensors = dict[str, torch.Tensor]
 # --------------------------------------------------------------------------- Fisher
 
 
-def estimate_fisher(model: SentimentModel, examples: Sequence[Example], *, samples: int = 128, batch_size: int = 8,
-                    seed: int = 0, names: Collection[str] | None = None, progress: bool = False) -> Tensors:
+def estimate_fisher(
+    model: SentimentModel,
+    examples: Sequence[Example],
+    *,
+    samples: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    names: Collection[str] | None = None,
+    progress: bool = False,
+) -> Tensors:
     """Diagonal empirical Fisher of the parameters (all, or those in ``names``) at the model's current weights.
 
     ``F_i = mean over examples of (∂ log p(y|x) / ∂θ_i)²``, with the examples'
@@ -62,7 +71,9 @@ def estimate_fisher(model: SentimentModel, examples: Sequence[Example], *, sampl
     was_training = net.training
     fisher = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
     device = model.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     net.eval()
     try:
         for n, p in net.named_parameters():
@@ -75,7 +86,7 @@ def estimate_fisher(model: SentimentModel, examples: Sequence[Example], *, sampl
 
                 starts = tqdm(starts, desc="fisher", unit="batch")
             for start in starts:
-                batch = chosen[start:start + batch_size]
+                batch = chosen[start : start + batch_size]
                 enc = model.encode([e.text for e in batch])
                 labels = torch.tensor([e.label for e in batch], device=device)
                 with autocast:
@@ -112,8 +123,11 @@ def merge_fisher(old: Mapping[str, torch.Tensor] | None, new: Mapping[str, torch
 def save_fisher(fisher: Mapping[str, torch.Tensor], directory: Path, info: Mapping[str, Any] | None = None) -> Path:
     """Write ``fisher.safetensors`` (float32, CPU) into a model directory; ``info`` goes into its metadata."""
     path = Path(directory) / FISHER_FILE
-    save_file({n: t.detach().to("cpu", torch.float32).contiguous() for n, t in fisher.items()}, str(path),
-              metadata={"aet": json.dumps(dict(info or {}), sort_keys=True, default=str)})
+    save_file(
+        {n: t.detach().to("cpu", torch.float32).contiguous() for n, t in fisher.items()},
+        str(path),
+        metadata={"aet": json.dumps(dict(info or {}), sort_keys=True, default=str)},
+    )
     return path
 
 
@@ -150,14 +164,24 @@ class ElasticAnchor:
     varies with the model's confidence); it is still zero exactly at θ = θ*.
     """
 
-    def __init__(self, net: torch.nn.Module, anchor: Mapping[str, torch.Tensor], fisher: Mapping[str, torch.Tensor],
-                 weight: float, *, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        anchor: Mapping[str, torch.Tensor],
+        fisher: Mapping[str, torch.Tensor],
+        weight: float,
+        *,
+        normalize: bool = True,
+    ) -> None:
         trained = {name for name, _ in effective_weights(net)}
         self.names = sorted(n for n in trained if n in fisher and n in anchor)
         missing = sorted(trained - set(self.names))
         if missing:
-            log.info("elastic anchor: %d trained tensors have no Fisher/anchor and are not anchored (e.g. %s)",
-                     len(missing), missing[0])
+            log.info(
+                "elastic anchor: %d trained tensors have no Fisher/anchor and are not anchored (e.g. %s)",
+                len(missing),
+                missing[0],
+            )
         device = next(net.parameters()).device
         scale = 1.0
         if normalize and self.names:
@@ -185,8 +209,9 @@ class ElasticAnchor:
 # --------------------------------------------------------------------------- attention distillation
 
 
-def attention_kl(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor],
-                 attention_mask: torch.Tensor) -> torch.Tensor:
+def attention_kl(
+    teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Mean KL(teacher ‖ student) between attention rows, over layers, heads and real (non-padding) query tokens.
 
     Each map is (batch, heads, query, key) with rows that are distributions over
@@ -240,8 +265,9 @@ class AttentionDistillation:
 
     wants_context = True
 
-    def __init__(self, teacher: torch.nn.Module, replay: Collection[Example], weight: float, *,
-                 own_batch: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, teacher: torch.nn.Module, replay: Collection[Example], weight: float, *, own_batch: int = 0, seed: int = 0
+    ) -> None:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -255,8 +281,9 @@ class AttentionDistillation:
     def rows(self, batch: Iterable[Example]) -> list[int]:
         return [i for i, e in enumerate(batch) if e in self.replay]
 
-    def __call__(self, model: SentimentModel, enc: dict[str, torch.Tensor], labels: torch.Tensor,
-                 context: StepContext) -> torch.Tensor:
+    def __call__(
+        self, model: SentimentModel, enc: dict[str, torch.Tensor], labels: torch.Tensor, context: StepContext
+    ) -> torch.Tensor:
         if self.own_batch:
             return self._own_batch(model)
         rows = self.rows(context.batch)

@@ -15,13 +15,14 @@ serves after it, which is what a scorer needs to swap models.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from aet.pipeline.config import RetrainSettings
+from aet.pipeline.learning.loop import Example, evaluate
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.records import ControlEvent
-from aet.pipeline.learning.loop import Example, evaluate
 from aet.storage.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ class SliceScores:
         return self.challenger - self.champion
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"n": self.n, "champion_macro_f1": round(self.champion, 4),
-                "challenger_macro_f1": round(self.challenger, 4), "delta": round(self.delta, 4)}
+        return {
+            "n": self.n,
+            "champion_macro_f1": round(self.champion, 4),
+            "challenger_macro_f1": round(self.challenger, 4),
+            "delta": round(self.delta, 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,23 @@ class GateDecision:
     margins: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"promote": self.promote, "reasons": list(self.reasons),
-                "recent": self.recent.to_dict() if self.recent else None,
-                "older": self.older.to_dict() if self.older else None, "margins": dict(self.margins)}
+        return {
+            "promote": self.promote,
+            "reasons": list(self.reasons),
+            "recent": self.recent.to_dict() if self.recent else None,
+            "older": self.older.to_dict() if self.older else None,
+            "margins": dict(self.margins),
+        }
 
 
 def score_slice(champion: SentimentModel, challenger: SentimentModel, examples: Sequence[Example]) -> SliceScores:
     if not examples:
         return SliceScores(0, 0.0, 0.0)
-    return SliceScores(len(examples), float(evaluate(champion, examples)["macro_f1"]),
-                       float(evaluate(challenger, examples)["macro_f1"]))
+    return SliceScores(
+        len(examples),
+        float(evaluate(champion, examples)["macro_f1"]),
+        float(evaluate(challenger, examples)["macro_f1"]),
+    )
 
 
 def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSettings) -> GateDecision:
@@ -77,29 +89,42 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
         reasons.append(f"only {recent.n} held-out recent examples; the gate needs at least {settings.min_holdout}")
     elif recent.delta < gain - EPS:
         ok = False
-        reasons.append(f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
-                       f"does not improve by the required {gain:+.3f}")
+        reasons.append(
+            f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
+            f"does not improve by the required {gain:+.3f}"
+        )
     else:
-        reasons.append(f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}), "
-                       f"at least {gain:+.3f}")
+        reasons.append(
+            f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}), "
+            f"at least {gain:+.3f}"
+        )
     if older is None or older.n < settings.min_holdout:
         n = 0 if older is None else older.n
         if settings.require_older_holdout:
             ok = False
-            reasons.append(f"only {n} held-out older examples, fewer than {settings.min_holdout}: "
-                           "forgetting cannot be checked")
+            reasons.append(
+                f"only {n} held-out older examples, fewer than {settings.min_holdout}: forgetting cannot be checked"
+            )
         else:
             reasons.append(f"forgetting not checked: only {n} held-out older examples")
     elif -older.delta > drop + EPS:
         ok = False
-        reasons.append(f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}) "
-                       f"falls by more than the allowed {drop:.3f}")
+        reasons.append(
+            f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}) "
+            f"falls by more than the allowed {drop:.3f}"
+        )
     else:
-        reasons.append(f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}), "
-                       f"within the allowed drop of {drop:.3f}")
-    return GateDecision(promote=ok, reasons=reasons, recent=recent, older=older,
-                        margins={"promote_min_gain": gain, "forget_max_drop": drop,
-                                 "min_holdout": settings.min_holdout})
+        reasons.append(
+            f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}), "
+            f"within the allowed drop of {drop:.3f}"
+        )
+    return GateDecision(
+        promote=ok,
+        reasons=reasons,
+        recent=recent,
+        older=older,
+        margins={"promote_min_gain": gain, "forget_max_drop": drop, "min_holdout": settings.min_holdout},
+    )
 
 
 def _serving(info: ModelInfo) -> dict[str, str]:
@@ -115,8 +140,9 @@ class Promoter:
     def apply(self, version: str, decision: GateDecision, **context: Any) -> ControlEvent:
         """Promote or reject challenger ``version`` per ``decision``; ``context`` (e.g. request_id) goes in the payload."""
         if decision.promote:
-            return self.promote(version, reason="passed the champion/challenger gate", gate=decision.to_dict(),
-                                **context)
+            return self.promote(
+                version, reason="passed the champion/challenger gate", gate=decision.to_dict(), **context
+            )
         before = self.registry.champion()
         self.registry.set_status(version, "rejected", note={"rejection": decision.to_dict()})
         log.info("rejected challenger %s: %s", version, "; ".join(decision.reasons))
@@ -132,25 +158,44 @@ class Promoter:
             raise ValueError(f"{version} is already the champion")
         info = self.registry.promote(version)
         log.info("promoted %s (previous champion %s): %s", version, before.version if before else None, reason)
-        return ControlEvent(kind="promotion", model_version=version, payload={
-            "reason": reason, "previous": before.version if before else None, "champion": _serving(info), **context,
-        })
+        return ControlEvent(
+            kind="promotion",
+            model_version=version,
+            payload={
+                "reason": reason,
+                "previous": before.version if before else None,
+                "champion": _serving(info),
+                **context,
+            },
+        )
 
     def rollback(self, to: str | None = None, *, reason: str = "manual", **context: Any) -> ControlEvent:
         """Demote the champion and reinstate ``to`` (default: the previous champion)."""
         demoted, champion = self.registry.rollback(to)
         log.info("rolled back %s; %s serves again: %s", demoted.version, champion.version, reason)
-        return ControlEvent(kind="rollback", model_version=demoted.version, payload={
-            "reason": reason, "from": demoted.version, "to": champion.version, "champion": _serving(champion),
-            **context,
-        })
+        return ControlEvent(
+            kind="rollback",
+            model_version=demoted.version,
+            payload={
+                "reason": reason,
+                "from": demoted.version,
+                "to": champion.version,
+                "champion": _serving(champion),
+                **context,
+            },
+        )
 
 
 def decision_from_dict(data: dict[str, Any]) -> GateDecision:
     """Rebuild a decision stored in a payload (for display)."""
+
     def slice_of(d: dict[str, Any] | None) -> SliceScores | None:
         return None if not d else SliceScores(d["n"], d["champion_macro_f1"], d["challenger_macro_f1"])
 
-    return GateDecision(promote=data["promote"], reasons=list(data.get("reasons", [])), recent=slice_of(data.get("recent")),
-                        older=slice_of(data.get("older")), margins=dict(data.get("margins", {})))
-
+    return GateDecision(
+        promote=data["promote"],
+        reasons=list(data.get("reasons", [])),
+        recent=slice_of(data.get("recent")),
+        older=slice_of(data.get("older")),
+        margins=dict(data.get("margins", {})),
+    )

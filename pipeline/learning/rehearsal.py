@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from aet.pipeline.records import LABELS
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.records import LABELS
 from aet.storage.training_store import TrainingStore
 
 
@@ -82,8 +83,13 @@ class Reservoir:
     def add(self, examples: Iterable[Example], ts: datetime | None = None) -> ReservoirStats:
         """Offer examples in order; an example already held (same id in its stratum) is not counted twice."""
         items: list[dict[str, Any]] = [
-            {"id": e.id or hashlib.sha256(e.text.encode()).hexdigest()[:32], "text": e.text,
-             "label": LABELS[e.label], "source": e.source or "news", "ts": ts}
+            {
+                "id": e.id or hashlib.sha256(e.text.encode()).hexdigest()[:32],
+                "text": e.text,
+                "label": LABELS[e.label],
+                "source": e.source or "news",
+                "ts": ts,
+            }
             for e in examples
         ]
         stats = self.store.reservoir_add(items, self.per_class, self.choose_slot)
@@ -91,8 +97,10 @@ class Reservoir:
 
     def examples(self, source: str | None = None) -> list[Example]:
         """Every example held (optionally of one source), in a stable order."""
-        return [Example(text=r["text"], label=LABELS.index(r["label"]), source=r["source"], id=r["example_id"])
-                for r in self.store.reservoir_rows(source)]
+        return [
+            Example(text=r["text"], label=LABELS.index(r["label"]), source=r["source"], id=r["example_id"])
+            for r in self.store.reservoir_rows(source)
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Held and seen counts per source and label."""
@@ -103,5 +111,9 @@ class Reservoir:
         seen: dict[str, dict[str, int]] = {}
         for (source, label), n in self.store.reservoir_seen().items():
             seen.setdefault(source, {})[label] = n
-        return {"capacity_per_source": self.capacity_per_source, "per_class": self.per_class,
-                "held": held, "seen": seen}
+        return {
+            "capacity_per_source": self.capacity_per_source,
+            "per_class": self.per_class,
+            "held": held,
+            "seen": seen,
+        }

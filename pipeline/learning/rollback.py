@@ -73,7 +73,7 @@ class RollbackGuard:
         self.watching = (new, previous)
         if new in self.watched:  # promoted again after a rollback: judge it on new labels only
             self.windows.pop(new, None)
-        self.watched = [v for v in self.watched if v != new][-KEEP_VERSIONS * 4:] + [new]
+        self.watched = [v for v in self.watched if v != new][-KEEP_VERSIONS * 4 :] + [new]
 
     def verdict(self) -> Verdict | None:
         """The decision on the watched promotion once it has enough labels; ``None`` until then."""
@@ -87,21 +87,53 @@ class RollbackGuard:
         theirs = self.windows.get(previous, ())
         accuracy = sum(mine) / len(mine)
         if not theirs:
-            return Verdict(new, previous, False, accuracy, None, len(mine), 0, self.margin,
-                           f"kept: {previous} has no labeled predictions to compare with")
+            return Verdict(
+                new,
+                previous,
+                False,
+                accuracy,
+                None,
+                len(mine),
+                0,
+                self.margin,
+                f"kept: {previous} has no labeled predictions to compare with",
+            )
         before = sum(theirs) / len(theirs)
         fell = accuracy < before - self.margin
-        words = (f"live accuracy {accuracy:.3f} over {len(mine)} labeled messages vs {before:.3f} of {previous} "
-                 f"over its last {len(theirs)}")
+        words = (
+            f"live accuracy {accuracy:.3f} over {len(mine)} labeled messages vs {before:.3f} of {previous} "
+            f"over its last {len(theirs)}"
+        )
         if fell:
-            return Verdict(new, previous, True, accuracy, before, len(mine), len(theirs), self.margin,
-                           f"{words}: below by more than the margin {self.margin:.3f}")
-        return Verdict(new, previous, False, accuracy, before, len(mine), len(theirs), self.margin,
-                       f"kept: {words}, within the margin {self.margin:.3f}")
+            return Verdict(
+                new,
+                previous,
+                True,
+                accuracy,
+                before,
+                len(mine),
+                len(theirs),
+                self.margin,
+                f"{words}: below by more than the margin {self.margin:.3f}",
+            )
+        return Verdict(
+            new,
+            previous,
+            False,
+            accuracy,
+            before,
+            len(mine),
+            len(theirs),
+            self.margin,
+            f"kept: {words}, within the margin {self.margin:.3f}",
+        )
 
     def state(self) -> dict[str, Any]:
-        return {"windows": {v: list(w) for v, w in self.windows.items()},
-                "watching": list(self.watching) if self.watching else None, "watched": list(self.watched)}
+        return {
+            "windows": {v: list(w) for v, w in self.windows.items()},
+            "watching": list(self.watching) if self.watching else None,
+            "watched": list(self.watched),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.windows = {v: deque(w, maxlen=self.labels) for v, w in state.get("windows", {}).items()}
@@ -112,7 +144,7 @@ class RollbackGuard:
 class AutoRollback:
     """Feeds a :class:`RollbackGuard` from the registry's promotions and applies its verdicts."""
 
-    def __init__(self, registry: "ModelRegistry", guard: RollbackGuard, *, check_s: float = 30.0) -> None:
+    def __init__(self, registry: ModelRegistry, guard: RollbackGuard, *, check_s: float = 30.0) -> None:
         self.registry = registry
         self.guard = guard
         self.check_s = check_s
@@ -137,13 +169,15 @@ class AutoRollback:
             log.info("promotion of %s stands: %s", verdict.version, verdict.reason)
             return None
         if self.champion != verdict.version:
-            log.info("%s no longer serves; its failed live check needs no rollback (%s)", verdict.version,
-                     verdict.reason)
+            log.info(
+                "%s no longer serves; its failed live check needs no rollback (%s)", verdict.version, verdict.reason
+            )
             return None
         from aet.pipeline.learning.promotion import Promoter
 
-        event = Promoter(self.registry).rollback(verdict.previous, reason=f"automatic: {verdict.reason}",
-                                                 live_check=asdict(verdict))
+        event = Promoter(self.registry).rollback(
+            verdict.previous, reason=f"automatic: {verdict.reason}", live_check=asdict(verdict)
+        )
         self.champion = verdict.previous
         metrics.AUTO_ROLLBACKS.inc()
         log.warning("rolled back %s to %s: %s", verdict.version, verdict.previous, verdict.reason)

@@ -14,12 +14,12 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
-
+from typing import Any
 
 from aet.pipeline.config import RetrainSettings, TrainSettings
-from aet.pipeline.model import SentimentModel
+from aet.pipeline.learning.loop import Example, Trainer, TrainResult
 from aet.pipeline.learning.objective import (
     AttentionDistillation,
     ElasticAnchor,
@@ -29,8 +29,14 @@ from aet.pipeline.learning.objective import (
     restore_attention,
     use_eager_attention,
 )
-from aet.pipeline.learning.trainable import disable_attention_dropout, merge_lora, prepare, restore_dropout, trained_names
-from aet.pipeline.learning.loop import Example, Trainer, TrainResult
+from aet.pipeline.learning.trainable import (
+    disable_attention_dropout,
+    merge_lora,
+    prepare,
+    restore_dropout,
+    trained_names,
+)
+from aet.pipeline.model import SentimentModel
 
 log = logging.getLogger(__name__)
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "attention": 5e-4, "lora": 2e-3}
@@ -76,14 +82,25 @@ class AdaptConfig:
     seed: int = 13
 
     @classmethod
-    def from_settings(cls, s: RetrainSettings, **overrides: Any) -> "AdaptConfig":
+    def from_settings(cls, s: RetrainSettings, **overrides: Any) -> AdaptConfig:
         base = cls(
-            mode=s.mode, objective=Objective(replay=s.replay, lambda_ewc=s.lambda_ewc, lambda_att=s.lambda_att),
-            epochs=s.epochs, learning_rate=s.learning_rate, batch_size=s.batch_size, weight_decay=s.weight_decay,
-            warmup_fraction=s.warmup_fraction, patience=s.patience, time_budget_s=s.time_budget_s,
-            replay_ratio=s.replay_ratio, fisher_gamma=s.fisher_gamma, fisher_samples=s.fisher_samples,
-            fisher_batch_size=s.fisher_batch_size, lora_r=s.lora_r, lora_alpha=s.lora_alpha,
-            lora_dropout=s.lora_dropout, seed=s.seed,
+            mode=s.mode,
+            objective=Objective(replay=s.replay, lambda_ewc=s.lambda_ewc, lambda_att=s.lambda_att),
+            epochs=s.epochs,
+            learning_rate=s.learning_rate,
+            batch_size=s.batch_size,
+            weight_decay=s.weight_decay,
+            warmup_fraction=s.warmup_fraction,
+            patience=s.patience,
+            time_budget_s=s.time_budget_s,
+            replay_ratio=s.replay_ratio,
+            fisher_gamma=s.fisher_gamma,
+            fisher_samples=s.fisher_samples,
+            fisher_batch_size=s.fisher_batch_size,
+            lora_r=s.lora_r,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=s.lora_dropout,
+            seed=s.seed,
         )
         return replace(base, **overrides)
 
@@ -92,8 +109,14 @@ class AdaptConfig:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.mode]
 
     def train_settings(self) -> TrainSettings:
-        return TrainSettings(epochs=self.epochs, learning_rate=self.lr, batch_size=self.batch_size,
-                             weight_decay=self.weight_decay, warmup_fraction=self.warmup_fraction, seed=self.seed)
+        return TrainSettings(
+            epochs=self.epochs,
+            learning_rate=self.lr,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -113,21 +136,37 @@ class AdaptResult:
         """JSON-ready facts for the registry and reports."""
         c = self.config
         return {
-            "mode": c.mode, "objective": c.objective.describe(),
-            "weights": {"replay": c.objective.replay, "lambda_ewc": c.objective.lambda_ewc,
-                        "lambda_att": c.objective.lambda_att},
-            "learning_rate": c.lr, "epochs": c.epochs, "batch_size": c.batch_size, "seed": c.seed,
-            "best_epoch": self.train.best_epoch, "stopped": self.train.stopped, "history": self.train.history,
-            "trainable_parameters": self.trainable_parameters, "samples_per_s": round(self.train.samples_per_s, 2),
-            "seconds": {k: round(v, 2) for k, v in self.seconds.items()}, "counts": self.counts,
+            "mode": c.mode,
+            "objective": c.objective.describe(),
+            "weights": {
+                "replay": c.objective.replay,
+                "lambda_ewc": c.objective.lambda_ewc,
+                "lambda_att": c.objective.lambda_att,
+            },
+            "learning_rate": c.lr,
+            "epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "seed": c.seed,
+            "best_epoch": self.train.best_epoch,
+            "stopped": self.train.stopped,
+            "history": self.train.history,
+            "trainable_parameters": self.trainable_parameters,
+            "samples_per_s": round(self.train.samples_per_s, 2),
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "counts": self.counts,
             "fisher": self.fisher_info,
         }
 
 
 def clone_model(model: SentimentModel, version: str) -> SentimentModel:
     """A trainable copy of ``model`` (same tokenizer, deep-copied weights) named ``version``."""
-    return SentimentModel(model=copy.deepcopy(model.model), tokenizer=model.tokenizer, version=version,
-                          max_length=model.max_length, batch_size=model.batch_size)
+    return SentimentModel(
+        model=copy.deepcopy(model.model),
+        tokenizer=model.tokenizer,
+        version=version,
+        max_length=model.max_length,
+        batch_size=model.batch_size,
+    )
 
 
 def replay_sample(replay: Sequence[Example], n_recent: int, ratio: float, seed: int) -> list[Example]:
@@ -136,10 +175,18 @@ def replay_sample(replay: Sequence[Example], n_recent: int, ratio: float, seed: 
     return sorted(random.Random(seed).sample(list(replay), k), key=lambda e: (e.source, e.label, e.id, e.text))
 
 
-def adapt(champion: SentimentModel, *, recent: Sequence[Example], validation: Sequence[Example] = (),
-          replay: Sequence[Example] = (), champion_fisher: Tensors | None = None, config: AdaptConfig,
-          version: str = "candidate", progress: bool = False,
-          interrupt: Callable[[], bool] | None = None) -> AdaptResult:
+def adapt(
+    champion: SentimentModel,
+    *,
+    recent: Sequence[Example],
+    validation: Sequence[Example] = (),
+    replay: Sequence[Example] = (),
+    champion_fisher: Tensors | None = None,
+    config: AdaptConfig,
+    version: str = "candidate",
+    progress: bool = False,
+    interrupt: Callable[[], bool] | None = None,
+) -> AdaptResult:
     """Train a copy of ``champion`` on ``recent`` (+ replay) with the objective of ``config``.
 
     ``champion`` is not modified (its attention implementation is switched to
@@ -163,16 +210,23 @@ def adapt(champion: SentimentModel, *, recent: Sequence[Example], validation: Se
         t = time.perf_counter()
         basis = list(replay) or list(recent)
         missing = names if fisher_old is None else [n for n in names if n not in fisher_old]
-        estimated = estimate_fisher(champion, basis, samples=config.fisher_samples,
-                                    batch_size=config.fisher_batch_size, seed=config.seed, names=missing)
+        estimated = estimate_fisher(
+            champion,
+            basis,
+            samples=config.fisher_samples,
+            batch_size=config.fisher_batch_size,
+            seed=config.seed,
+            names=missing,
+        )
         fisher_old = {**(fisher_old or {}), **estimated}
         seconds["fisher_champion"] = time.perf_counter() - t
         fisher_source = f"estimated now on {'replay' if replay else 'recent'} examples"
 
     student = clone_model(champion, version)
     net = student.model
-    trainable = prepare(net, config.mode, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-                        lora_dropout=config.lora_dropout)
+    trainable = prepare(
+        net, config.mode, lora_r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout
+    )
     terms: list[tuple[str, Any]] = []
     if obj.lambda_ewc > 0 and fisher_old is not None:
         anchor = dict(champion.model.named_parameters())
@@ -189,13 +243,22 @@ def adapt(champion: SentimentModel, *, recent: Sequence[Example], validation: Se
         student_impl = use_eager_attention(net)
         dropped = disable_attention_dropout(net)
         restore = [teacher_impl, student_impl, dropped]
-        terms.append(("att", AttentionDistillation(champion.model, inputs, obj.lambda_att, own_batch=own,
-                                                   seed=config.seed)))
+        terms.append(
+            ("att", AttentionDistillation(champion.model, inputs, obj.lambda_att, own_batch=own, seed=config.seed))
+        )
     try:
         t = time.perf_counter()
-        result = Trainer(student, config.train_settings(), loss_terms=terms, parameters=trainable.parameters,
-                         progress=progress, patience=config.patience, time_budget_s=config.time_budget_s,
-                         group_by_length=config.group_by_length, interrupt=interrupt).fit(train, validation)
+        result = Trainer(
+            student,
+            config.train_settings(),
+            loss_terms=terms,
+            parameters=trainable.parameters,
+            progress=progress,
+            patience=config.patience,
+            time_budget_s=config.time_budget_s,
+            group_by_length=config.group_by_length,
+            interrupt=interrupt,
+        ).fit(train, validation)
         seconds["train"] = time.perf_counter() - t
     finally:
         if restore:
@@ -214,14 +277,32 @@ def adapt(champion: SentimentModel, *, recent: Sequence[Example], validation: Se
     fisher, info = None, {"gamma": config.fisher_gamma, "champion_fisher": fisher_source}
     if config.estimate_fisher:
         t = time.perf_counter()
-        fisher_new = estimate_fisher(student, train, samples=config.fisher_samples,
-                                     batch_size=config.fisher_batch_size, seed=config.seed + 1, names=names)
+        fisher_new = estimate_fisher(
+            student,
+            train,
+            samples=config.fisher_samples,
+            batch_size=config.fisher_batch_size,
+            seed=config.seed + 1,
+            names=names,
+        )
         fisher = merge_fisher(fisher_old, fisher_new, config.fisher_gamma)
         seconds["fisher_new"] = time.perf_counter() - t
-        info.update(samples=min(config.fisher_samples, len(train)), batch_size=config.fisher_batch_size,
-                    merged=fisher_old is not None, tensors=len(fisher),
-                    values=int(sum(t.numel() for t in fisher.values())))
+        info.update(
+            samples=min(config.fisher_samples, len(train)),
+            batch_size=config.fisher_batch_size,
+            merged=fisher_old is not None,
+            tensors=len(fisher),
+            values=int(sum(t.numel() for t in fisher.values())),
+        )
     seconds["round"] = time.perf_counter() - started
     counts = {"recent": len(recent), "replay": len(replayed), "train": len(train), "validation": len(validation)}
-    return AdaptResult(model=student, fisher=fisher, fisher_info=info, train=result,
-                       trainable_parameters=trainable.count, seconds=seconds, counts=counts, config=config)
+    return AdaptResult(
+        model=student,
+        fisher=fisher,
+        fisher_info=info,
+        train=result,
+        trainable_parameters=trainable.count,
+        seconds=seconds,
+        counts=counts,
+        config=config,
+    )

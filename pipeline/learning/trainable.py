@@ -18,8 +18,9 @@ anchor compares with the champion.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from transformers import PreTrainedModel
@@ -63,8 +64,7 @@ def attention_module_names(net: PreTrainedModel) -> list[str]:
 def head_parameter_names(net: PreTrainedModel) -> list[str]:
     """The head: every parameter outside the encoder body (classifier), plus the pooler if there is one."""
     prefix = f"{net.base_model_prefix}."
-    return [n for n, _ in net.named_parameters()
-            if not n.startswith(prefix) or n.startswith(f"{prefix}pooler.")]
+    return [n for n, _ in net.named_parameters() if not n.startswith(prefix) or n.startswith(f"{prefix}pooler.")]
 
 
 def trained_names(net: PreTrainedModel, mode: str) -> list[str]:
@@ -80,8 +80,9 @@ def trained_names(net: PreTrainedModel, mode: str) -> list[str]:
     return [n for n in names if n in wanted]
 
 
-def prepare(net: PreTrainedModel, mode: str, *, lora_r: int = 8, lora_alpha: float = 16.0,
-            lora_dropout: float = 0.0) -> Trainable:
+def prepare(
+    net: PreTrainedModel, mode: str, *, lora_r: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0
+) -> Trainable:
     """Set ``requires_grad`` for ``mode`` (injecting LoRA adapters in place for ``lora``); return what trains."""
     if mode not in MODES:
         raise TrainableError(f"unknown training mode {mode!r}: use one of {', '.join(MODES)}")
@@ -102,8 +103,9 @@ def prepare(net: PreTrainedModel, mode: str, *, lora_r: int = 8, lora_alpha: flo
         modules = attention_module_names(net)
         if not modules:
             raise TrainableError(f"no attention projections found in {type(net).__name__}")
-        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=modules,
-                            bias="none")
+        config = LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=modules, bias="none"
+        )
         inject_adapter_in_model(config, net)
         for n, p in net.named_parameters():
             p.requires_grad_(".lora_" in n or n in head)

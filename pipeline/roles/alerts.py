@@ -59,9 +59,10 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aet.adapters.bus import Bus, BusRecord
 from aet.pipeline import metrics
@@ -93,7 +94,7 @@ def _text_key(text: str) -> str:
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 @dataclass
@@ -136,10 +137,11 @@ class AlertState(Protocol):
 class _Baseline:
     """Exponentially weighted mean and variance of a window share, and of its sampling variance."""
 
-    __slots__ = ("mean", "var", "noise", "windows", "through")
+    __slots__ = ("mean", "noise", "through", "var", "windows")
 
-    def __init__(self, mean: float, var: float = 0.0, noise: float = 0.0, windows: int = 0,
-                 through: float = float("-inf")) -> None:
+    def __init__(
+        self, mean: float, var: float = 0.0, noise: float = 0.0, windows: int = 0, through: float = float("-inf")
+    ) -> None:
         self.mean, self.var, self.noise, self.windows, self.through = mean, var, noise, windows, through
 
     def update(self, x: float, n: int, alpha: float, min_std: float, prior_std: float) -> None:
@@ -149,7 +151,7 @@ class _Baseline:
         below ``alpha``. ``x`` is first clipped to 3 spreads of the current baseline (the
         prior's spread before any window), so one burst cannot drag the baseline along.
         """
-        tau2 = self.tau2(min_std) if self.windows else prior_std ** 2
+        tau2 = self.tau2(min_std) if self.windows else prior_std**2
         spread = math.sqrt(tau2 + self.mean * (1 - self.mean) / n)
         x = min(max(x, self.mean - 3 * spread), self.mean + 3 * spread)
         a = max(alpha, 1.0 / (self.windows + 1))
@@ -161,7 +163,7 @@ class _Baseline:
         self.windows += 1
 
     def tau2(self, min_std: float) -> float:
-        return max(self.var - self.noise, min_std ** 2)
+        return max(self.var - self.noise, min_std**2)
 
 
 class _Bucket:
@@ -206,13 +208,13 @@ class EngineStats:
 class _Entity:
     """One entity's open buckets, its newest event time, and its closed windows awaiting the baseline."""
 
-    __slots__ = ("buckets", "max_ts", "closed", "folds", "keyed")
+    __slots__ = ("buckets", "closed", "folds", "keyed", "max_ts")
 
     def __init__(self) -> None:
         self.buckets: dict[int, _Bucket] = {}
         self.max_ts = float("-inf")
         self.keyed = False  # time is driven by messages keyed by this entity (once there are any)
-        self.closed = -(2 ** 62)  # the newest bucket index whose window is final
+        self.closed = -(2**62)  # the newest bucket index whose window is final
         # (due, window end, window n, neg, pos, bucket n, neg, pos): final windows and buckets awaiting their fold
         self.folds: deque[tuple[float, float, int, int, int, int, int, int]] = deque()
 
@@ -226,7 +228,8 @@ class AlertEngine:
         self.s = settings
         self.extractor = extractor or EntityExtractor(
             Gazetteer.load(settings.gazetteer) if settings.gazetteer else None,
-            text_cashtags=settings.text_cashtags, link_given_names=settings.link_given_names,
+            text_cashtags=settings.text_cashtags,
+            link_given_names=settings.link_given_names,
         )
         self.step = settings.step_s
         self.nb = max(1, round(settings.window_s / settings.step_s))
@@ -281,8 +284,16 @@ class AlertEngine:
         return BaselineSnapshot(entity, kind, b.mean, b.var, b.noise, b.windows, through)
 
     def _bucket_row(self, entity: str, b: int, bucket: _Bucket) -> BucketSnapshot:
-        return BucketSnapshot(entity, _dt(b * self.step), _dt((b + 1) * self.step), bucket.n, bucket.neg,
-                              bucket.neu, bucket.pos, bucket.score)
+        return BucketSnapshot(
+            entity,
+            _dt(b * self.step),
+            _dt((b + 1) * self.step),
+            bucket.n,
+            bucket.neg,
+            bucket.neu,
+            bucket.pos,
+            bucket.score,
+        )
 
     # -- the stream ----------------------------------------------------------------
 
@@ -321,7 +332,7 @@ class AlertEngine:
                 if keyed and not state.keyed:
                     # From now on this entity's own partition (in order) drives its time, not mentions
                     # in other partitions, which may be read far ahead or behind.
-                    state.keyed, state.max_ts, state.closed = True, float("-inf"), -(2 ** 62)
+                    state.keyed, state.max_ts, state.closed = True, float("-inf"), -(2**62)
                 if ts < state.max_ts - lateness:
                     self.stats.late += 1
                     metrics.ALERT_LATE.inc()
@@ -412,15 +423,28 @@ class AlertEngine:
         prior = self._prior[label]
         own = self._baselines.get((entity, kind))
         if own is None or own.windows == 0:
-            return prior.mean, self.s.prior_std ** 2, 0
+            return prior.mean, self.s.prior_std**2, 0
         w = own.windows / (own.windows + self.s.warmup_windows) if self.s.warmup_windows else 1.0
         mu = w * own.mean + (1 - w) * prior.mean
-        tau2 = w * own.tau2(self.s.min_std) + (1 - w) * self.s.prior_std ** 2
+        tau2 = w * own.tau2(self.s.min_std) + (1 - w) * self.s.prior_std**2
         return mu, tau2, own.windows
 
-    def _raise(self, entity: str, kind: str, label: str, end_b: int, n: int, counts: dict[str, int],
-               parts: list[_Bucket], mu: float, tau2: float, sigma: float, windows: int, z: float,
-               trigger: ScoredMessage) -> Alert | None:
+    def _raise(
+        self,
+        entity: str,
+        kind: str,
+        label: str,
+        end_b: int,
+        n: int,
+        counts: dict[str, int],
+        parts: list[_Bucket],
+        mu: float,
+        tau2: float,
+        sigma: float,
+        windows: int,
+        z: float,
+        trigger: ScoredMessage,
+    ) -> Alert | None:
         end_ts = (end_b + 1) * self.step
         window_end = _dt(end_ts)
         ident = alert_id(entity, kind, window_end)
@@ -442,14 +466,26 @@ class AlertEngine:
         self.stats.alerts += 1
         metrics.ALERTS_RAISED.labels(kind, severity).inc()
         return Alert(
-            id=ident, entity=entity, kind=kind,
-            window_start=_dt(end_ts - self.nb * self.step), window_end=window_end,
+            id=ident,
+            entity=entity,
+            kind=kind,
+            window_start=_dt(end_ts - self.nb * self.step),
+            window_end=window_end,
             counts={"total": n, **counts},
             shares={k: v / n for k, v in counts.items()},
-            baseline={"mean": mu, "std": math.sqrt(tau2), "sigma": sigma, "windows": float(windows),
-                      "prior_mean": self._prior[label].mean},
-            z=z, severity=severity, example_ids=[i for _, i in examples],
-            model_version=trigger.model_version, trigger_id=trigger.id, model_versions=versions,
+            baseline={
+                "mean": mu,
+                "std": math.sqrt(tau2),
+                "sigma": sigma,
+                "windows": float(windows),
+                "prior_mean": self._prior[label].mean,
+            },
+            z=z,
+            severity=severity,
+            example_ids=[i for _, i in examples],
+            model_version=trigger.model_version,
+            trigger_id=trigger.id,
+            model_versions=versions,
         )
 
     def _advance(self, entity: str, state: _Entity) -> None:
@@ -530,10 +566,25 @@ class AlertWorker(Worker):
 
     role = "alerts"
 
-    def __init__(self, bus: Bus, store: object, topics: TopicSettings, settings: AlertSettings, *,
-                 engine: AlertEngine | None = None, state: AlertState | None = None) -> None:
-        super().__init__(bus, store, group=settings.group, topics=[topics.scored], dlq_topic=topics.dlq,
-                         max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    def __init__(
+        self,
+        bus: Bus,
+        store: object,
+        topics: TopicSettings,
+        settings: AlertSettings,
+        *,
+        engine: AlertEngine | None = None,
+        state: AlertState | None = None,
+    ) -> None:
+        super().__init__(
+            bus,
+            store,
+            group=settings.group,
+            topics=[topics.scored],
+            dlq_topic=topics.dlq,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+        )
         self.settings = settings
         self.engine = engine or AlertEngine(settings)
         self.state = state
@@ -549,14 +600,33 @@ class AlertWorker(Worker):
             try:
                 messages.append(decode(ScoredMessage, r.value))
             except BadRecord as exc:
-                out.dead_letters.append(DeadLetter.of(r.value, stage="alerts", reason=exc.reason, topic=r.topic,
-                                                      partition=r.partition, offset=r.offset, key=r.key))
+                out.dead_letters.append(
+                    DeadLetter.of(
+                        r.value,
+                        stage="alerts",
+                        reason=exc.reason,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                    )
+                )
         with self._lock:
             alerts = self.engine.process(messages)
         metrics.ALERT_ENTITIES.set(self.engine.entities)
         for a in alerts:
-            log.info("alert %s %s %s: %d/%d %s in %s..%s (z %.1f)", a.severity, a.kind, a.entity,
-                     a.counts[KINDS[a.kind]], a.counts["total"], KINDS[a.kind], a.window_start, a.window_end, a.z)
+            log.info(
+                "alert %s %s %s: %d/%d %s in %s..%s (z %.1f)",
+                a.severity,
+                a.kind,
+                a.entity,
+                a.counts[KINDS[a.kind]],
+                a.counts["total"],
+                KINDS[a.kind],
+                a.window_start,
+                a.window_end,
+                a.z,
+            )
             out.alerts.append(a)
             out.publish.append((self.out_topic, a.entity, a.to_bytes()))
         self.raised.extend(alerts)

@@ -31,8 +31,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class SwapTarget:
     labels: tuple[str, ...] = tuple(LABELS)
 
     @classmethod
-    def of(cls, info: "ModelInfo") -> "SwapTarget":
+    def of(cls, info: ModelInfo) -> SwapTarget:
         return cls(info.version, info.artifact_path, info.sha256, tuple(info.labels))
 
 
@@ -102,8 +103,14 @@ def release_memory() -> None:
 class ModelSwapper:
     """Loads the wanted model version in the background and hands it over between batches."""
 
-    def __init__(self, current: SentimentModel, load: Callable[[SwapTarget], SentimentModel],
-                 *, warmup_texts: Sequence[str] = WARMUP_TEXTS, role: str = "scorer") -> None:
+    def __init__(
+        self,
+        current: SentimentModel,
+        load: Callable[[SwapTarget], SentimentModel],
+        *,
+        warmup_texts: Sequence[str] = WARMUP_TEXTS,
+        role: str = "scorer",
+    ) -> None:
         self.serving = current.version
         self.role = role
         self.swaps = 0
@@ -154,8 +161,13 @@ class ModelSwapper:
         requested = self._requested_at.pop(model.version, None)
         metrics.MODEL_SWAPS.labels(self.role, "swapped").inc()
         metrics.MODEL_VERSION.info({"version": model.version})
-        log.info("%s: swapped %s -> %s%s", self.role, previous, model.version,
-                 f" ({time.monotonic() - requested:.2f}s after the request)" if requested else "")
+        log.info(
+            "%s: swapped %s -> %s%s",
+            self.role,
+            previous,
+            model.version,
+            f" ({time.monotonic() - requested:.2f}s after the request)" if requested else "",
+        )
         return model
 
     def retire(self, model: SentimentModel) -> None:
@@ -186,8 +198,11 @@ class ModelSwapper:
         _lower_thread_priority()  # loading competes with scoring for the CPU: let scoring win
         while True:
             with self._cond:
-                while not self._closed and not self._retired and (
-                        self._wanted is None or self._ready is not None or self._wanted in self._refused):
+                while (
+                    not self._closed
+                    and not self._retired
+                    and (self._wanted is None or self._ready is not None or self._wanted in self._refused)
+                ):
                     self._cond.wait()
                 if self._closed:
                     self._retired.clear()
@@ -229,8 +244,9 @@ class ModelSwapper:
                 self._refused.add(target)
                 self._cond.notify_all()
             metrics.MODEL_SWAPS.labels(self.role, "refused").inc()
-            log.error("%s: refused to swap in %s, %s keeps serving: %s", self.role, target.version, self.serving,
-                      reason)
+            log.error(
+                "%s: refused to swap in %s, %s keeps serving: %s", self.role, target.version, self.serving, reason
+            )
             release_memory()
             return None
         metrics.SWAP_SECONDS.labels(self.role).observe(time.perf_counter() - started)
@@ -240,8 +256,16 @@ class ModelSwapper:
 class ChampionFollower:
     """Keeps a :class:`ModelSwapper` wanting the registry's champion: at start, on control events, and by polling."""
 
-    def __init__(self, bus: Bus, control_topic: str, registry: "ModelRegistry", swapper: ModelSwapper,
-                 *, group_prefix: str = "aet-scorer", registry_poll_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        control_topic: str,
+        registry: ModelRegistry,
+        swapper: ModelSwapper,
+        *,
+        group_prefix: str = "aet-scorer",
+        registry_poll_s: float = 30.0,
+    ) -> None:
         self.bus = bus
         self.control_topic = control_topic
         self.registry = registry
@@ -253,7 +277,7 @@ class ChampionFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "ChampionFollower":
+    def start(self) -> ChampionFollower:
         self._thread = threading.Thread(target=self.run, name="aet-champion-follower", daemon=True)
         self._thread.start()
         return self

@@ -20,7 +20,9 @@ class LabelRecorder(Worker):
     role = "labels"
 
     def __init__(self, bus: Bus, store: object, topics: TopicSettings, group: str = "aet-labels") -> None:
-        super().__init__(bus, store, group=group, topics=[topics.labels], dlq_topic=topics.dlq, max_batch=256, max_wait_ms=50)
+        super().__init__(
+            bus, store, group=group, topics=[topics.labels], dlq_topic=topics.dlq, max_batch=256, max_wait_ms=50
+        )
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         out = Outputs()
@@ -30,8 +32,15 @@ class LabelRecorder(Worker):
                 label = decode(LabelRecord, r.value)
             except BadRecord as exc:
                 out.dead_letters.append(
-                    DeadLetter.of(r.value, stage="labels", reason=exc.reason, topic=r.topic,
-                                  partition=r.partition, offset=r.offset, key=r.key)
+                    DeadLetter.of(
+                        r.value,
+                        stage="labels",
+                        reason=exc.reason,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                    )
                 )
                 continue
             latest[label.message_id] = label

@@ -43,9 +43,10 @@ import random
 import time
 import zlib
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MONITOR_STATE_VERSION = 1
-CHECKPOINT_EVERY = 64      # messages between (position, time) checkpoints of a source
-MAX_CHECKPOINTS = 1024   # ~65,000 messages of a source; older labels map to position 0 (pre-reset)
+CHECKPOINT_EVERY = 64  # messages between (position, time) checkpoints of a source
+MAX_CHECKPOINTS = 1024  # ~65,000 messages of a source; older labels map to position 0 (pre-reset)
 RETRAIN_BLOCKERS = ("retrain_request", "training_result", "promotion")
 
 
@@ -118,8 +119,12 @@ class _Quality:
         return macro_f1([t for t, _ in self.window], [p for _, p in self.window]) if self.window else 0.0
 
     def state(self) -> dict[str, Any]:
-        return {"labeled": self.labeled, "correct": self.correct, "confusion": self.confusion,
-                "window": "".join(f"{t}{p}" for t, p in self.window)}
+        return {
+            "labeled": self.labeled,
+            "correct": self.correct,
+            "confusion": self.confusion,
+            "window": "".join(f"{t}{p}" for t, p in self.window),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.labeled, self.correct = int(state["labeled"]), int(state["correct"])
@@ -145,12 +150,13 @@ def _event_id(*parts: Any) -> str:
 class _BatchWriter:
     """The store the worker loop sees: writes the batch's events and dead letters with the monitor's rows."""
 
-    def __init__(self, store: "MonitorStore", monitor: "Monitor") -> None:
+    def __init__(self, store: MonitorStore, monitor: Monitor) -> None:
         self.store = store
         self.monitor = monitor
 
-    def write(self, *, events: Sequence[ControlEvent] = (), dead_letters: Sequence[DeadLetter] = (),
-              **others: Sequence[Any]) -> None:
+    def write(
+        self, *, events: Sequence[ControlEvent] = (), dead_letters: Sequence[DeadLetter] = (), **others: Sequence[Any]
+    ) -> None:
         unexpected = {k for k, v in others.items() if v}
         if unexpected:
             raise ValueError(f"the monitor produces no {sorted(unexpected)}")
@@ -165,17 +171,24 @@ class Monitor(Worker):
     def __init__(
         self,
         bus: Bus,
-        store: "MonitorStore",
+        store: MonitorStore,
         topics: TopicSettings,
         settings: MonitorSettings,
         *,
         embedder: Embedder | None = None,
         models: ModelSource | None = None,
-        rollback: "AutoRollback | None" = None,
+        rollback: AutoRollback | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        super().__init__(bus, _BatchWriter(store, self), group=settings.group, topics=[topics.scored, topics.labels],
-                         dlq_topic=topics.dlq, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+        super().__init__(
+            bus,
+            _BatchWriter(store, self),
+            group=settings.group,
+            topics=[topics.scored, topics.labels],
+            dlq_topic=topics.dlq,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+        )
         from aet.storage.drift_store import MonitorBatch
 
         self._new_batch = MonitorBatch
@@ -198,8 +211,15 @@ class Monitor(Worker):
         self.applied: set[str] = set()
         self.latest_ts: dict[str, str] = {}
         self.checkpoints: dict[str, deque[tuple[int, str]]] = {}
-        self.counts = {"joined": 0, "held": 0, "duplicate": 0, "expired": 0, "invalid": 0, "duplicate_scored": 0,
-                       "skipped_redelivered": 0}
+        self.counts = {
+            "joined": 0,
+            "held": 0,
+            "duplicate": 0,
+            "expired": 0,
+            "invalid": 0,
+            "duplicate_scored": 0,
+            "skipped_redelivered": 0,
+        }
         self.raised: deque[ControlEvent] = deque(maxlen=1000)  # this process's latest events (summaries, tests)
         self._last_champion_check = -float("inf")
         self._warned_no_embedder = False
@@ -211,25 +231,32 @@ class Monitor(Worker):
         state = self.monitor_store.load_state(self.group)
         if state is not None:
             if state.get("version") != MONITOR_STATE_VERSION:
-                log.warning("monitor state v%s is not v%s; starting afresh", state.get("version"), MONITOR_STATE_VERSION)
+                log.warning(
+                    "monitor state v%s is not v%s; starting afresh", state.get("version"), MONITOR_STATE_VERSION
+                )
             else:
                 for warning in self.engine.restore(state["engine"]):
                     log.warning("%s", warning)
                 self.seen = int(state["seen"])
                 self.pending = dict(state["pending"])
-                self.last_request_at = datetime.fromisoformat(state["last_request_at"]) if state["last_request_at"] else None
+                self.last_request_at = (
+                    datetime.fromisoformat(state["last_request_at"]) if state["last_request_at"] else None
+                )
                 for key, q in state["quality"].items():
                     source, version = key.split("\x1f", 1)
                     self._quality(source, version).restore(q)
                 self.applied = set(state["applied"])
                 self.latest_ts = dict(state["latest_ts"])
-                self.checkpoints = {s: deque(((int(p), t) for p, t in cp), maxlen=MAX_CHECKPOINTS)
-                                    for s, cp in state["checkpoints"].items()}
+                self.checkpoints = {
+                    s: deque(((int(p), t) for p, t in cp), maxlen=MAX_CHECKPOINTS)
+                    for s, cp in state["checkpoints"].items()
+                }
                 self.counts.update(state.get("counts", {}))
                 if self.rollback is not None and state.get("rollback"):
                     self.rollback.restore(state["rollback"])
-                log.info("monitor %s resumed at %s", self.group,
-                         {s: src.position for s, src in self.engine.sources.items()})
+                log.info(
+                    "monitor %s resumed at %s", self.group, {s: src.position for s, src in self.engine.sources.items()}
+                )
         for row in self.monitor_store.held_labels():
             label = LabelRecord(message_id=row.message_id, label=row.label, ts=row.label_ts, annotator=row.annotator)
             self.held[row.message_id] = (label, int(row.held_at or 0))
@@ -271,8 +298,12 @@ class Monitor(Worker):
                 log.info("monitor embeds with champion %s from now on", version)
                 self.embedder = self.models.load(version)
         except Exception as exc:  # noqa: BLE001 - the monitor keeps running on the label-free signals it has
-            log.warning("cannot load the champion to embed with (%s: %s); keeping %s", type(exc).__name__, exc,
-                        getattr(self.embedder, "version", None))
+            log.warning(
+                "cannot load the champion to embed with (%s: %s); keeping %s",
+                type(exc).__name__,
+                exc,
+                getattr(self.embedder, "version", None),
+            )
 
     def _embed(self, messages: list[ScoredMessage]) -> dict[str, np.ndarray]:
         if "hotelling_embedding" not in self.config.detectors or not messages:
@@ -282,15 +313,22 @@ class Monitor(Worker):
                 log.warning("the monitor has no model to embed with: the embedding detector is idle")
                 self._warned_no_embedder = True
             return {}
-        chosen = [m for m in messages
-                  if m.model_version == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)]
+        chosen = [
+            m
+            for m in messages
+            if m.model_version == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)
+        ]
         if not chosen:
             return {}
         try:
             vectors = np.asarray(self.embedder.embed([m.text for m in chosen]), dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the monitor; the signal skips it
-            log.warning("embedding %d messages failed (%s: %s); the embedding signal skips them", len(chosen),
-                        type(exc).__name__, exc)
+            log.warning(
+                "embedding %d messages failed (%s: %s); the embedding signal skips them",
+                len(chosen),
+                type(exc).__name__,
+                exc,
+            )
             return {}
         return {m.id: v for m, v in zip(chosen, vectors)}
 
@@ -299,8 +337,11 @@ class Monitor(Worker):
         if self.settings.embedding_reference != "training" or "hotelling_embedding" not in self.config.detectors:
             return
         if self.embedder is None or self.embedder.version != version or self.models is None:
-            log.warning("no training reference for %s/%s (no matching model); using the stream's first messages",
-                        source, version)
+            log.warning(
+                "no training reference for %s/%s (no matching model); using the stream's first messages",
+                source,
+                version,
+            )
             return
         try:
             texts = self.models.training_texts(version)
@@ -308,7 +349,9 @@ class Monitor(Worker):
             log.warning("cannot read the training data of %s (%s); using the stream's first messages", version, exc)
             return
         if not texts:
-            log.warning("the registry names no readable training data for %s; using the stream's first messages", version)
+            log.warning(
+                "the registry names no readable training data for %s; using the stream's first messages", version
+            )
             return
         pool = texts.get(source) or [t for ts in texts.values() for t in ts]
         pool = random.Random(self.config.seed).sample(pool, min(len(pool), self.config.reference_size))
@@ -339,12 +382,24 @@ class Monitor(Worker):
                 if r.topic == self.names.labels:
                     self.counts["invalid"] += 1
                     metrics.LABEL_OUTCOMES.labels("invalid").inc()
-                out.dead_letters.append(DeadLetter.of(r.value, stage="monitor", reason=exc.reason, topic=r.topic,
-                                                      partition=r.partition, offset=r.offset, key=r.key))
+                out.dead_letters.append(
+                    DeadLetter.of(
+                        r.value,
+                        stage="monitor",
+                        reason=exc.reason,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                    )
+                )
         embeddings = self._embed([m for _, m in decoded if isinstance(m, ScoredMessage)])
         batch_ids = {m.id for _, m in decoded if isinstance(m, ScoredMessage)}
-        lookup = [l.message_id for _, l in decoded
-                  if isinstance(l, LabelRecord) and l.message_id not in self.recent and l.message_id not in batch_ids]
+        lookup = [
+            l.message_id
+            for _, l in decoded
+            if isinstance(l, LabelRecord) and l.message_id not in self.recent and l.message_id not in batch_ids
+        ]
         stored = self.monitor_store.predictions(lookup) if lookup else {}
         already = self.monitor_store.joined(lookup) if lookup else set()
         touched: set[tuple[str, str]] = set()
@@ -358,9 +413,18 @@ class Monitor(Worker):
         self._auto_rollback(out)
         for source, version in touched:
             q = self._quality(source, version)
-            batch.quality.append({"source": source, "model_version": version, "labeled": q.labeled,
-                                  "correct": q.correct, "window": len(q.window), "accuracy": q.accuracy(),
-                                  "macro_f1": q.macro_f1(), "confusion": q.confusion})
+            batch.quality.append(
+                {
+                    "source": source,
+                    "model_version": version,
+                    "labeled": q.labeled,
+                    "correct": q.correct,
+                    "window": len(q.window),
+                    "accuracy": q.accuracy(),
+                    "macro_f1": q.macro_f1(),
+                    "confusion": q.confusion,
+                }
+            )
             metrics.LIVE_ACCURACY.labels(source, version).set(q.accuracy())
             metrics.LIVE_MACRO_F1.labels(source, version).set(q.macro_f1())
             metrics.LIVE_LABELED.labels(source, version).set(q.labeled)
@@ -371,8 +435,14 @@ class Monitor(Worker):
         batch.state = self.state(self.applied)
         return out
 
-    def _on_scored(self, m: ScoredMessage, embedding: np.ndarray | None, out: Outputs, batch: "MonitorBatch",
-                   touched: set[tuple[str, str]]) -> None:
+    def _on_scored(
+        self,
+        m: ScoredMessage,
+        embedding: np.ndarray | None,
+        out: Outputs,
+        batch: MonitorBatch,
+        touched: set[tuple[str, str]],
+    ) -> None:
         if m.id in self.recent:
             # The scorer delivers at least once: a message published again (after a scorer crash) is
             # not fed to the detectors a second time while the monitor remembers it.
@@ -397,13 +467,22 @@ class Monitor(Worker):
         if held is not None:
             self._join(held[0], self.recent[m.id], m.id, out, batch, touched)
 
-    def _on_label(self, label: LabelRecord, stored: dict[str, Any], already: set[str], out: Outputs,
-                  batch: "MonitorBatch", touched: set[tuple[str, str]]) -> None:
+    def _on_label(
+        self,
+        label: LabelRecord,
+        stored: dict[str, Any],
+        already: set[str],
+        out: Outputs,
+        batch: MonitorBatch,
+        touched: set[tuple[str, str]],
+    ) -> None:
         mid = label.message_id
         pred = self.recent.get(mid)
         if pred is None and mid in stored and mid not in already:
             p = stored[mid]
-            pred = _Prediction(p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts)
+            pred = _Prediction(
+                p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts
+            )
             self._remember(mid, pred)  # so that a second label for it in this batch is a duplicate
         if pred is not None and not pred.labeled and mid not in already:
             self._join(label, pred, mid, out, batch, touched)
@@ -416,9 +495,21 @@ class Monitor(Worker):
         self.held[mid] = (label, self.seen)
         self.counts["held"] += 1
         metrics.LABEL_OUTCOMES.labels("held").inc()
-        batch.joins.append({"message_id": mid, "status": "held", "label": label.label, "annotator": label.annotator,
-                            "label_ts": label.ts, "source": None, "model_version": None, "predicted": None,
-                            "message_ts": None, "position": None, "held_at": self.seen})
+        batch.joins.append(
+            {
+                "message_id": mid,
+                "status": "held",
+                "label": label.label,
+                "annotator": label.annotator,
+                "label_ts": label.ts,
+                "source": None,
+                "model_version": None,
+                "predicted": None,
+                "message_ts": None,
+                "position": None,
+                "held_at": self.seen,
+            }
+        )
 
     def _remember(self, mid: str, pred: _Prediction) -> None:
         self.recent[mid] = pred
@@ -439,8 +530,15 @@ class Monitor(Worker):
                 break
         return best if best is not None else 0
 
-    def _join(self, label: LabelRecord, pred: _Prediction, mid: str, out: Outputs, batch: "MonitorBatch",
-              touched: set[tuple[str, str]]) -> None:
+    def _join(
+        self,
+        label: LabelRecord,
+        pred: _Prediction,
+        mid: str,
+        out: Outputs,
+        batch: MonitorBatch,
+        touched: set[tuple[str, str]],
+    ) -> None:
         pred.labeled = True
         true = LABELS.index(label.label)
         self.counts["joined"] += 1
@@ -450,17 +548,29 @@ class Monitor(Worker):
         pending = self.pending.get(pred.source)
         if pending is not None and (pred.position if pred.position is not None else 0) > pending["position"]:
             pending["labels"] += 1
-        batch.joins.append({"message_id": mid, "status": "joined", "label": label.label, "annotator": label.annotator,
-                            "label_ts": label.ts, "source": pred.source, "model_version": pred.version,
-                            "predicted": LABELS[pred.label], "message_ts": pred.ts, "position": pred.position,
-                            "held_at": None})
+        batch.joins.append(
+            {
+                "message_id": mid,
+                "status": "joined",
+                "label": label.label,
+                "annotator": label.annotator,
+                "label_ts": label.ts,
+                "source": pred.source,
+                "model_version": pred.version,
+                "predicted": LABELS[pred.label],
+                "message_ts": pred.ts,
+                "position": pred.position,
+                "held_at": None,
+            }
+        )
         if self.rollback is not None:
             self.rollback.learn_one(pred.version, true == pred.label)
-        alarms = self.engine.label(pred.source, pred.version, pred.position if pred.position is not None else 0,
-                                   true == pred.label)
+        alarms = self.engine.label(
+            pred.source, pred.version, pred.position if pred.position is not None else 0, true == pred.label
+        )
         self._emit(alarms, mid, pred.ts, out)
 
-    def _expire_held(self, out: Outputs, batch: "MonitorBatch", touched: set[tuple[str, str]]) -> None:
+    def _expire_held(self, out: Outputs, batch: MonitorBatch, touched: set[tuple[str, str]]) -> None:
         limit = self.settings.hold_messages
         due = [mid for mid, (_, held_at) in self.held.items() if self.seen - held_at >= limit]
         if not due:
@@ -470,17 +580,24 @@ class Monitor(Worker):
             label, _ = self.held.pop(mid)
             if mid in stored:
                 p = stored[mid]
-                pred = _Prediction(p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts)
+                pred = _Prediction(
+                    p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts
+                )
                 self._join(label, pred, mid, out, batch, touched)
                 continue
             self.counts["expired"] += 1
             metrics.LABEL_OUTCOMES.labels("expired").inc()
             batch.drop_joins.append(mid)
-            out.dead_letters.append(DeadLetter.of(
-                label.to_bytes(), stage="monitor", topic=self.names.labels, key=mid,
-                reason=f"label for unknown message id {mid!r}: no scored message with this id arrived within "
-                       f"{limit} messages",
-            ))
+            out.dead_letters.append(
+                DeadLetter.of(
+                    label.to_bytes(),
+                    stage="monitor",
+                    topic=self.names.labels,
+                    key=mid,
+                    reason=f"label for unknown message id {mid!r}: no scored message with this id arrived within "
+                    f"{limit} messages",
+                )
+            )
 
     # ------------------------------------------------------------------ events
 
@@ -493,23 +610,39 @@ class Monitor(Worker):
             drift_ts = self.latest_ts.get(a.source) or message_ts.isoformat()
             event = ControlEvent(
                 id=_event_id("drift", self.group, a.source, a.position, a.labeled, a.detector),
-                kind="drift", ts=self.clock(), model_version=a.model_version,
+                kind="drift",
+                ts=self.clock(),
+                model_version=a.model_version,
                 payload={
-                    "source": a.source, "detector": a.detector, "signal": a.signal, "statistic": a.statistic,
-                    "position": a.position, "labeled": a.labeled, "message_id": message_id,
-                    "message_ts": message_ts.isoformat(), "stream_ts": drift_ts,
-                    "corroborated_by": a.corroborated_by, "parameters": a.parameters,
-                    "expected_run_length": self.config.expected_run_length, "monitor": self.group,
+                    "source": a.source,
+                    "detector": a.detector,
+                    "signal": a.signal,
+                    "statistic": a.statistic,
+                    "position": a.position,
+                    "labeled": a.labeled,
+                    "message_id": message_id,
+                    "message_ts": message_ts.isoformat(),
+                    "stream_ts": drift_ts,
+                    "corroborated_by": a.corroborated_by,
+                    "parameters": a.parameters,
+                    "expected_run_length": self.config.expected_run_length,
+                    "monitor": self.group,
                 },
             )
             out.events.append(event)
             out.publish.append((self.names.control, "drift", event.to_bytes()))
             self.raised.append(event)
             metrics.DRIFT_EVENTS.labels(a.source, a.detector).inc()
-            log.warning("drift on %s: %s (%s) at position %d: %s", a.source, a.detector, a.signal, a.position, a.statistic)
+            log.warning(
+                "drift on %s: %s (%s) at position %d: %s", a.source, a.detector, a.signal, a.position, a.statistic
+            )
             self.pending[a.source] = {
-                "drift_event_id": event.id, "detector": a.detector, "position": a.position, "ts": drift_ts,
-                "model_version": a.model_version, "labels": 0,
+                "drift_event_id": event.id,
+                "detector": a.detector,
+                "position": a.position,
+                "ts": drift_ts,
+                "model_version": a.model_version,
+                "labels": 0,
             }
 
     def _auto_rollback(self, out: Outputs) -> None:
@@ -538,13 +671,20 @@ class Monitor(Worker):
         src = self.engine.source(source)
         end = datetime.fromisoformat(self.latest_ts[source]) + timedelta(microseconds=1)
         event = ControlEvent(
-            id=_event_id("retrain_request", p["drift_event_id"]), kind="retrain_request", ts=now,
+            id=_event_id("retrain_request", p["drift_event_id"]),
+            kind="retrain_request",
+            ts=now,
             model_version=p["model_version"],
             payload={
-                "source": source, "drift_event_id": p["drift_event_id"], "detector": p["detector"],
+                "source": source,
+                "drift_event_id": p["drift_event_id"],
+                "detector": p["detector"],
                 "window": {"start": p["ts"], "end": end.isoformat()},
-                "from_position": p["position"], "to_position": src.position, "labeled": p["labels"],
-                "min_labels": self.settings.min_labels, "monitor": self.group,
+                "from_position": p["position"],
+                "to_position": src.position,
+                "labeled": p["labels"],
+                "min_labels": self.settings.min_labels,
+                "monitor": self.group,
             },
         )
         out.events.append(event)
@@ -552,8 +692,13 @@ class Monitor(Worker):
         self.raised.append(event)
         self.last_request_at = now
         metrics.RETRAIN_REQUESTS.labels(source).inc()
-        log.warning("retrain request for %s: %d labels since drift %s, window %s", source, p["labels"],
-                    p["drift_event_id"], event.payload["window"])
+        log.warning(
+            "retrain request for %s: %d labels since drift %s, window %s",
+            source,
+            p["labels"],
+            p["drift_event_id"],
+            event.payload["window"],
+        )
 
 
 class RegistryModels:

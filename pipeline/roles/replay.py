@@ -18,10 +18,11 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
@@ -30,7 +31,7 @@ from aet.pipeline.config import ReplaySettings, TopicSettings
 from aet.pipeline.records import LABELS, BadRecord, DeadLetter, LabelRecord, Message, decode, parse_event_time
 
 log = logging.getLogger(__name__)
-SYNTHETIC_START = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+SYNTHETIC_START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 MESSAGE_FIELDS = {"id", "text", "source", "channel", "ts", "entities", "meta"}
 
 
@@ -130,8 +131,15 @@ def _reject(row: dict[str, Any], where: str, reason: str) -> DeadLetter:
 class Replay:
     """Publishes a stream file to ``aet.messages`` (and some labels to ``aet.labels``)."""
 
-    def __init__(self, bus: Bus, topics: TopicSettings, settings: ReplaySettings, *, max_text_chars: int = 5000,
-                 synthetic_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topics: TopicSettings,
+        settings: ReplaySettings,
+        *,
+        max_text_chars: int = 5000,
+        synthetic_interval_s: float = 1.0,
+    ) -> None:
         self.bus = bus
         self.topics = topics
         self.settings = settings

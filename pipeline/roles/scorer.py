@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from aet.adapters.bus import Bus, BusRecord
 from aet.pipeline.config import ScorerSettings, TopicSettings
-from aet.pipeline.roles.hotswap import ModelSwapper
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
+from aet.pipeline.roles.hotswap import ModelSwapper
 from aet.pipeline.worker import Outputs, Worker
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,23 @@ class Scorer(Worker):
 
     role = "scorer"
 
-    def __init__(self, bus: Bus, store: object, model: SentimentModel, topics: TopicSettings, settings: ScorerSettings,
-                 swapper: ModelSwapper | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: object,
+        model: SentimentModel,
+        topics: TopicSettings,
+        settings: ScorerSettings,
+        swapper: ModelSwapper | None = None,
+    ) -> None:
         super().__init__(
-            bus, store, group=settings.group, topics=[topics.messages], dlq_topic=topics.dlq,
-            max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+            bus,
+            store,
+            group=settings.group,
+            topics=[topics.messages],
+            dlq_topic=topics.dlq,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
         )
         self.model = model
         self.swapper = swapper
@@ -99,8 +111,9 @@ class Scorer(Worker):
 
 def _dead_letter(r: BusRecord, reason: str) -> DeadLetter:
     """A scorer dead letter that keeps the raw input and where it was read from."""
-    return DeadLetter.of(r.value, stage="score", reason=reason, topic=r.topic,
-                         partition=r.partition, offset=r.offset, key=r.key)
+    return DeadLetter.of(
+        r.value, stage="score", reason=reason, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key
+    )
 
 
 def _checked(probs: np.ndarray, n: int) -> list[np.ndarray]:

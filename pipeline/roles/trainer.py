@@ -41,22 +41,17 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aet.adapters.bus import BusRecord
 from aet.pipeline import metrics
-from aet.pipeline.learning.round import AdaptConfig, adapt
-from aet.pipeline.model import ModelLoadError, SentimentModel, pick_device
-from aet.pipeline.learning.objective import load_fisher, save_fisher
-from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, score_slice
-from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, decode, explain, parse_event_time
-from aet.pipeline.learning.rehearsal import Reservoir, split_holdout, text_key
 from aet.pipeline.learning.loop import (
     Example,
     TrainingDataError,
@@ -65,6 +60,12 @@ from aet.pipeline.learning.loop import (
     load_examples,
     stratified_split,
 )
+from aet.pipeline.learning.objective import load_fisher, save_fisher
+from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, score_slice
+from aet.pipeline.learning.rehearsal import Reservoir, split_holdout, text_key
+from aet.pipeline.learning.round import AdaptConfig, adapt
+from aet.pipeline.model import ModelLoadError, SentimentModel, pick_device
+from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, decode, explain, parse_event_time
 from aet.pipeline.worker import Outputs, Worker
 from aet.storage.artifacts import ArtifactError
 from aet.storage.training_store import TrainingStore
@@ -121,15 +122,18 @@ class RetrainRequest(BaseModel):
         return None if value is None else parse_event_time(value)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "RetrainRequest":
+    def _ordered(self) -> RetrainRequest:
         if self.window_start and self.window_end and self.window_end <= self.window_start:
-            raise ValueError(f"window end {self.window_end.isoformat()} is not after its start "
-                             f"{self.window_start.isoformat()}")
+            raise ValueError(
+                f"window end {self.window_end.isoformat()} is not after its start {self.window_start.isoformat()}"
+            )
         return self
 
     def window(self) -> dict[str, str | None]:
-        return {"start": self.window_start.isoformat() if self.window_start else None,
-                "end": self.window_end.isoformat() if self.window_end else None}
+        return {
+            "start": self.window_start.isoformat() if self.window_start else None,
+            "end": self.window_end.isoformat() if self.window_end else None,
+        }
 
 
 def parse_request(payload: Any) -> RetrainRequest:
@@ -159,12 +163,26 @@ class TrainerRole(Worker):
 
     role = "trainer"
 
-    def __init__(self, app: "App", *, progress: bool = True, retry_backoff_s: float = 1.0,
-                 mode: str | None = None, follower: bool = False) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        progress: bool = True,
+        retry_backoff_s: float = 1.0,
+        mode: str | None = None,
+        follower: bool = False,
+    ) -> None:
         s = app.settings
         # A data-parallel follower (rank > 0) never touches the bus: rank 0 hands it each round.
-        super().__init__(None if follower else app.bus, app.store, group=s.retrain.group, topics=[s.topics.control],
-                         dlq_topic=s.topics.dlq, max_batch=1, max_wait_ms=0)
+        super().__init__(
+            None if follower else app.bus,
+            app.store,
+            group=s.retrain.group,
+            topics=[s.topics.control],
+            dlq_topic=s.topics.dlq,
+            max_batch=1,
+            max_wait_ms=0,
+        )
         self.app = app
         self.settings = s.retrain if mode is None else s.retrain.model_copy(update={"mode": mode})
         self.training = TrainingStore(app.db)
@@ -191,13 +209,14 @@ class TrainerRole(Worker):
             except TrainingInterrupted as exc:  # a stop request: the round is dropped, its request left uncommitted
                 log.info("%s; the request stays on the bus and is trained again on the next start", exc)
                 return processed
-            except Exception as exc:  # noqa: BLE001 - the request is redelivered and retried
+            except Exception as exc:
                 if stop.is_set() or not self.retry_in_process:
                     raise
                 self.failures += 1
                 metrics.TRAINING_ROUNDS.labels("crashed").inc()
-                log.error("training crashed (%s: %s); the request will be retried in %.1fs",
-                          type(exc).__name__, exc, delay)
+                log.error(
+                    "training crashed (%s: %s); the request will be retried in %.1fs", type(exc).__name__, exc, delay
+                )
                 stop.wait(delay)
                 delay = min(max(delay, 0.1) * 2, 60.0)
 
@@ -210,8 +229,17 @@ class TrainerRole(Worker):
                 raw = None
             if not isinstance(raw, dict) or raw.get("kind") != "retrain_request":
                 if raw is None:
-                    out.dead_letters.append(DeadLetter.of(r.value, stage="trainer", reason="not JSON", topic=r.topic,
-                                                          partition=r.partition, offset=r.offset, key=r.key))
+                    out.dead_letters.append(
+                        DeadLetter.of(
+                            r.value,
+                            stage="trainer",
+                            reason="not JSON",
+                            topic=r.topic,
+                            partition=r.partition,
+                            offset=r.offset,
+                            key=r.key,
+                        )
+                    )
                 continue  # other control events are not the trainer's business
             try:
                 event = decode(ControlEvent, r.value)
@@ -234,8 +262,9 @@ class TrainerRole(Worker):
         request_id = event.id
         done = self.training.get_run(request_id)
         if done is not None and done["status"] != "running":  # handled before a crash kept the offset uncommitted
-            log.info("retrain request %s was already handled (%s); publishing its result again",
-                     request_id, done["status"])
+            log.info(
+                "retrain request %s was already handled (%s); publishing its result again", request_id, done["status"]
+            )
             return [ControlEvent.model_validate(e) for e in done["result"].get("events", [])]
         try:
             request = parse_request(event.payload)
@@ -252,8 +281,10 @@ class TrainerRole(Worker):
             return self._conclude(request_id, request, made[0])
         run = self.training.begin_run(request_id, event.payload)
         if run["attempts"] > self.settings.max_attempts:
-            reason = (f"training failed {run['attempts'] - 1} times (max_attempts={self.settings.max_attempts}); "
-                      f"last error: {run['last_error']}")
+            reason = (
+                f"training failed {run['attempts'] - 1} times (max_attempts={self.settings.max_attempts}); "
+                f"last error: {run['last_error']}"
+            )
             return [self._reject(request_id, reason, payload=event.payload)]
         started = time.perf_counter()
         try:
@@ -269,18 +300,30 @@ class TrainerRole(Worker):
         metrics.RETRAIN_SECONDS.observe(time.perf_counter() - started)
         return events
 
-    def _reject(self, request_id: str, reason: str, *, payload: Any = None,
-                drift_event_id: str | None = None) -> ControlEvent:
+    def _reject(
+        self, request_id: str, reason: str, *, payload: Any = None, drift_event_id: str | None = None
+    ) -> ControlEvent:
         """A recorded, explained rejection of a request (no model was made)."""
         log.warning("retrain request %s rejected: %s", request_id, reason)
         metrics.TRAINING_ROUNDS.labels("rejected").inc()
-        event = ControlEvent(kind="rejection", payload={
-            "request_id": request_id, "reason": reason, "stage": "request", "drift_event_id": drift_event_id,
-        })
+        event = ControlEvent(
+            kind="rejection",
+            payload={
+                "request_id": request_id,
+                "reason": reason,
+                "stage": "request",
+                "drift_event_id": drift_event_id,
+            },
+        )
         if self.training.get_run(request_id) is None:
             self.training.begin_run(request_id, payload if isinstance(payload, dict) else {"raw": repr(payload)})
-        self.training.finish_run(request_id, status="rejected", version=None,
-                                 result={"events": [event.model_dump(mode="json")]}, error=reason)
+        self.training.finish_run(
+            request_id,
+            status="rejected",
+            version=None,
+            result={"events": [event.model_dump(mode="json")]},
+            error=reason,
+        )
         return event
 
     def _examples(self, request: RetrainRequest) -> list[Example]:
@@ -292,10 +335,14 @@ class TrainerRole(Worker):
                 examples = [e for e in examples if e.source == request.source]
             examples = examples[-limit:]
         else:
-            rows = self.training.labeled_examples(start=request.window_start, end=request.window_end,
-                                                  source=request.source, limit=limit)
-            examples = [Example(text=r["text"], label=LABELS.index(r["label"]), source=r["source"],
-                                id=r["message_id"]) for r in rows if r["label"] in LABELS]
+            rows = self.training.labeled_examples(
+                start=request.window_start, end=request.window_end, source=request.source, limit=limit
+            )
+            examples = [
+                Example(text=r["text"], label=LABELS.index(r["label"]), source=r["source"], id=r["message_id"])
+                for r in rows
+                if r["label"] in LABELS
+            ]
         where = request.data or f"window {request.window()}" + (f" source {request.source}" if request.source else "")
         try:
             check_trainable(examples, minimum=s.min_examples)
@@ -319,10 +366,17 @@ class TrainerRole(Worker):
         config = AdaptConfig.from_settings(s, mode=request.mode or s.mode)
         # Early stopping follows the recent data; the older data is the gate's forgetting check.
         validation = recent_val
-        return RoundData(champion=champion_info, examples=examples, recent_train=recent_train,
-                         validation=validation, recent_holdout=recent_holdout, replay_train=replay_train,
-                         older_holdout=older_holdout, config=config,
-                         device=pick_device(s.device or self.app.settings.model.device))
+        return RoundData(
+            champion=champion_info,
+            examples=examples,
+            recent_train=recent_train,
+            validation=validation,
+            recent_holdout=recent_holdout,
+            replay_train=replay_train,
+            older_holdout=older_holdout,
+            config=config,
+            device=pick_device(s.device or self.app.settings.model.device),
+        )
 
     def _train(self, request_id: str, request: RetrainRequest, event: ControlEvent) -> list[ControlEvent]:
         data = self.prepare(request)
@@ -331,32 +385,70 @@ class TrainerRole(Worker):
         champion_info, config, device = data.champion, data.config, data.device
         champion = self._load(champion_info, device)
         version = self.app.registry.next_version()
-        log.info("retrain %s: %s from %s in %s mode on %s (%d recent, %d replay, %d validation)", request_id, version,
-                 champion_info.version, config.mode, device, len(data.recent_train), len(data.replay_train),
-                 len(data.validation))
-        result = adapt(champion, recent=data.recent_train, validation=data.validation, replay=data.replay_train,
-                       champion_fisher=load_fisher(Path(champion_info.artifact_path)), config=config,
-                       version=version, progress=self.progress, interrupt=self._stop.is_set)
+        log.info(
+            "retrain %s: %s from %s in %s mode on %s (%d recent, %d replay, %d validation)",
+            request_id,
+            version,
+            champion_info.version,
+            config.mode,
+            device,
+            len(data.recent_train),
+            len(data.replay_train),
+            len(data.validation),
+        )
+        result = adapt(
+            champion,
+            recent=data.recent_train,
+            validation=data.validation,
+            replay=data.replay_train,
+            champion_fisher=load_fisher(Path(champion_info.artifact_path)),
+            config=config,
+            version=version,
+            progress=self.progress,
+            interrupt=self._stop.is_set,
+        )
         recent_scores = score_slice(champion, result.model, data.recent_holdout)
         older_scores = score_slice(champion, result.model, data.older_holdout)
         del champion
 
         facts = {
-            "origin": "retrain", "request_id": request_id, "drift_event_id": request.drift_event_id,
-            "parent": champion_info.version, "window": request.window(), "source": request.source,
-            "data": request.data, "device": str(device), "data_parallel_ranks": _world(),
-            "examples": {"labeled": len(data.examples), "recent_train": len(data.recent_train),
-                         "validation": len(data.validation), "recent_holdout": len(data.recent_holdout),
-                         "replay_train": len(data.replay_train), "older_holdout": len(data.older_holdout)},
+            "origin": "retrain",
+            "request_id": request_id,
+            "drift_event_id": request.drift_event_id,
+            "parent": champion_info.version,
+            "window": request.window(),
+            "source": request.source,
+            "data": request.data,
+            "device": str(device),
+            "data_parallel_ranks": _world(),
+            "examples": {
+                "labeled": len(data.examples),
+                "recent_train": len(data.recent_train),
+                "validation": len(data.validation),
+                "recent_holdout": len(data.recent_holdout),
+                "replay_train": len(data.replay_train),
+                "older_holdout": len(data.older_holdout),
+            },
             **result.facts(),
         }
         path, digest = self._write_artifact(result, version, facts)
-        metrics_ = {"holdout_recent": recent_scores.to_dict(), "holdout_older": older_scores.to_dict(),
-                    "validation": result.train.history[-1] if result.train.history else {}}
+        metrics_ = {
+            "holdout_recent": recent_scores.to_dict(),
+            "holdout_older": older_scores.to_dict(),
+            "validation": result.train.history[-1] if result.train.history else {},
+        }
         try:
             info = self.app.registry.register(
-                version=version, artifact_path=str(path.resolve()), sha256=digest, backbone=champion_info.backbone,
-                labels=list(LABELS), status="challenger", parent=champion_info.version, metrics=metrics_, info=facts)
+                version=version,
+                artifact_path=str(path.resolve()),
+                sha256=digest,
+                backbone=champion_info.backbone,
+                labels=list(LABELS),
+                status="challenger",
+                parent=champion_info.version,
+                metrics=metrics_,
+                info=facts,
+            )
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a sealed artifact that no row points at
             raise
@@ -370,24 +462,47 @@ class TrainerRole(Worker):
         Also used when a crash hit after registration: the gate's numbers are in the registry row.
         """
         s = self.settings
-        events = [ControlEvent(kind="training_result", model_version=info.version, payload={
-            "request_id": request_id, "drift_event_id": request.drift_event_id, "parent": info.parent,
-            "artifact_path": info.artifact_path, "sha256": info.sha256, "mode": info.info.get("mode"),
-            "objective": info.info.get("objective"), "metrics": info.metrics,
-            "train_seconds": (info.info.get("seconds") or {}).get("train"), "stopped": info.info.get("stopped"),
-        })]
+        events = [
+            ControlEvent(
+                kind="training_result",
+                model_version=info.version,
+                payload={
+                    "request_id": request_id,
+                    "drift_event_id": request.drift_event_id,
+                    "parent": info.parent,
+                    "artifact_path": info.artifact_path,
+                    "sha256": info.sha256,
+                    "mode": info.info.get("mode"),
+                    "objective": info.info.get("objective"),
+                    "metrics": info.metrics,
+                    "train_seconds": (info.info.get("seconds") or {}).get("train"),
+                    "stopped": info.info.get("stopped"),
+                },
+            )
+        ]
         auto = s.auto_promote if request.auto_promote is None else request.auto_promote
         if auto and info.status == "challenger":
             recent, older = (_slice(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
             champion = self.app.registry.champion()
             if champion is not None and champion.version != info.parent:
-                decision = replace(decision, promote=False, reasons=decision.reasons + [
-                    f"the champion changed from {info.parent} to {champion.version} while {info.version} trained"])
-            events.append(self.promoter.apply(info.version, decision, request_id=request_id,
-                                              drift_event_id=request.drift_event_id))
-        self.training.finish_run(request_id, status="registered", version=info.version,
-                                 result={"events": [e.model_dump(mode="json") for e in events]})
+                decision = replace(
+                    decision,
+                    promote=False,
+                    reasons=decision.reasons
+                    + [f"the champion changed from {info.parent} to {champion.version} while {info.version} trained"],
+                )
+            events.append(
+                self.promoter.apply(
+                    info.version, decision, request_id=request_id, drift_event_id=request.drift_event_id
+                )
+            )
+        self.training.finish_run(
+            request_id,
+            status="registered",
+            version=info.version,
+            result={"events": [e.model_dump(mode="json") for e in events]},
+        )
         return events
 
     def follow(self, data: RoundData) -> None:
@@ -395,9 +510,16 @@ class TrainerRole(Worker):
         device = pick_device(self.settings.device or self.app.settings.model.device)
         data = replace(data, device=device)
         champion = self._load(data.champion, device)
-        adapt(champion, recent=data.recent_train, validation=data.validation, replay=data.replay_train,
-              champion_fisher=load_fisher(Path(data.champion.artifact_path)),
-              config=replace(data.config, estimate_fisher=False), version="follower", progress=False)
+        adapt(
+            champion,
+            recent=data.recent_train,
+            validation=data.validation,
+            replay=data.replay_train,
+            champion_fisher=load_fisher(Path(data.champion.artifact_path)),
+            config=replace(data.config, estimate_fisher=False),
+            version="follower",
+            progress=False,
+        )
 
     def _load(self, info: Any, device: torch.device) -> SentimentModel:
         """The champion in float32 on ``device`` (bf16 comes from autocast while training)."""
@@ -408,8 +530,14 @@ class TrainerRole(Worker):
         except ArtifactError as exc:
             raise ModelLoadError(f"champion {info.version}: {exc}") from exc
         m = self.app.settings.model
-        model = SentimentModel.load(info.artifact_path, version=info.version, max_length=m.max_length,
-                                    batch_size=m.batch_size, device="cpu", new_head=False)
+        model = SentimentModel.load(
+            info.artifact_path,
+            version=info.version,
+            max_length=m.max_length,
+            batch_size=m.batch_size,
+            device="cpu",
+            new_head=False,
+        )
         model.model.to(device)
         return model
 
@@ -437,8 +565,10 @@ class TrainerRole(Worker):
         facts_file = final / TRAINING_FACTS
         owner = json.loads(facts_file.read_text()).get("request_id") if facts_file.is_file() else None
         if owner != request_id:
-            raise RuntimeError(f"artifact {final} exists, is not registered and belongs to request {owner!r}; "
-                               "another trainer may be writing it")
+            raise RuntimeError(
+                f"artifact {final} exists, is not registered and belongs to request {owner!r}; "
+                "another trainer may be writing it"
+            )
         log.warning("removing %s, left by an earlier attempt at request %s", final, request_id)
         shutil.rmtree(final)
 

@@ -9,7 +9,7 @@ starts its broker).
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -30,8 +30,13 @@ def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
         from aet.pipeline.config import BusSettings
 
         broker = request.getfixturevalue("kafka_broker")
-        return KafkaBus(BusSettings(backend="kafka", bootstrap_servers=broker.bootstrap_servers,
-                                    kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}))
+        return KafkaBus(
+            BusSettings(
+                backend="kafka",
+                bootstrap_servers=broker.bootstrap_servers,
+                kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000},
+            )
+        )
     raise ValueError(f"no bus_factory branch for backend {backend!r}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from aet.adapters.bus import Bus, BusRecord, Consumer
 
@@ -164,7 +164,7 @@ def test_group_members_split_partitions(bus_factory: BusFactory, unique: Unique)
 
         sent = [(k, f"real-{k}-{i}".encode()) for i in range(3) for k in keys]
         publish_all(bus, topic, sent)
-        real = lambda: [[r for r in rs if r.value.startswith(b"real-")] for rs in received]  # noqa: E731
+        real = lambda: [[r for r in rs if r.value.startswith(b"real-")] for rs in received]
         with progress:
             progress.wait_for(lambda: sum(map(len, real())) >= len(sent) or bool(errors), timeout=DEADLINE_S)
     finally:

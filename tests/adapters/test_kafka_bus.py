@@ -15,8 +15,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,8 +43,9 @@ def unique(prefix: str) -> str:
 
 
 def kafka_settings(bootstrap: str, **kafka: Any) -> BusSettings:
-    return BusSettings(backend="kafka", bootstrap_servers=bootstrap, partitions=3, connect_timeout_s=5,
-                       kafka={**FAST_GROUP, **kafka})
+    return BusSettings(
+        backend="kafka", bootstrap_servers=bootstrap, partitions=3, connect_timeout_s=5, kafka={**FAST_GROUP, **kafka}
+    )
 
 
 def unique_topics() -> TopicSettings:
@@ -70,8 +72,14 @@ def poll_until(consumer: Any, n: int, timeout: float = DEADLINE_S) -> list[BusRe
 def message(i: int, text: str | None = None, tag: str = "m", keys: int = 1) -> Message:
     """A valid message; its key (the entity) is one of ``keys`` tickers."""
     entity = f"TICK{i % keys}"
-    return Message(id=f"{tag}-{i}", source="news", channel="test", text=text or f"message {i} about {entity}",
-                   ts="2026-01-05T14:30:00+00:00", entities=[entity])
+    return Message(
+        id=f"{tag}-{i}",
+        source="news",
+        channel="test",
+        text=text or f"message {i} about {entity}",
+        ts="2026-01-05T14:30:00+00:00",
+        entities=[entity],
+    )
 
 
 class TinyModel:
@@ -106,7 +114,7 @@ class WorkerThread(threading.Thread):
     def run(self) -> None:
         try:
             self.worker.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - checked by the test
+        except BaseException as exc:
             self.error = exc
 
     def finish(self) -> None:
@@ -125,10 +133,18 @@ def retries(operation: str) -> float:
 
 def test_client_settings_pass_through_and_coerce() -> None:
     """Security settings reach every client; per-client sections win; env strings get their types."""
-    s = BusSettings(backend="kafka", bootstrap_servers="a:9092,b:9092", kafka={
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "ssl_check_hostname": "false",
-        "session_timeout_ms": "6000", "consumer": {"max_poll_records": "7"}, "producer": {"linger_ms": 0},
-    })
+    s = BusSettings(
+        backend="kafka",
+        bootstrap_servers="a:9092,b:9092",
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "PLAIN",
+            "ssl_check_hostname": "false",
+            "session_timeout_ms": "6000",
+            "consumer": {"max_poll_records": "7"},
+            "producer": {"linger_ms": 0},
+        },
+    )
     cfg = client_configs(s)
     for client in ("producer", "consumer", "admin"):
         assert cfg[client]["security_protocol"] == "SASL_SSL"
@@ -163,9 +179,11 @@ def test_poison_records_go_to_the_dlq_and_consumption_continues(kafka_broker: Ta
     try:
         bus.create_topics(topics.all())
         good = [message(i) for i in range(6)]
-        raw: list[tuple[str, bytes]] = [(good[0].key, good[0].to_bytes()),
-                                        ("poison", b"\xff not json at all"),
-                                        ("poison", json.dumps({"id": 42, "text": ["wrong"], "source": "radio"}).encode())]
+        raw: list[tuple[str, bytes]] = [
+            (good[0].key, good[0].to_bytes()),
+            ("poison", b"\xff not json at all"),
+            ("poison", json.dumps({"id": 42, "text": ["wrong"], "source": "radio"}).encode()),
+        ]
         raw += [(m.key, m.to_bytes()) for m in good[1:]]
         for _, value in raw:  # one key puts the poison between good records of one partition
             bus.publish(topics.messages, value, key="TICK0")
@@ -287,8 +305,14 @@ def test_revoked_partitions_are_never_committed_by_their_old_owner(kafka_broker:
         t.start()
         try:
             # The old owner learns of the rebalance in its own poll, with its batch still uncommitted.
-            wait_for(lambda: first.poll(max_records=100, timeout_ms=100) == [] and len(first.assignment()) == 2
-                     and len(second.assignment()) == 2, "the first member to give up half of its partitions")
+            wait_for(
+                lambda: (
+                    first.poll(max_records=100, timeout_ms=100) == []
+                    and len(first.assignment()) == 2
+                    and len(second.assignment()) == 2
+                ),
+                "the first member to give up half of its partitions",
+            )
             first.commit()  # the batch "finished": it must not commit what it no longer owns
             moved = {p for _, p in second.assignment()}
             assert len(moved) == 2 and first.abandoned_partitions >= 2
@@ -359,8 +383,15 @@ def test_bench_bus_reports_both_kafka_settings_and_the_memory_bus(kafka_broker: 
     """A tiny run of the benchmark behind `aet bench bus` (the numbers themselves are in docs/kafka.md)."""
     from aet.pipeline.bench.common import bus_benchmark
 
-    report = bus_benchmark(BusSettings(), bootstrap_servers=kafka_broker.bootstrap_servers, n=3000, repeats=1,
-                           out=tmp_path, scorer={"messages_per_s": 50.0}, progress=False)
+    report = bus_benchmark(
+        BusSettings(),
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        n=3000,
+        repeats=1,
+        out=tmp_path,
+        scorer={"messages_per_s": 50.0},
+        progress=False,
+    )
     assert set(report["results"]) == {"memory", "kafka_chosen", "kafka_defaults"}
     for result in report["results"].values():
         assert result["produce_msgs_per_s"] > 0 and result["consume_msgs_per_s"] > 0

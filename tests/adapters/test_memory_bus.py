@@ -30,7 +30,9 @@ def _poll_n(consumer: Any, n: int, timeout_s: float = 5.0) -> list[BusRecord]:
 
 # -- the range assignor -------------------------------------------------------------
 
-members_st = st.lists(st.text(alphabet="abcdefgh0123456789-", min_size=1, max_size=8), min_size=1, max_size=8, unique=True)
+members_st = st.lists(
+    st.text(alphabet="abcdefgh0123456789-", min_size=1, max_size=8), min_size=1, max_size=8, unique=True
+)
 topics_st = st.dictionaries(st.sampled_from(["t1", "t2", "t3", "aet.messages"]), st.integers(0, 12), max_size=4)
 
 
@@ -289,7 +291,9 @@ def test_journal_drops_a_torn_last_record(tmp_path: Path) -> None:
         with MemoryBus(partitions=1, journal_dir=tmp_path) as bus:
             records = bus.read_all("t")
             assert [(r.key, r.value, r.offset) for r in records] == [
-                ("key", b"first", 0), ("key", b"second", 1), ("key", b"third-record", 2),
+                ("key", b"first", 0),
+                ("key", b"second", 1),
+                ("key", b"third-record", 2),
             ]
         assert _log(tmp_path, "t").stat().st_size == size
 

@@ -13,33 +13,34 @@ import io
 import json
 import socket
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from aet.adapters.memory_bus import MemoryBus
 from aet.adapters.sinks import DeliveryError, SinkDispatcher, StdoutSink, WebhookSink
-from aet.pipeline.roles.alerts import AlertWorker
 from aet.pipeline.config import AlertSettings, TopicSettings
 from aet.pipeline.records import Alert, Probs, ScoredMessage
+from aet.pipeline.roles.alerts import AlertWorker
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from tests.cli_helpers import wait_until
 
-T0 = datetime(2026, 3, 3, 15, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
 
 
 class Receiver:
     """A webhook endpoint with scripted failures and an idempotent store of alerts."""
 
     def __init__(self, port: int = 0, script: list[str] | None = None) -> None:
-        self.script = list(script or [])          # per request: "500", "slow", "400"; then "ok"
+        self.script = list(script or [])  # per request: "500", "slow", "400"; then "ok"
         self.requests: list[dict[str, Any]] = []  # what arrived, in order
         self.accepted: dict[str, dict[str, Any]] = {}  # idempotency key -> alert, the receiver's truth
-        self.release = threading.Event()          # lets a "slow" response finish (at teardown)
+        self.release = threading.Event()  # lets a "slow" response finish (at teardown)
         self.lock = threading.Lock()
         receiver = self
 
@@ -47,13 +48,14 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 key = self.headers.get("Idempotency-Key")
                 with receiver.lock:
                     action = receiver.script.pop(0) if receiver.script else "ok"
-                    receiver.requests.append({"key": key, "action": action, "body": body,
-                                              "content_type": self.headers.get("Content-Type")})
+                    receiver.requests.append(
+                        {"key": key, "action": action, "body": body, "content_type": self.headers.get("Content-Type")}
+                    )
                     if action in ("ok", "slow"):
                         receiver.accepted.setdefault(key, body)  # processed once per key
                 if action == "slow":
@@ -90,11 +92,20 @@ def free_port() -> int:
 
 def make_alert(i: int = 0, entity: str = "$XYZ") -> Alert:
     end = T0 + timedelta(minutes=5 * (i + 1))
-    return Alert(id=f"al-test-{i:04d}", entity=entity, kind="negative_surge", window_start=end - timedelta(hours=1),
-                 window_end=end, counts={"total": 12, "negative": 11, "neutral": 1, "positive": 0},
-                 shares={"negative": 11 / 12, "neutral": 1 / 12, "positive": 0.0},
-                 baseline={"mean": 0.3, "std": 0.1, "sigma": 0.15, "windows": 0.0}, z=4.2, severity="warning",
-                 example_ids=["m1", "m2"], model_version="v0001")
+    return Alert(
+        id=f"al-test-{i:04d}",
+        entity=entity,
+        kind="negative_surge",
+        window_start=end - timedelta(hours=1),
+        window_end=end,
+        counts={"total": 12, "negative": 11, "neutral": 1, "positive": 0},
+        shares={"negative": 11 / 12, "neutral": 1 / 12, "positive": 0.0},
+        baseline={"mean": 0.3, "std": 0.1, "sigma": 0.15, "windows": 0.0},
+        z=4.2,
+        severity="warning",
+        example_ids=["m1", "m2"],
+        model_version="v0001",
+    )
 
 
 @pytest.fixture
@@ -132,8 +143,9 @@ def test_refused_500_and_timeout_are_retried_and_delivered_exactly_once(
     d.start()
     try:
         # 1. Nothing listens: connection refused, kept pending with the reason.
-        wait_until(lambda: (r := row(outbox, alert.id, sink.name)) is not None and r.attempts >= 1, 10,
-                   "a refused attempt")
+        wait_until(
+            lambda: (r := row(outbox, alert.id, sink.name)) is not None and r.attempts >= 1, 10, "a refused attempt"
+        )
         first = row(outbox, alert.id, sink.name)
         assert first.status == "pending" and "refused" in first.last_error.lower()
         # 2. The endpoint comes up, answers 500, then too slowly, then recovers.
@@ -144,7 +156,7 @@ def test_refused_500_and_timeout_are_retried_and_delivered_exactly_once(
     receiver = receivers[0]
     assert [r["action"] for r in receiver.requests] == ["500", "slow", "ok"]
     assert {r["key"] for r in receiver.requests} == {alert.id}  # one idempotency key for every attempt
-    assert list(receiver.accepted) == [alert.id]                 # the receiver kept it exactly once
+    assert list(receiver.accepted) == [alert.id]  # the receiver kept it exactly once
     assert Alert.model_validate(receiver.accepted[alert.id]) == alert
     assert receiver.requests[0]["content_type"] == "application/json"
     final = row(outbox, alert.id, sink.name)
@@ -152,21 +164,26 @@ def test_refused_500_and_timeout_are_retried_and_delivered_exactly_once(
     assert d.delivered == 1
 
 
-def test_undelivered_alerts_survive_a_restart(database: Database, outbox: AlertStore,
-                                              receivers: list[Receiver]) -> None:
+def test_undelivered_alerts_survive_a_restart(
+    database: Database, outbox: AlertStore, receivers: list[Receiver]
+) -> None:
     alert = make_alert(1)
     ResultStore(database).write(alerts=[alert])
     port = free_port()
     sink = WebhookSink(f"http://127.0.0.1:{port}/hook", timeout_s=0.5)
     before = dispatcher(outbox, sink)
-    assert before.run_once() == 1                                 # refused
+    assert before.run_once() == 1  # refused
     assert row(outbox, alert.id, sink.name).status == "pending"
     # A new process: a fresh store on the same database, the endpoint back; the alert is still owed.
     receivers.append(Receiver(port))
-    after = dispatcher(AlertStore(Database(database.url)), WebhookSink(sink.url, timeout_s=0.5),
-                       since=datetime.now(timezone.utc))              # its own history starts now...
-    wait_until(lambda: after.run_once() == 0 and row(outbox, alert.id, sink.name).status == "delivered", 10,
-               "delivery after the restart")                          # ...but the outbox row is retried
+    after = dispatcher(
+        AlertStore(Database(database.url)), WebhookSink(sink.url, timeout_s=0.5), since=datetime.now(UTC)
+    )  # its own history starts now...
+    wait_until(
+        lambda: after.run_once() == 0 and row(outbox, alert.id, sink.name).status == "delivered",
+        10,
+        "delivery after the restart",
+    )  # ...but the outbox row is retried
     assert list(receivers[0].accepted) == [alert.id]
 
 
@@ -197,8 +214,11 @@ def test_two_dispatchers_share_the_work_without_sending_twice(
     for d in pair:
         d.start()
     try:
-        wait_until(lambda: len(receivers[0].requests) >= 20 and
-                   all(r.status == "delivered" for r in outbox.deliveries()), 20, "all delivered")
+        wait_until(
+            lambda: len(receivers[0].requests) >= 20 and all(r.status == "delivered" for r in outbox.deliveries()),
+            20,
+            "all delivered",
+        )
     finally:
         for d in pair:
             d.close()
@@ -212,9 +232,17 @@ def test_a_hanging_webhook_never_blocks_the_alert_engine(database: Database, rec
     bus = MemoryBus(partitions=1)
     bus.create_topics(topics.all())
     for i in range(12):
-        m = ScoredMessage(id=f"h{i}", source="chat", text=f"$XYZ tanks, day {i}", ts=T0 + timedelta(minutes=i), entities=[],
-                          label="negative", probs=Probs(negative=0.9, neutral=0.05, positive=0.05), score=-0.85,
-                          model_version="v0001")
+        m = ScoredMessage(
+            id=f"h{i}",
+            source="chat",
+            text=f"$XYZ tanks, day {i}",
+            ts=T0 + timedelta(minutes=i),
+            entities=[],
+            label="negative",
+            probs=Probs(negative=0.9, neutral=0.05, positive=0.05),
+            score=-0.85,
+            model_version="v0001",
+        )
         bus.publish(topics.scored, m.to_bytes(), key="$XYZ")
     settings = AlertSettings(min_count=5, min_z=1.0, webhooks=[{"url": receivers[0].url, "timeout_s": 30}])
     db = database

@@ -11,31 +11,40 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from aet.pipeline.roles.alerts import BucketSnapshot
-from aet.pipeline.records import Alert, ControlEvent
 from aet.adapters.web import AnalystServer
+from aet.pipeline.records import Alert, ControlEvent
+from aet.pipeline.roles.alerts import BucketSnapshot
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
 from aet.storage.registry import ModelRegistry
 from aet.storage.store import ResultStore
 from tests.browser import CHROMIUM, Chromium
 
-T0 = datetime(2026, 3, 3, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 
 
 def alert(i: int, entity: str = "$XYZ", minutes: int = 60) -> Alert:
     end = T0 + timedelta(minutes=minutes)
-    return Alert(id=f"al-web-{i}", entity=entity, kind="negative_surge", window_start=end - timedelta(hours=1),
-                 window_end=end, counts={"total": 18, "negative": 10, "neutral": 5, "positive": 3},
-                 shares={"negative": 10 / 18, "neutral": 5 / 18, "positive": 3 / 18},
-                 baseline={"mean": 0.25, "std": 0.05, "sigma": 0.11, "windows": 0.0}, z=2.8 + i, severity="warning",
-                 example_ids=[f"m{i}-1", f"m{i}-2"], model_version="v0002")
+    return Alert(
+        id=f"al-web-{i}",
+        entity=entity,
+        kind="negative_surge",
+        window_start=end - timedelta(hours=1),
+        window_end=end,
+        counts={"total": 18, "negative": 10, "neutral": 5, "positive": 3},
+        shares={"negative": 10 / 18, "neutral": 5 / 18, "positive": 3 / 18},
+        baseline={"mean": 0.25, "std": 0.05, "sigma": 0.11, "windows": 0.0},
+        z=2.8 + i,
+        severity="warning",
+        example_ids=[f"m{i}-1", f"m{i}-2"],
+        model_version="v0002",
+    )
 
 
 @pytest.fixture
@@ -47,18 +56,52 @@ def populated(tmp_path: Path) -> Iterator[AlertStore]:
     for i in range(48):
         start = T0 + timedelta(minutes=5 * i)
         neg = 1 + (6 if 30 <= i < 38 else 0)
-        buckets.append(BucketSnapshot("$XYZ", start, start + timedelta(minutes=5), n=4 + neg, negative=neg,
-                                      neutral=2, positive=2, score_sum=-0.3 * neg))
-        buckets.append(BucketSnapshot("$ACME", start, start + timedelta(minutes=5), n=3, negative=1, neutral=1,
-                                      positive=1, score_sum=0.0))
+        buckets.append(
+            BucketSnapshot(
+                "$XYZ",
+                start,
+                start + timedelta(minutes=5),
+                n=4 + neg,
+                negative=neg,
+                neutral=2,
+                positive=2,
+                score_sum=-0.3 * neg,
+            )
+        )
+        buckets.append(
+            BucketSnapshot(
+                "$ACME", start, start + timedelta(minutes=5), n=3, negative=1, neutral=1, positive=1, score_sum=0.0
+            )
+        )
     store.save_state([], buckets)
     registry = ModelRegistry(db)
-    registry.register(version="v0001", artifact_path="/nonexistent", sha256="0" * 64, backbone="minilm",
-                      labels=["negative", "neutral", "positive"], status="champion")
-    ResultStore(db).write(events=[ControlEvent(kind="drift", ts=datetime.now(timezone.utc), model_version="v0001",
-                                               payload={"detector": "ADWIN", "signal": "confidence"})])
-    registry.register(version="v0002", artifact_path="/nonexistent", sha256="1" * 64, backbone="minilm",
-                      labels=["negative", "neutral", "positive"], status="champion", parent="v0001")
+    registry.register(
+        version="v0001",
+        artifact_path="/nonexistent",
+        sha256="0" * 64,
+        backbone="minilm",
+        labels=["negative", "neutral", "positive"],
+        status="champion",
+    )
+    ResultStore(db).write(
+        events=[
+            ControlEvent(
+                kind="drift",
+                ts=datetime.now(UTC),
+                model_version="v0001",
+                payload={"detector": "ADWIN", "signal": "confidence"},
+            )
+        ]
+    )
+    registry.register(
+        version="v0002",
+        artifact_path="/nonexistent",
+        sha256="1" * 64,
+        backbone="minilm",
+        labels=["negative", "neutral", "positive"],
+        status="champion",
+        parent="v0001",
+    )
     ResultStore(db).write(alerts=[alert(0, "$ACME", minutes=30)])
     yield store
     db.dispose()
@@ -94,7 +137,7 @@ def test_json_endpoints(server: AnalystServer) -> None:
     base = server.url
     assert [a["id"] for a in get_json(base + "api/alerts")] == ["al-web-0"]
     entities = get_json(base + "api/entities")
-    assert entities[0]["entity"] == "$ACME" and entities[0]["alerts"] == 1   # alerted entities first
+    assert entities[0]["entity"] == "$ACME" and entities[0]["alerts"] == 1  # alerted entities first
     assert {e["entity"] for e in entities} == {"$ACME", "$XYZ"}
     series = get_json(base + "api/sentiment?entity=%24XYZ")
     assert len(series["buckets"]) == 48 and series["buckets"][30]["negative_share"] == pytest.approx(7 / 11)
@@ -114,7 +157,7 @@ def test_event_stream_pushes_new_alerts(server: AnalystServer, populated: AlertS
         lines: list[bytes] = []
         while not (lines and lines[-1] == b"\n" and any(x.startswith(b"event:") for x in lines)):
             line = stream.readline()
-            if line.startswith(b": "):   # the "connected" comment or a heartbeat
+            if line.startswith(b": "):  # the "connected" comment or a heartbeat
                 continue
             lines.append(line)
     event = dict(line.decode().rstrip("\n").split(": ", 1) for line in lines if b": " in line)
@@ -136,14 +179,16 @@ def test_page_in_headless_chromium_shows_pushed_alert_and_chart(
         assert browser.evaluate("document.querySelectorAll('#timeline .event-drift').length") == 1
         # An alert raised after the page opened is pushed to it.
         ResultStore(populated.db).write(alerts=[alert(1)])
-        assert browser.wait_for("document.querySelector('#alerts li[data-id=\"al-web-1\"]')"), \
+        assert browser.wait_for("document.querySelector('#alerts li[data-id=\"al-web-1\"]')"), (
             "the pushed alert did not appear"
+        )
         text = browser.evaluate("document.querySelector('#alerts li[data-id=\"al-web-1\"]').textContent")
         assert "$XYZ" in text and "10/18 negative" in text and "v0002" in text
         assert browser.evaluate("document.querySelector('#alerts li').dataset.id") == "al-web-1"  # newest first
         # The chart follows the new alert's entity and is drawn: bars, two lines, the alert marker.
-        assert browser.wait_for("document.querySelector('#chart').dataset.entity === '$XYZ' && "
-                                "document.body.dataset.chart === 'rendered'")
+        assert browser.wait_for(
+            "document.querySelector('#chart').dataset.entity === '$XYZ' && document.body.dataset.chart === 'rendered'"
+        )
         chart = browser.evaluate("""(() => { const c = document.querySelector('#chart');
             return {points: +c.dataset.points, bars: c.querySelectorAll('rect.bar').length,
                     lines: c.querySelectorAll('polyline').length, marks: c.querySelectorAll('.alert-mark').length,

@@ -20,17 +20,17 @@ from __future__ import annotations
 import json
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.roles.alerts import AlertWorker
 from aet.pipeline.config import AlertSettings, ReplaySettings, TopicSettings
 from aet.pipeline.entities import CASHTAG
 from aet.pipeline.records import Message, Probs, ScoredMessage, decode, parse_event_time
+from aet.pipeline.roles.alerts import AlertWorker
 from aet.pipeline.roles.replay import Replay
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
@@ -39,7 +39,7 @@ from tests.conftest import shared_corpus
 
 CORPUS = "semeval2017_task5_microblogs"
 TARGET = "$AAPL"
-BURST_START = datetime(2016, 3, 16, 14, 0, tzinfo=timezone.utc)
+BURST_START = datetime(2016, 3, 16, 14, 0, tzinfo=UTC)
 BURST_SIZE = 20
 PROBS = {"negative": (0.85, 0.1, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.1, 0.85)}
 
@@ -68,8 +68,15 @@ def _burst(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(picked) == BURST_SIZE:
             break
     return [
-        {"id": f"spliced-burst-{i:02d}", "text": text, "label": "negative", "source": "chat", "entity": TARGET,
-         "ts": (BURST_START + timedelta(seconds=90 * i)).isoformat(), "corpus": "spliced"}
+        {
+            "id": f"spliced-burst-{i:02d}",
+            "text": text,
+            "label": "negative",
+            "source": "chat",
+            "entity": TARGET,
+            "ts": (BURST_START + timedelta(seconds=90 * i)).isoformat(),
+            "corpus": "spliced",
+        }
         for i, text in enumerate(picked)
     ]
 
@@ -86,14 +93,14 @@ def _check(alerts: list[Any], burst: list[dict[str, Any]]) -> None:
     [alert] = alerts
     start, end = parse_event_time(burst[0]["ts"]), parse_event_time(burst[-1]["ts"])
     assert (alert.entity, alert.kind) == (TARGET, "negative_surge")
-    assert start < alert.window_end <= end + timedelta(minutes=5)       # raised during the burst...
-    assert alert.window_start <= start + timedelta(minutes=10)          # ...by a window that holds it
+    assert start < alert.window_end <= end + timedelta(minutes=5)  # raised during the burst...
+    assert alert.window_start <= start + timedelta(minutes=10)  # ...by a window that holds it
     assert alert.trigger_id in {b["id"] for b in burst}
     assert set(alert.example_ids) <= {b["id"] for b in burst}
 
 
 def test_spliced_burst_raises_exactly_one_alert_with_a_perfect_scorer(tmp_path: Path) -> None:
-    rows = _rows(until=datetime(2016, 4, 1, tzinfo=timezone.utc))
+    rows = _rows(until=datetime(2016, 4, 1, tzinfo=UTC))
     burst = _burst(rows)
     labels = _write_stream(tmp_path / "stream.jsonl", rows + burst)
     assert len(rows) > 1000 and len(burst) == BURST_SIZE
@@ -109,15 +116,21 @@ def test_spliced_burst_raises_exactly_one_alert_with_a_perfect_scorer(tmp_path: 
         for r in bus.read_all(topics.messages):
             m = decode(Message, r.value)
             p = PROBS[labels[m.id]]
-            scored = ScoredMessage(**m.model_dump(), label=labels[m.id], score=p[2] - p[0], model_version="corpus",
-                                   probs=Probs(negative=p[0], neutral=p[1], positive=p[2]))
+            scored = ScoredMessage(
+                **m.model_dump(),
+                label=labels[m.id],
+                score=p[2] - p[0],
+                model_version="corpus",
+                probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+            )
             bus.publish(topics.scored, scored.to_bytes(), key=m.key)
         worker = AlertWorker(bus, ResultStore(db), topics, AlertSettings(), state=AlertStore(db))
         worker.run(threading.Event(), drain=True)
         _check(worker.raised, burst)
         assert [a.id for a in AlertStore(db).list_alerts()] == [worker.raised[0].id]
-        assert [decode(type(worker.raised[0]), r.value).id for r in bus.read_all(topics.alerts)] == \
-            [worker.raised[0].id]
+        assert [decode(type(worker.raised[0]), r.value).id for r in bus.read_all(topics.alerts)] == [
+            worker.raised[0].id
+        ]
     finally:
         bus.close()
         db.dispose()
@@ -134,8 +147,15 @@ def test_spliced_burst_through_the_embedded_pipeline(app_with_champion: Any, tmp
     bank = [json.loads(line) for line in shared_corpus("financial_phrasebank").read_text().splitlines() if line]
     negatives = [r["text"] for r in bank if r["label"] == "negative" and r.get("agreement") == "100"]
     burst = [
-        {"id": f"spliced-burst-{i:02d}", "text": f"{TARGET} {text}", "label": "negative", "source": "news",
-         "entity": TARGET, "ts": (BURST_START + timedelta(seconds=90 * i)).isoformat(), "corpus": "spliced"}
+        {
+            "id": f"spliced-burst-{i:02d}",
+            "text": f"{TARGET} {text}",
+            "label": "negative",
+            "source": "news",
+            "entity": TARGET,
+            "ts": (BURST_START + timedelta(seconds=90 * i)).isoformat(),
+            "corpus": "spliced",
+        }
         for i, text in enumerate(random.Random(17).sample(negatives, BURST_SIZE))
     ]
     _write_stream(tmp_path / "stream.jsonl", rows + burst)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
 
 from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.bench.drift import POST, PRE, Signals, load_corpus, replay_signals, signals_for
 from aet.pipeline.config import MonitorSettings, TopicSettings
 from aet.pipeline.drift import DriftConfig
-from aet.pipeline.bench.drift import PRE, POST, Signals, load_corpus, replay_signals, signals_for
-from aet.pipeline.roles.monitor import Monitor
 from aet.pipeline.records import LABELS, ControlEvent, Probs, ScoredMessage, decode
+from aet.pipeline.roles.monitor import Monitor
 from aet.storage.db import Database
 from aet.storage.drift_store import MonitorStore
 from tests.conftest import SHARED_DATA, shared_corpus
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 SEED = 4
 N_PRE, N_POST, N_STATIONARY = 1200, 1300, 5000
-UNLABELED_BOUND = 1000   # messages after the switch (the target without labels)
-LABELED_BOUND = 1000     # labels after the switch for ADWIN on the error alone (see docs/drift.md)
-T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+UNLABELED_BOUND = 1000  # messages after the switch (the target without labels)
+LABELED_BOUND = 1000  # labels after the switch for ADWIN on the error alone (see docs/drift.md)
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -65,17 +66,30 @@ class CachedEmbedder:
 def switch_stream(corpora: dict[str, Signals]) -> tuple[Signals, int]:
     pre, post = corpora[PRE], corpora[POST]
     b = post.take(range(N_POST))
-    return (Signals("switch", pre.ids + b.ids, ["news"] * (len(pre) + len(b)), np.concatenate([pre.probs, b.probs]),
-                    np.concatenate([pre.embeddings, b.embeddings]), np.concatenate([pre.labels, b.labels])),
-            len(pre))
+    return (
+        Signals(
+            "switch",
+            pre.ids + b.ids,
+            ["news"] * (len(pre) + len(b)),
+            np.concatenate([pre.probs, b.probs]),
+            np.concatenate([pre.embeddings, b.embeddings]),
+            np.concatenate([pre.labels, b.labels]),
+        ),
+        len(pre),
+    )
 
 
 def scored_record(stream: Signals, i: int) -> ScoredMessage:
     p = [float(x) for x in stream.probs[i]]
     return ScoredMessage(
-        id=stream.ids[i], source="news", channel="replay", text=f"text of {stream.ids[i]}",
-        ts=T0 + timedelta(seconds=i), label=LABELS[int(np.argmax(p))],
-        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]), score=max(-1.0, min(1.0, p[2] - p[0])),
+        id=stream.ids[i],
+        source="news",
+        channel="replay",
+        text=f"text of {stream.ids[i]}",
+        ts=T0 + timedelta(seconds=i),
+        label=LABELS[int(np.argmax(p))],
+        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+        score=max(-1.0, min(1.0, p[2] - p[0])),
         model_version="v0001",
     )
 
@@ -99,8 +113,13 @@ def test_news_to_tweets_switch_is_detected_by_the_monitor_within_the_bound(
         bus.publish(topics.scored, record.to_bytes(), key=record.channel)
         if i in due:
             j = due[i]
-            bus.publish(topics.labels, json.dumps({"message_id": stream.ids[j], "label": LABELS[int(stream.labels[j])],
-                                                   "annotator": "corpus"}).encode(), key=stream.ids[j])
+            bus.publish(
+                topics.labels,
+                json.dumps(
+                    {"message_id": stream.ids[j], "label": LABELS[int(stream.labels[j])], "annotator": "corpus"}
+                ).encode(),
+                key=stream.ids[j],
+            )
     monitor = Monitor(bus, MonitorStore(db), topics, MonitorSettings(), embedder=embedder)
     try:
         monitor.run(threading.Event(), drain=True)
@@ -110,8 +129,10 @@ def test_news_to_tweets_switch_is_detected_by_the_monitor_within_the_bound(
         assert all(e.payload["position"] > switch for e in drifts), [e.payload for e in drifts]
         first = drifts[0]
         delay = first.payload["position"] - switch
-        print(f"\nnews->tweets switch: {first.payload['detector']} fired {delay} messages after the switch "
-              f"(bound {UNLABELED_BOUND}); {len(drifts)} drift event(s); labels {monitor.counts}")
+        print(
+            f"\nnews->tweets switch: {first.payload['detector']} fired {delay} messages after the switch "
+            f"(bound {UNLABELED_BOUND}); {len(drifts)} drift event(s); labels {monitor.counts}"
+        )
         assert delay <= UNLABELED_BOUND
         assert len(drifts) == 1, "one drift, one event"
         assert [e.payload["position"] for e in MonitorStore(db).events(("drift",))] == [first.payload["position"]]
@@ -128,7 +149,9 @@ def test_label_free_detection_fires_with_no_labels(corpora: dict[str, Signals]) 
     assert run.labels == 0
     assert run.events and all(e["position"] > switch for e in run.events)
     delay = run.events[0]["position"] - switch
-    print(f"\nlabel-free: {run.events[0]['detector']} fired {delay} messages after the switch (bound {UNLABELED_BOUND})")
+    print(
+        f"\nlabel-free: {run.events[0]['detector']} fired {delay} messages after the switch (bound {UNLABELED_BOUND})"
+    )
     assert delay <= UNLABELED_BOUND
 
 
@@ -154,8 +177,10 @@ def test_a_shuffled_corpus_stays_within_the_false_alarm_budget(corpora: dict[str
         total += run.messages
         alarms += run.events
     budget = total / 10_000  # the target: at most 1 false alarm per 10,000 stationary messages
-    print(f"\nstationary: {len(alarms)} false alarm(s) over {total} messages (budget {budget:.1f}; "
-          f"configured expected run length {config.expected_run_length:.0f})")
+    print(
+        f"\nstationary: {len(alarms)} false alarm(s) over {total} messages (budget {budget:.1f}; "
+        f"configured expected run length {config.expected_run_length:.0f})"
+    )
     assert len(alarms) <= budget, alarms
 
 
@@ -165,10 +190,16 @@ def test_embed_and_the_one_pass_helper_agree_with_predict_proba(champion_artifac
     from aet.pipeline.bench.drift import score_and_embed
     from aet.pipeline.model import SentimentModel
 
-    model = SentimentModel.load(champion_artifact["artifact_path"], version="v0001", device="cpu", new_head=False,
-                                batch_size=4)
-    texts = ["Shares of $ACME plunge after the profit warning.", "ok", "Operating profit rose to EUR 13.1 mn from "
-             "EUR 8.7 mn in the corresponding period in 2007, representing 7.7 % of net sales.", "$TSLA to the moon"]
+    model = SentimentModel.load(
+        champion_artifact["artifact_path"], version="v0001", device="cpu", new_head=False, batch_size=4
+    )
+    texts = [
+        "Shares of $ACME plunge after the profit warning.",
+        "ok",
+        "Operating profit rose to EUR 13.1 mn from "
+        "EUR 8.7 mn in the corresponding period in 2007, representing 7.7 % of net sales.",
+        "$TSLA to the moon",
+    ]
     emb = model.embed(texts)
     probs, one_pass = score_and_embed(model, texts, batch_size=3)
     assert emb.shape == (4, model.model.config.hidden_size) and emb.dtype == np.float32

@@ -95,7 +95,9 @@ def test_two_scorers_share_partitions_survive_sigkill_and_a_newcomer(
     db_url = app_with_champion.settings.db_url
     kafka_flags = ["--bus", "kafka", "--bootstrap-servers", broker.bootstrap_servers]
     env = aet_env(
-        home, AET_DATABASE_URL=db_url, AET_BUS__PARTITIONS=str(PARTITIONS),
+        home,
+        AET_DATABASE_URL=db_url,
+        AET_BUS__PARTITIONS=str(PARTITIONS),
         **{f"AET_BUS__KAFKA__{k.upper()}": str(v) for k, v in FAST_GROUP.items()},
     )
 

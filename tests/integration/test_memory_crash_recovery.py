@@ -62,7 +62,9 @@ def test_sigkill_mid_stream_then_restart_scores_everything_exactly_once(home: Pa
     ids = _published_ids(journal)
     assert len(ids) == len(set(ids)) > 200
 
-    scorer = start_aet(["score", "--drain", "--max-batch", str(MAX_BATCH), "--max-wait-ms", "20"], env, tmp_path / "s1.log")
+    scorer = start_aet(
+        ["score", "--drain", "--max-batch", str(MAX_BATCH), "--max-wait-ms", "20"], env, tmp_path / "s1.log"
+    )
     wait_until(lambda: _scored_count(home) >= min(len(ids) // 4, 150), 300, "a quarter of the stream scored", scorer)
     scorer.send_signal(signal.SIGKILL)
     assert scorer.wait(30) == -signal.SIGKILL

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -27,8 +28,13 @@ class FakeModel:
     ``gate`` (entered, release) blocks the first call until ``release`` is set.
     """
 
-    def __init__(self, version: str = "fake-v1", *, poison: str | None = None,
-                 gate: tuple[threading.Event, threading.Event] | None = None) -> None:
+    def __init__(
+        self,
+        version: str = "fake-v1",
+        *,
+        poison: str | None = None,
+        gate: tuple[threading.Event, threading.Event] | None = None,
+    ) -> None:
         self.version = version
         self.poison = poison
         self.gate = gate
@@ -64,8 +70,9 @@ class RecordingStore:
     ``on_write`` runs before each attempt (to observe the bus at that moment).
     """
 
-    def __init__(self, inner: ResultStore, *, fail_times: int = 0,
-                 on_write: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, inner: ResultStore, *, fail_times: int = 0, on_write: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.inner = inner
         self.fail_times = fail_times
         self.on_write = on_write
@@ -133,8 +140,12 @@ def dead_letter_rows(db: Database) -> list[DeadLetterRow]:
 def message_payload(i: int | str, text: str | None = None, **fields: Any) -> dict[str, Any]:
     """A valid aet.messages payload."""
     payload: dict[str, Any] = {
-        "id": f"m{i}", "source": "news", "channel": "wire", "text": text or f"message number {i}",
-        "ts": "2026-03-02T13:00:00+00:00", "entities": ["$ACME"],
+        "id": f"m{i}",
+        "source": "news",
+        "channel": "wire",
+        "text": text or f"message number {i}",
+        "ts": "2026-03-02T13:00:00+00:00",
+        "entities": ["$ACME"],
     }
     payload.update(fields)
     return payload
@@ -158,7 +169,7 @@ class Running:
     def _run(self, drain: bool) -> None:
         try:
             self.result = self.worker.run(self.stop, drain=drain)
-        except BaseException as exc:  # noqa: BLE001 - inspected by the test
+        except BaseException as exc:
             self.error = exc
 
     def wait_committed(self, bus: Bus, topics: Sequence[str], timeout_s: float = 10.0) -> None:
@@ -166,7 +177,9 @@ class Running:
         deadline = time.monotonic() + timeout_s
         while bus.group_lag(self.worker.group, topics) > 0:
             assert self.thread.is_alive() or self.error is None, f"worker died: {self.error!r}"
-            assert time.monotonic() < deadline, f"group {self.worker.group} still lags {bus.group_lag(self.worker.group, topics)}"
+            assert time.monotonic() < deadline, (
+                f"group {self.worker.group} still lags {bus.group_lag(self.worker.group, topics)}"
+            )
             self.worker.wait_for_commit(0.2)
 
     def finish(self, timeout_s: float = 10.0) -> None:

@@ -78,7 +78,9 @@ def test_file_overrides_defaults(config_file: Path) -> None:
     assert s.log_level == "WARNING"
 
 
-def test_env_overrides_file_and_nests_with_double_underscore(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_file_and_nests_with_double_underscore(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AET_SCORER__MAX_BATCH", "30")
     monkeypatch.setenv("AET_SCORER__MAX_WAIT_MS", "35")
     monkeypatch.setenv("AET_BUS__BOOTSTRAP_SERVERS", "env-broker:9092")
@@ -106,7 +108,8 @@ def test_none_overrides_do_not_mask_env_or_file(config_file: Path, monkeypatch: 
     monkeypatch.setenv("AET_LOG_LEVEL", "debug")
     s = load_settings(
         config_file,
-        log_level=None, database_url=None,
+        log_level=None,
+        database_url=None,
         scorer={"max_wait_ms": None, "max_batch": None, "group": None},
         bus={"backend": None, "bootstrap_servers": None, "journal_dir": None},
     )

@@ -46,8 +46,9 @@ def stream(n_before: int, n_after: int, *, seed: int = SEED, shift: bool = True)
     return out
 
 
-def feed(engine: DriftEngine, items: list[dict[str, Any]], *, labels: bool = True, version: str = "v1",
-         source: str = "news") -> list[Any]:
+def feed(
+    engine: DriftEngine, items: list[dict[str, Any]], *, labels: bool = True, version: str = "v1", source: str = "news"
+) -> list[Any]:
     """Messages with their label right after (when ``labels``); returns every alarm."""
     alarms = []
     for item in items:
@@ -121,8 +122,9 @@ def test_each_detector_stays_quiet_without_a_shift(name: str) -> None:
 def test_label_based_detection_needs_labels_and_label_free_does_not() -> None:
     items = stream(1500, 1500)
     assert [a for a in feed(only("adwin_error"), items, labels=False) if a.event] == []
-    engine = DriftEngine(DriftConfig(detectors=("adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"),
-                                     embed_every=1))
+    engine = DriftEngine(
+        DriftConfig(detectors=("adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"), embed_every=1)
+    )
     events = [a for a in feed(engine, items, labels=False) if a.event]
     assert len(events) == 1 and events[0].position > 1500
 
@@ -192,8 +194,10 @@ def test_a_new_model_version_resets_and_old_versions_are_ignored() -> None:
 # ------------------------------------------------------------------ state
 
 
-@pytest.mark.parametrize("detectors", [("adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix",
-                                        "hotelling_embedding")])
+@pytest.mark.parametrize(
+    "detectors",
+    [("adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix", "hotelling_embedding")],
+)
 def test_state_round_trips_through_json(detectors: tuple[str, ...]) -> None:
     config = DriftConfig(detectors=detectors, embed_every=1, expected_run_length=5_000, cooldown_messages=500)
     items = stream(1200, 1800)
@@ -207,7 +211,7 @@ def test_state_round_trips_through_json(detectors: tuple[str, ...]) -> None:
     assert second.restore(saved) == []
     got += feed(second, items[1000:])
 
-    key = lambda a: (a.detector, a.position, a.labeled, a.event, json.dumps(a.statistic, sort_keys=True))  # noqa: E731
+    key = lambda a: (a.detector, a.position, a.labeled, a.event, json.dumps(a.statistic, sort_keys=True))
     assert [key(a) for a in got] == [key(a) for a in expected]
     assert any(a.event for a in expected)
     assert json.dumps(second.state(), sort_keys=True) == json.dumps(whole.state(), sort_keys=True)

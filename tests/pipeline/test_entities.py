@@ -10,14 +10,25 @@ from aet.pipeline.entities import EntityExtractor, Gazetteer, cashtags
 from tests.conftest import EXAMPLES
 
 GAZETTEER = [
-    {"id": "$AAPL", "names": ["Apple Inc.", "Apple Computer"],
-     "aliases": [{"text": "Apple", "case_sensitive": True,
-                  "context": ["shares", "stock", "iphone", "earnings", "tim cook", "nasdaq"],
-                  "exclude": ["pie", "juice", "cider", "tree", "orchard"]}]},
+    {
+        "id": "$AAPL",
+        "names": ["Apple Inc.", "Apple Computer"],
+        "aliases": [
+            {
+                "text": "Apple",
+                "case_sensitive": True,
+                "context": ["shares", "stock", "iphone", "earnings", "tim cook", "nasdaq"],
+                "exclude": ["pie", "juice", "cider", "tree", "orchard"],
+            }
+        ],
+    },
     {"id": "$KO", "names": ["Coca-Cola", "The Coca-Cola Company"]},
     {"id": "$T", "names": ["AT&T"]},
     {"id": "$PG", "names": ["Procter & Gamble", "P&G"]},
-    {"id": "$TGT", "aliases": [{"text": "Target", "case_sensitive": True, "context": ["stores", "retailer", "shares"]}]},
+    {
+        "id": "$TGT",
+        "aliases": [{"text": "Target", "case_sensitive": True, "context": ["stores", "retailer", "shares"]}],
+    },
     {"id": "$BAC", "names": ["Bank of America"]},
     {"id": "$XYZ", "names": ["Xylo Dynamics"]},
 ]
@@ -28,49 +39,58 @@ def extractor() -> EntityExtractor:
     return EntityExtractor(Gazetteer(GAZETTEER))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("$AAPL beats, $msft misses", ["$AAPL", "$MSFT"]),
-    ("long $brk.b and $BTC.X", ["$BRK.B", "$BTC.X"]),
-    ("wins an $870 million contract, $5B buyback, $1.2bn", []),
-    ("price$AAPL is glued, US$AAPL too", []),
-    ("$AAPL's guidance; ($TSLA) and $NVDA.", ["$AAPL", "$TSLA", "$NVDA"]),
-    ("$AAPL and $aapl again", ["$AAPL"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("$AAPL beats, $msft misses", ["$AAPL", "$MSFT"]),
+        ("long $brk.b and $BTC.X", ["$BRK.B", "$BTC.X"]),
+        ("wins an $870 million contract, $5B buyback, $1.2bn", []),
+        ("price$AAPL is glued, US$AAPL too", []),
+        ("$AAPL's guidance; ($TSLA) and $NVDA.", ["$AAPL", "$TSLA", "$NVDA"]),
+        ("$AAPL and $aapl again", ["$AAPL"]),
+    ],
+)
 def test_cashtags(text: str, expected: list[str]) -> None:
     assert cashtags(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    # unambiguous names: any case, punctuation and possessives do not matter
-    ("Apple Inc. raises its dividend", ["$AAPL"]),
-    ("apple, inc beats estimates", ["$AAPL"]),
-    ("APPLE INC's margins", ["$AAPL"]),
-    ("Coca Cola and coca-cola bottlers", ["$KO"]),
-    ("AT&T and Procter & Gamble report", ["$T", "$PG"]),
-    ("P&G cuts prices", ["$PG"]),
-    ("Bank of America upgrades Xylo Dynamics", ["$BAC", "$XYZ"]),
-    # an ambiguous alias with context nearby, in its exact case
-    ("Apple shares slide after the iPhone recall", ["$AAPL"]),
-    ("Tim Cook says Apple will buy back more stock", ["$AAPL"]),
-    ("Target stores see weaker traffic", ["$TGT"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # unambiguous names: any case, punctuation and possessives do not matter
+        ("Apple Inc. raises its dividend", ["$AAPL"]),
+        ("apple, inc beats estimates", ["$AAPL"]),
+        ("APPLE INC's margins", ["$AAPL"]),
+        ("Coca Cola and coca-cola bottlers", ["$KO"]),
+        ("AT&T and Procter & Gamble report", ["$T", "$PG"]),
+        ("P&G cuts prices", ["$PG"]),
+        ("Bank of America upgrades Xylo Dynamics", ["$BAC", "$XYZ"]),
+        # an ambiguous alias with context nearby, in its exact case
+        ("Apple shares slide after the iPhone recall", ["$AAPL"]),
+        ("Tim Cook says Apple will buy back more stock", ["$AAPL"]),
+        ("Target stores see weaker traffic", ["$TGT"]),
+    ],
+)
 def test_gazetteer_matches(extractor: EntityExtractor, text: str, expected: list[str]) -> None:
     assert extractor.extract(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "I baked an apple pie for the office",               # lowercase: the exact-case alias does not match
-    "Apple pie recipe, then stock up on cinnamon",       # exact case and context, but "pie" excludes it
-    "Fresh Apple juice prices at the stand",             # excluded word nearby
-    "APPLE PIE STOCK CLEARANCE",                         # wrong case for the alias
-    "Apple announced nothing today",                     # ambiguous alias without any context word
-    "Our sales target for the quarter was missed",        # "target" in lowercase, no context
-    "The Target was missed, shares of nothing",           # exact case and context... but see below
-    "Pineapple shares rose",                              # no match inside a longer word
-    "Applesauce stock",                                   # no match inside a longer word
-    "Americana Bank of Americas",                         # word boundaries on multi-word names
-    "Coke is it",                                         # not a configured alias
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I baked an apple pie for the office",  # lowercase: the exact-case alias does not match
+        "Apple pie recipe, then stock up on cinnamon",  # exact case and context, but "pie" excludes it
+        "Fresh Apple juice prices at the stand",  # excluded word nearby
+        "APPLE PIE STOCK CLEARANCE",  # wrong case for the alias
+        "Apple announced nothing today",  # ambiguous alias without any context word
+        "Our sales target for the quarter was missed",  # "target" in lowercase, no context
+        "The Target was missed, shares of nothing",  # exact case and context... but see below
+        "Pineapple shares rose",  # no match inside a longer word
+        "Applesauce stock",  # no match inside a longer word
+        "Americana Bank of Americas",  # word boundaries on multi-word names
+        "Coke is it",  # not a configured alias
+    ],
+)
 def test_gazetteer_false_positives(extractor: EntityExtractor, text: str) -> None:
     found = extractor.extract(text)
     if text.startswith("The Target"):

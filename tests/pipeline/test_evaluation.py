@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aet.pipeline.evaluation import confusion, macro_f1, report
 
@@ -47,8 +48,12 @@ def test_class_only_predicted_counts_with_f1_zero() -> None:
 
 def test_empty_input() -> None:
     assert macro_f1([], []) == 0.0
-    assert report([], []) == {"n": 0, "accuracy": 0.0, "macro_f1": 0.0,
-                              "predicted": {"negative": 0, "neutral": 0, "positive": 0}}
+    assert report([], []) == {
+        "n": 0,
+        "accuracy": 0.0,
+        "macro_f1": 0.0,
+        "predicted": {"negative": 0, "neutral": 0, "positive": 0},
+    }
 
 
 def test_report() -> None:

@@ -45,7 +45,9 @@ def test_predict_proba_on_empty_batch(fresh_model: SentimentModel) -> None:
 
 def test_predict_runs_without_autograd(fresh_model: SentimentModel) -> None:
     captured = []
-    handle = fresh_model.model.register_forward_hook(lambda _m, _i, out: captured.append(torch.is_inference_mode_enabled()))
+    handle = fresh_model.model.register_forward_hook(
+        lambda _m, _i, out: captured.append(torch.is_inference_mode_enabled())
+    )
     try:
         fresh_model.predict_proba(TEXTS[:1])
     finally:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from aet.pipeline.records import (
     DEFAULT_MAX_TEXT_CHARS,
@@ -23,13 +25,18 @@ from aet.pipeline.records import (
     parse_event_time,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def valid(**fields: object) -> dict[str, object]:
     payload: dict[str, object] = {
-        "id": "m1", "source": "news", "channel": "wire", "text": "Acme beats estimates",
-        "ts": "2026-03-02T13:31:28+00:00", "entities": ["$ACME"], "meta": {"corpus": "x"},
+        "id": "m1",
+        "source": "news",
+        "channel": "wire",
+        "text": "Acme beats estimates",
+        "ts": "2026-03-02T13:31:28+00:00",
+        "entities": ["$ACME"],
+        "meta": {"corpus": "x"},
     }
     payload.update(fields)
     return payload
@@ -65,8 +72,13 @@ def test_defaults_and_key() -> None:
 
 def test_scored_message_round_trips_and_names_model_version() -> None:
     m = decode(Message, valid())
-    s = ScoredMessage(**m.model_dump(), label="positive", probs=Probs(negative=0.1, neutral=0.2, positive=0.7),
-                      score=0.6, model_version="v0007")
+    s = ScoredMessage(
+        **m.model_dump(),
+        label="positive",
+        probs=Probs(negative=0.1, neutral=0.2, positive=0.7),
+        score=0.6,
+        model_version="v0007",
+    )
     back = decode(ScoredMessage, s.to_bytes())
     assert back == s
     assert back.model_version == "v0007"
@@ -192,8 +204,9 @@ def test_label_record_requires_message_id() -> None:
 def test_unsupported_schema_version(version: int) -> None:
     reason = reason_of(json.dumps(valid(schema_version=version)))
     assert reason == f"schema_version: unsupported schema_version {version} (this build reads {SCHEMA_VERSION})"
-    assert "unsupported schema_version" in reason_of({"message_id": "m", "label": "neutral",
-                                                      "schema_version": version}, LabelRecord)
+    assert "unsupported schema_version" in reason_of(
+        {"message_id": "m", "label": "neutral", "schema_version": version}, LabelRecord
+    )
 
 
 def test_current_schema_version_accepted_and_unknown_fields_ignored() -> None:
@@ -204,8 +217,17 @@ def test_current_schema_version_accepted_and_unknown_fields_ignored() -> None:
 
 def test_alert_window_must_be_ordered() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    base = dict(id="a", entity="$A", kind="negative_surge", counts={}, shares={}, baseline={}, z=3.0,
-                severity="warning", model_version="v1")
+    base = dict(
+        id="a",
+        entity="$A",
+        kind="negative_surge",
+        counts={},
+        shares={},
+        baseline={},
+        z=3.0,
+        severity="warning",
+        model_version="v1",
+    )
     assert Alert(window_start=t, window_end=t + timedelta(minutes=5), **base).window_end > t
     reason = reason_of({**base, "window_start": t.isoformat(), "window_end": (t - timedelta(1)).isoformat()}, Alert)
     assert "window_end is before window_start" in reason
@@ -215,18 +237,24 @@ def test_alert_window_must_be_ordered() -> None:
 
 
 def test_dead_letter_keeps_non_utf8_bytes_exactly() -> None:
-    raw = b"\xff\x00{\"id\": \xc3\x28}\x80 tail"
+    raw = b'\xff\x00{"id": \xc3\x28}\x80 tail'
     dl = DeadLetter.of(raw, stage="score", reason="not JSON", topic="aet.messages", partition=2, offset=41, key="k")
     assert dl.raw is None
     assert base64.b64decode(dl.raw_base64) == raw
     back = decode(DeadLetter, dl.to_bytes())
     assert base64.b64decode(back.raw_base64) == raw
     assert (back.stage, back.reason, back.topic, back.partition, back.offset, back.key) == (
-        "score", "not JSON", "aet.messages", 2, 41, "k")
+        "score",
+        "not JSON",
+        "aet.messages",
+        2,
+        41,
+        "k",
+    )
 
 
 def test_dead_letter_keeps_utf8_text_as_text() -> None:
-    raw = "{ not json — but ünïcode".encode("utf-8")
+    raw = "{ not json — but ünïcode".encode()
     dl = DeadLetter.of(raw, stage="replay", reason="why")
     assert dl.raw == raw.decode("utf-8") and dl.raw_base64 is None
     assert decode(DeadLetter, dl.to_bytes()).raw.encode("utf-8") == raw
@@ -242,11 +270,17 @@ def test_dead_letter_never_loses_bytes(raw: bytes) -> None:
 # -- property: any valid message round-trips -----------------------------------
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**53), max_value=2**53),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
 )
-json_value = st.recursive(json_leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)), max_leaves=10)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=10,
+)
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
 datetimes = st.one_of(
     st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets),
@@ -280,4 +314,8 @@ def test_any_valid_message_round_trips(drawn: tuple[dict[str, object], datetime]
     assert back == m
     assert back.to_bytes() == wire
     assert (back.id, back.text, back.entities, back.meta) == (
-        payload["id"], payload["text"], payload["entities"], payload["meta"])
+        payload["id"],
+        payload["text"],
+        payload["entities"],
+        payload["meta"],
+    )

@@ -16,8 +16,8 @@ from aet.pipeline.config import ScorerSettings, TopicSettings
 from aet.pipeline.records import DeadLetter, ScoredMessage, decode
 from aet.pipeline.roles.scorer import Scorer
 from aet.pipeline.worker import Outputs, Worker, collect_batch
-from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
 from aet.storage.store import ResultStore
+from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
 
 # -- collect_batch -------------------------------------------------------------
 
@@ -29,7 +29,9 @@ def rec(i: int) -> BusRecord:
 class ScriptedConsumer(Consumer):
     """Returns scripted poll results and records each poll's arguments; may advance a fake clock."""
 
-    def __init__(self, script: list[list[BusRecord]], clock: SimpleNamespace | None = None, step_s: float = 0.0) -> None:
+    def __init__(
+        self, script: list[list[BusRecord]], clock: SimpleNamespace | None = None, step_s: float = 0.0
+    ) -> None:
         self.script = list(script)
         self.polls: list[tuple[int, int]] = []
         self.clock, self.step_s = clock, step_s
@@ -135,8 +137,11 @@ def test_store_failure_is_retried_and_the_batch_committed_only_after(
     ids = publish_messages(bus, topics, 6)
     group = ScorerSettings().group
     seen: list[tuple[int, int]] = []  # (uncommitted lag, records on aet.scored) at each write attempt
-    flaky = RecordingStore(store, fail_times=1, on_write=lambda _: seen.append(
-        (bus.group_lag(group, [topics.messages]), len(bus.read_all(topics.scored)))))
+    flaky = RecordingStore(
+        store,
+        fail_times=1,
+        on_write=lambda _: seen.append((bus.group_lag(group, [topics.messages]), len(bus.read_all(topics.scored)))),
+    )
     w = scorer(bus, flaky, FakeModel(), topics)
     assert w.run(threading.Event(), drain=True) == 6
     assert flaky.attempts == 2
@@ -263,8 +268,17 @@ class EchoWorker(Worker):
         out = Outputs()
         for r in records:
             if r.value.startswith(b"!"):
-                out.dead_letters.append(DeadLetter.of(r.value, stage="echo", reason="bang", topic=r.topic,
-                                                      partition=r.partition, offset=r.offset, key=r.key))
+                out.dead_letters.append(
+                    DeadLetter.of(
+                        r.value,
+                        stage="echo",
+                        reason="bang",
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                    )
+                )
             else:
                 out.publish.append(("echo.out", r.key, r.value.upper()))
         return out

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from aet.pipeline.learning.loop import Example
 from aet.pipeline.model import SentimentModel, resolve_backbone
 from aet.pipeline.records import LABELS
-from aet.pipeline.learning.loop import Example
 
 POSITIVE = ["soars", "beats estimates", "record profit", "upgraded", "surges", "strong growth", "rallies"]
 NEGATIVE = ["plunges", "misses estimates", "heavy loss", "downgraded", "slumps", "layoffs", "crashes"]
@@ -22,27 +22,45 @@ NEUTRAL = ["holds meeting", "publishes report", "names director", "schedules cal
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne"]
 
 
-def tiny_model(seed: int = 0, version: str = "tiny", hidden_size: int = 32, intermediate_size: int = 64) -> SentimentModel:
+def tiny_model(
+    seed: int = 0, version: str = "tiny", hidden_size: int = 32, intermediate_size: int = 64
+) -> SentimentModel:
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=intermediate_size, max_position_embeddings=64, num_labels=3,
-                        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=64,
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={l: i for i, l in enumerate(LABELS)},
+    )
     net = BertForSequenceClassification(config)
     net.set_attn_implementation("eager")
     net.eval()
     return SentimentModel(model=net, tokenizer=tokenizer, version=version, max_length=32, batch_size=32)
 
 
-def register_tiny(app: Any, *, seed: int = 0, status: str = "champion", info: dict[str, Any] | None = None,
-                  **model_kw: int) -> Any:
+def register_tiny(
+    app: Any, *, seed: int = 0, status: str = "champion", info: dict[str, Any] | None = None, **model_kw: int
+) -> Any:
     """Save a tiny model as the registry's next version (a sealed artifact) and register it."""
     version = app.registry.next_version()
     staged = app.artifacts.stage()
     tiny_model(seed, **model_kw).save(staged)
     path, digest = app.artifacts.commit(staged, version)
-    return app.registry.register(version=version, status=status, artifact_path=str(path.resolve()), sha256=digest,
-                                 backbone="tiny-bert", labels=list(LABELS), info=info)
+    return app.registry.register(
+        version=version,
+        status=status,
+        artifact_path=str(path.resolve()),
+        sha256=digest,
+        backbone="tiny-bert",
+        labels=list(LABELS),
+        info=info,
+    )
 
 
 def synthetic_examples(n: int, seed: int = 0, source: str = "news", prefix: str = "") -> list[Example]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -37,14 +38,14 @@ def make_scored() -> ScoredFactory:
             "source": "news",
             "channel": "wire",
             "text": "Shares of $ACME rose 4% after earnings beat estimates.",
-            "ts": datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc),
+            "ts": datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC),
             "entities": ["$ACME"],
             "meta": {"feed": "test"},
             "label": "positive",
             "probs": Probs(negative=0.1, neutral=0.2, positive=0.7),
             "score": 0.6,
             "model_version": "v0001",
-            "scored_at": datetime(2024, 3, 1, 12, 30, 16, 654321, tzinfo=timezone.utc),
+            "scored_at": datetime(2024, 3, 1, 12, 30, 16, 654321, tzinfo=UTC),
         }
         fields.update(overrides)
         return ScoredMessage(**fields)

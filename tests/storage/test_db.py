@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -77,7 +77,7 @@ def test_schema_comparison_notices_drift(database: Database) -> None:
 
 def test_migrating_twice_is_a_noop(database: Database) -> None:
     """A second migrate() keeps the revision, the schema and the data."""
-    now = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     with database.session() as s, s.begin():
         s.add(LabelRow(message_id="m", label="neutral", ts=now, annotator="a", received_at=now))
     revision = _current(database)
@@ -96,9 +96,8 @@ def test_migrating_twice_is_a_noop(database: Database) -> None:
 def test_utc_column_refuses_naive_datetimes(database: Database) -> None:
     """A naive datetime cannot be written to a UTC column (its zone would be a guess)."""
     naive = datetime(2024, 1, 1, 0, 0)
-    with pytest.raises(StatementError, match="naive datetime"):
-        with database.session() as s, s.begin():
-            s.add(LabelRow(message_id="m", label="neutral", ts=naive, annotator="a", received_at=naive))
+    with pytest.raises(StatementError, match="naive datetime"), database.session() as s, s.begin():
+        s.add(LabelRow(message_id="m", label="neutral", ts=naive, annotator="a", received_at=naive))
 
 
 def test_utc_column_round_trips_other_offsets_as_utc(database: Database) -> None:
@@ -113,11 +112,11 @@ def test_utc_column_round_trips_other_offsets_as_utc(database: Database) -> None
     assert row is not None
     assert row.ts == tokyo
     assert row.ts.utcoffset() == timedelta(0)
-    assert row.ts.tzinfo == timezone.utc
+    assert row.ts.tzinfo == UTC
 
 
 def _label(message_id: str, label: str) -> dict[str, object]:
-    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
     return {"message_id": message_id, "label": label, "ts": now, "annotator": "a", "received_at": now}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -12,13 +12,23 @@ from aet.storage.db import Database
 from aet.storage.drift_store import MonitorBatch, MonitorStore
 from aet.storage.store import ResultStore
 
-T0 = datetime(2026, 3, 2, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
 def join_row(mid: str, status: str = "joined", **kw: object) -> dict[str, object]:
-    row: dict[str, object] = {"message_id": mid, "status": status, "label": "neutral", "annotator": "a", "label_ts": T0,
-                              "source": "news", "model_version": "v1", "predicted": "neutral", "message_ts": T0,
-                              "position": 1, "held_at": None}
+    row: dict[str, object] = {
+        "message_id": mid,
+        "status": status,
+        "label": "neutral",
+        "annotator": "a",
+        "label_ts": T0,
+        "source": "news",
+        "model_version": "v1",
+        "predicted": "neutral",
+        "message_ts": T0,
+        "position": 1,
+        "held_at": None,
+    }
     row.update(kw)
     return row
 
@@ -29,10 +39,24 @@ def test_a_batch_is_written_in_one_transaction_and_read_back(database: Database)
     request = ControlEvent(kind="retrain_request", ts=T0 + timedelta(minutes=5), payload={"source": "chat"})
     letter = DeadLetter(stage="monitor", reason="bad", raw="x")
     batch = MonitorBatch(
-        joins=[join_row("m1"), join_row("m2", "held", source=None, model_version=None, predicted=None,
-                                        message_ts=None, position=None, held_at=3)],
-        quality=[{"source": "news", "model_version": "v1", "labeled": 1, "correct": 1, "window": 1, "accuracy": 1.0,
-                  "macro_f1": 1.0, "confusion": [[0, 0, 0], [0, 1, 0], [0, 0, 0]]}],
+        joins=[
+            join_row("m1"),
+            join_row(
+                "m2", "held", source=None, model_version=None, predicted=None, message_ts=None, position=None, held_at=3
+            ),
+        ],
+        quality=[
+            {
+                "source": "news",
+                "model_version": "v1",
+                "labeled": 1,
+                "correct": 1,
+                "window": 1,
+                "accuracy": 1.0,
+                "macro_f1": 1.0,
+                "confusion": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+            }
+        ],
         state={"version": 1, "engine": {"sources": {}}, "nested": [1.5, None, "x"]},
     )
     store.write_batch("mon", batch, events=[drift, request], dead_letters=[letter])
@@ -57,14 +81,25 @@ def test_a_batch_is_written_in_one_transaction_and_read_back(database: Database)
 def test_a_failing_batch_leaves_nothing(database: Database) -> None:
     store = MonitorStore(database)
     with pytest.raises(IntegrityError):
-        store.write_batch("mon", MonitorBatch(joins=[join_row("m1", label=None)], state={"v": 1}),
-                          events=[ControlEvent(kind="drift", ts=T0)])
+        store.write_batch(
+            "mon",
+            MonitorBatch(joins=[join_row("m1", label=None)], state={"v": 1}),
+            events=[ControlEvent(kind="drift", ts=T0)],
+        )
     assert store.load_state("mon") is None and store.events() == [] and store.label_joins() == []
 
 
 def test_predictions_are_read_from_the_scored_messages(database: Database) -> None:
-    m = ScoredMessage(id="m1", source="chat", text="t", ts=T0, label="positive",
-                      probs=Probs(negative=0.1, neutral=0.2, positive=0.7), score=0.6, model_version="v3")
+    m = ScoredMessage(
+        id="m1",
+        source="chat",
+        text="t",
+        ts=T0,
+        label="positive",
+        probs=Probs(negative=0.1, neutral=0.2, positive=0.7),
+        score=0.6,
+        model_version="v3",
+    )
     ResultStore(database).write(scored=[m])
     found = MonitorStore(database).predictions(["m1", "nope"])
     assert set(found) == {"m1"}

@@ -35,11 +35,19 @@ def test_next_version_is_always_free(registry: ModelRegistry, model_fields: dict
 def test_register_returns_the_stored_row(registry: ModelRegistry, model_fields: dict[str, Any]) -> None:
     """register() stores every field; get() returns the same snapshot with aware UTC times."""
     info = registry.register(
-        version="v0001", metrics={"macro_f1": 0.8}, info={"origin": "test"}, **model_fields,
+        version="v0001",
+        metrics={"macro_f1": 0.8},
+        info={"origin": "test"},
+        **model_fields,
     )
     got = registry.get("v0001")
     assert got == info
-    assert (got.status, got.parent, got.metrics, got.info) == ("challenger", None, {"macro_f1": 0.8}, {"origin": "test"})
+    assert (got.status, got.parent, got.metrics, got.info) == (
+        "challenger",
+        None,
+        {"macro_f1": 0.8},
+        {"origin": "test"},
+    )
     assert got.labels == model_fields["labels"]
     assert got.created_at.utcoffset() == timedelta(0)
     assert got.promoted_at is None

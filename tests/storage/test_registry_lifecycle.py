@@ -13,7 +13,9 @@ def _statuses(registry: ModelRegistry) -> dict[str, str]:
     return {m.version: m.status for m in registry.list()}
 
 
-def test_set_status_rejects_a_challenger_and_keeps_a_note(registry: ModelRegistry, model_fields: dict[str, Any]) -> None:
+def test_set_status_rejects_a_challenger_and_keeps_a_note(
+    registry: ModelRegistry, model_fields: dict[str, Any]
+) -> None:
     registry.register(version="v0001", status="champion", **model_fields)
     registry.register(version="v0002", parent="v0001", info={"request_id": "r1"}, **model_fields)
     info = registry.set_status("v0002", "rejected", note={"rejection": {"reasons": ["too little gain"]}})
@@ -40,8 +42,12 @@ def test_rollback_reinstates_the_previous_champion(registry: ModelRegistry, mode
     registry.promote("v0002")
     registry.promote("v0003")
     demoted, champion = registry.rollback()
-    assert (demoted.version, demoted.status, champion.version, champion.status) == \
-        ("v0003", "rolled_back", "v0002", "champion")
+    assert (demoted.version, demoted.status, champion.version, champion.status) == (
+        "v0003",
+        "rolled_back",
+        "v0002",
+        "champion",
+    )
     # A second rollback goes one further back; the rolled-back version is never chosen again.
     demoted, champion = registry.rollback()
     assert (demoted.version, champion.version) == ("v0002", "v0001")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -13,8 +13,7 @@ from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, P
 from aet.storage.store import ResultStore
 from aet.storage.tables import AlertRow, ControlEventRow, LabelRow
 
-
-UTC = timezone.utc
+UTC = UTC
 ScoredFactory = Callable[..., ScoredMessage]  # the make_scored fixture of tests/storage/conftest.py
 
 
@@ -44,10 +43,18 @@ def test_rescore_overwrites_probs_and_model_version(store: ResultStore, make_sco
     """A re-score by a newer model replaces label, probabilities, score and lineage."""
     store.write(scored=[make_scored("m-1")])
     later = datetime(2024, 3, 2, tzinfo=UTC)
-    store.write(scored=[make_scored(
-        "m-1", label="negative", probs=Probs(negative=0.8, neutral=0.15, positive=0.05),
-        score=-0.75, model_version="v0002", scored_at=later,
-    )])
+    store.write(
+        scored=[
+            make_scored(
+                "m-1",
+                label="negative",
+                probs=Probs(negative=0.8, neutral=0.15, positive=0.05),
+                score=-0.75,
+                model_version="v0002",
+                scored_at=later,
+            )
+        ]
+    )
     row = store.scored("m-1")
     assert row is not None
     assert (row.label, row.model_version, row.scored_at) == ("negative", "v0002", later)
@@ -85,8 +92,12 @@ def test_labels_latest_write_wins(store: ResultStore) -> None:
     t1 = datetime(2024, 1, 1, 10, tzinfo=UTC)
     t2 = datetime(2024, 1, 1, 11, tzinfo=UTC)
     store.write(labels=[LabelRecord(message_id="m-1", label="positive", ts=t1, annotator="alice")])
-    store.write(labels=[LabelRecord(message_id="m-1", label="negative", ts=t2, annotator="bob"),
-                        LabelRecord(message_id="m-2", label="neutral", ts=t2)])
+    store.write(
+        labels=[
+            LabelRecord(message_id="m-1", label="negative", ts=t2, annotator="bob"),
+            LabelRecord(message_id="m-2", label="neutral", ts=t2),
+        ]
+    )
     with store.db.session() as s:
         row = s.get(LabelRow, "m-1")
     assert row is not None
@@ -110,11 +121,13 @@ def test_dead_letters_with_same_origin_are_deduplicated(store: ResultStore) -> N
 def test_dead_letters_from_different_origins_are_kept(store: ResultStore) -> None:
     """Same bytes at another offset, or from another stage, are separate dead letters."""
     raw = b"\xff\xfe binary"
-    store.write(dead_letters=[
-        DeadLetter.of(raw, stage="ingest", reason="r", topic="t", partition=0, offset=1),
-        DeadLetter.of(raw, stage="ingest", reason="r", topic="t", partition=0, offset=2),
-        DeadLetter.of(raw, stage="scorer", reason="r", topic="t", partition=0, offset=1),
-    ])
+    store.write(
+        dead_letters=[
+            DeadLetter.of(raw, stage="ingest", reason="r", topic="t", partition=0, offset=1),
+            DeadLetter.of(raw, stage="ingest", reason="r", topic="t", partition=0, offset=2),
+            DeadLetter.of(raw, stage="scorer", reason="r", topic="t", partition=0, offset=1),
+        ]
+    )
     rows = store.dead_letters()
     assert len(rows) == 3
     assert all(r.raw is None and r.raw_base64 for r in rows)
@@ -125,13 +138,23 @@ def test_events_and_alerts_are_upserted_by_id(store: ResultStore) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     event = ControlEvent(id="e-1", kind="drift", model_version="v0001", payload={"stat": 1.5})
     alert = Alert(
-        id="a-1", entity="$ACME", kind="negative_surge", window_start=start,
-        window_end=start + timedelta(hours=1), counts={"negative": 9}, shares={"negative": 0.9},
-        baseline={"negative": 0.2}, z=4.2, severity="warning", model_version="v0001",
+        id="a-1",
+        entity="$ACME",
+        kind="negative_surge",
+        window_start=start,
+        window_end=start + timedelta(hours=1),
+        counts={"negative": 9},
+        shares={"negative": 0.9},
+        baseline={"negative": 0.2},
+        z=4.2,
+        severity="warning",
+        model_version="v0001",
     )
     store.write(events=[event], alerts=[alert])
-    store.write(events=[event.model_copy(update={"payload": {"stat": 2.0}})],
-                alerts=[alert.model_copy(update={"severity": "critical"})])
+    store.write(
+        events=[event.model_copy(update={"payload": {"stat": 2.0}})],
+        alerts=[alert.model_copy(update={"severity": "critical"})],
+    )
     with store.db.session() as s:
         events = s.scalars(select(ControlEventRow)).all()
         alerts = s.scalars(select(AlertRow)).all()

@@ -45,8 +45,13 @@ def test_twin_corpora_are_refused() -> None:
 
 def test_objectives_of_the_ablation() -> None:
     described = {c: _objective(c, 2.0, 3.0).describe() for c in CONFIGS}
-    assert described == {"plain": "ce", "replay": "ce+replay", "ewc": "ce+ewc(2)", "att": "ce+att(3)",
-                         "aet": "ce+replay+ewc(2)+att(3)"}
+    assert described == {
+        "plain": "ce",
+        "replay": "ce+replay",
+        "ewc": "ce+ewc(2)",
+        "att": "ce+att(3)",
+        "aet": "ce+replay+ewc(2)+att(3)",
+    }
 
 
 def test_targets_are_checked_per_mode() -> None:
@@ -63,8 +68,9 @@ def test_targets_are_checked_per_mode() -> None:
 
 @pytest.mark.slow
 def test_gpu_check_runs_in_float32_on_the_cpu(tmp_path: Path) -> None:
-    report = gpu_train_benchmark(data=EXAMPLES / "train.jsonl", n=32, mode="lora", device="cpu", out=tmp_path,
-                                 progress=False)
+    report = gpu_train_benchmark(
+        data=EXAMPLES / "train.jsonl", n=32, mode="lora", device="cpu", out=tmp_path, progress=False
+    )
     assert report["device"] == "cpu" and report["precision"] == "float32"
     assert report["samples_per_s"] > 0 and report["peak_memory"]["process_peak_rss_mib"] > 0
     assert report["examples"]["recent"] == 32 and report["trainable_parameters"] > 0

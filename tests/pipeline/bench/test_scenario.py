@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
-from aet.pipeline.records import LABELS
 from aet.pipeline.bench.scenario import Scenario, StreamItem, build_stream, load_scenario
-from aet.pipeline.bench.stream import phase_scores, post_drift_score, run_prequential, targets, windows
 from aet.pipeline.bench.strategies import Strategy
+from aet.pipeline.bench.stream import phase_scores, post_drift_score, run_prequential, targets, windows
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.records import LABELS
 
 
 def write_corpus(root: Path, name: str, n: int, *, split: bool = False, source: str = "news") -> None:
@@ -34,9 +35,19 @@ def data(tmp_path: Path) -> Path:
 
 
 def scenario(**kw: Any) -> Scenario:
-    base = {"name": "t", "seed": 3, "bootstrap": 100, "label_fraction": 0.5, "label_delay": 7, "n_test": 50,
-            "phases": [{"name": "A", "corpus": "news_corpus", "n": 120}, {"name": "B", "corpus": "chat_corpus", "n": 150},
-                       {"name": "A2", "corpus": "news_corpus", "n": 80}]}
+    base = {
+        "name": "t",
+        "seed": 3,
+        "bootstrap": 100,
+        "label_fraction": 0.5,
+        "label_delay": 7,
+        "n_test": 50,
+        "phases": [
+            {"name": "A", "corpus": "news_corpus", "n": 120},
+            {"name": "B", "corpus": "chat_corpus", "n": 150},
+            {"name": "A2", "corpus": "news_corpus", "n": 80},
+        ],
+    }
     base.update(kw)
     return Scenario.model_validate(base)
 
@@ -53,8 +64,12 @@ def test_the_shipped_scenarios_load_and_their_quick_variants_shrink() -> None:
 
 def test_twin_corpora_are_refused() -> None:
     with pytest.raises(ValueError, match="share texts"):
-        scenario(phases=[{"name": "A", "corpus": "fiqa2018_task1", "n": 10},
-                         {"name": "B", "corpus": "semeval2017_task5_headlines", "n": 10}])
+        scenario(
+            phases=[
+                {"name": "A", "corpus": "fiqa2018_task1", "n": 10},
+                {"name": "B", "corpus": "semeval2017_task5_headlines", "n": 10},
+            ]
+        )
 
 
 def test_a_stream_never_leaks_bootstrap_or_test_texts_and_is_seeded(data: Path) -> None:
@@ -133,11 +148,21 @@ def test_prequential_predicts_before_learning_and_scores_per_phase(data: Path) -
 
 def test_targets_compare_aet_with_each_baseline() -> None:
     def result(post: float, phases: list[float], seconds: float, forgetting: float) -> dict[str, Any]:
-        return {"post_drift": {"macro_f1": post}, "phases": [{"macro_f1": f} for f in phases],
-                "train_seconds": seconds, "forgetting": {"change_points": forgetting}}
+        return {
+            "post_drift": {"macro_f1": post},
+            "phases": [{"macro_f1": f} for f in phases],
+            "train_seconds": seconds,
+            "forgetting": {"change_points": forgetting},
+        }
 
-    t = targets({"aet": result(0.70, [0.8, 0.7], 30, -1.0), "static": result(0.55, [0.8, 0.5], 0, 0),
-                 "river": result(0.40, [0.5, 0.45], 1, 0), "periodic": result(0.71, [0.8, 0.71], 90, -6)})
+    t = targets(
+        {
+            "aet": result(0.70, [0.8, 0.7], 30, -1.0),
+            "static": result(0.55, [0.8, 0.5], 0, 0),
+            "river": result(0.40, [0.5, 0.45], 1, 0),
+            "periodic": result(0.71, [0.8, 0.71], 90, -6),
+        }
+    )
     assert t["aet_minus_static_post_drift_points"] == 15.0 and t["at_least_10_points_above_static"]
     assert t["above_river_every_phase"] and t["aet_minus_river_per_phase_points"] == [30.0, 25.0]
     assert t["periodic_minus_aet_post_drift_points"] == 1.0 and t["train_seconds_aet_over_periodic"] == 0.33

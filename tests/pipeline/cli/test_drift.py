@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,10 @@ from tests.cli_helpers import aet_env, run_aet
 from tests.conftest import EXAMPLES
 from tests.pipeline.pipeline_fakes import dead_letter_rows
 
-T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
-def aet_in_process(home: Path, *args: str):  # noqa: ANN201 - typer's Result
+def aet_in_process(home: Path, *args: str):
     """``aet --home HOME ARGS`` in this process (``aet drift`` needs no model: no subprocess start-up)."""
     from typer.testing import CliRunner
 
@@ -74,12 +74,29 @@ def test_aet_drift_lists_retrain_requests_newest_first(tmp_path: Path) -> None:
     home = tmp_path / "home"
     db = Database(f"sqlite:///{home / 'aet.db'}")
     try:
-        drift = ControlEvent(kind="drift", ts=T0, model_version="v0001",
-                             payload={"source": "chat", "detector": "adwin_error", "position": 812,
-                                      "statistic": {"mean_before": 0.31, "mean_recent": 0.52}})
-        request = ControlEvent(kind="retrain_request", ts=T0 + timedelta(hours=1), model_version="v0001",
-                               payload={"source": "chat", "detector": "adwin_error", "to_position": 1400,
-                                        "labeled": 250, "window": {"start": "a", "end": "b"}})
+        drift = ControlEvent(
+            kind="drift",
+            ts=T0,
+            model_version="v0001",
+            payload={
+                "source": "chat",
+                "detector": "adwin_error",
+                "position": 812,
+                "statistic": {"mean_before": 0.31, "mean_recent": 0.52},
+            },
+        )
+        request = ControlEvent(
+            kind="retrain_request",
+            ts=T0 + timedelta(hours=1),
+            model_version="v0001",
+            payload={
+                "source": "chat",
+                "detector": "adwin_error",
+                "to_position": 1400,
+                "labeled": 250,
+                "window": {"start": "a", "end": "b"},
+            },
+        )
         MonitorStore(db).write_batch("x", MonitorBatch(), events=[drift, request])
     finally:
         db.dispose()

@@ -30,8 +30,16 @@ def test_run_bootstraps_once_then_reuses_the_champion(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = aet_env(home, AET_TRAIN__EPOCHS="1")
     n_stream = sum(1 for line in (EXAMPLES / "stream.jsonl").read_text().splitlines() if line.strip())
-    args = ["run", "--data", str(EXAMPLES / "stream.jsonl"), "--bootstrap-data", str(EXAMPLES / "train.jsonl"),
-            "--label-fraction", "1", "--no-progress"]
+    args = [
+        "run",
+        "--data",
+        str(EXAMPLES / "stream.jsonl"),
+        "--bootstrap-data",
+        str(EXAMPLES / "train.jsonl"),
+        "--label-fraction",
+        "1",
+        "--no-progress",
+    ]
 
     first = run_aet(args, env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -62,8 +70,14 @@ def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     home = tmp_path / "home"
     app = App(load_settings(home=home))
     missing = tmp_path / "models" / "gone"
-    app.registry.register(version="v0001", artifact_path=str(missing), sha256="0" * 64, backbone="minilm",
-                          labels=["negative", "neutral", "positive"], status="champion")
+    app.registry.register(
+        version="v0001",
+        artifact_path=str(missing),
+        sha256="0" * 64,
+        backbone="minilm",
+        labels=["negative", "neutral", "positive"],
+        status="champion",
+    )
     app.close()
     result = run_aet(["score", "--drain"], aet_env(home))
     assert result.returncode == 2
@@ -82,8 +96,14 @@ def test_corrupt_model_artifact_is_a_clear_error(app_with_champion, tmp_path: Pa
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
-    app_with_champion.registry.register(version="v0002", artifact_path=str(copy), sha256=info.sha256,
-                                        backbone="minilm", labels=info.labels, status="champion")
+    app_with_champion.registry.register(
+        version="v0002",
+        artifact_path=str(copy),
+        sha256=info.sha256,
+        backbone="minilm",
+        labels=info.labels,
+        status="champion",
+    )
     result = run_aet(["score", "--drain"], aet_env(app_with_champion.settings.home))
     assert result.returncode == 2
     assert "model.safetensors does not match its sha256" in result.stderr

@@ -11,14 +11,21 @@ from typer.testing import CliRunner
 
 from aet.pipeline import cli
 from aet.pipeline.config import load_settings
-from aet.pipeline.records import LABELS
 from aet.pipeline.learning.rehearsal import Reservoir
+from aet.pipeline.records import LABELS
 from aet.pipeline.runtime import App
 from aet.storage.training_store import TrainingStore
 from tests.pipeline.tiny_model import register_tiny, synthetic_examples
 
-RETRAIN = {"epochs": "1", "min_examples": "30", "fisher_samples": "8", "batch_size": "16", "min_holdout": "5",
-           "reservoir_per_source": "60", "learning_rate": "0.005"}
+RETRAIN = {
+    "epochs": "1",
+    "min_examples": "30",
+    "fisher_samples": "8",
+    "batch_size": "16",
+    "min_holdout": "5",
+    "reservoir_per_source": "60",
+    "learning_rate": "0.005",
+}
 
 
 @pytest.fixture
@@ -34,16 +41,25 @@ def home(tmp_path: Path) -> Path:
 
 
 def aet(home: Path, *args: str) -> Any:
-    env = {"AET_HOME": str(home), "AET_BUS__JOURNAL_DIR": str(home.parent / "journal"), "AET_MODEL__DEVICE": "cpu",
-           "AET_MODEL__MAX_LENGTH": "32", **{f"AET_RETRAIN__{k.upper()}": v for k, v in RETRAIN.items()}}
+    env = {
+        "AET_HOME": str(home),
+        "AET_BUS__JOURNAL_DIR": str(home.parent / "journal"),
+        "AET_MODEL__DEVICE": "cpu",
+        "AET_MODEL__MAX_LENGTH": "32",
+        **{f"AET_RETRAIN__{k.upper()}": v for k, v in RETRAIN.items()},
+    }
     result = CliRunner().invoke(cli.app, list(args), env=env, catch_exceptions=False)
     return result
 
 
 def test_request_train_show_promote_rollback(home: Path, tmp_path: Path) -> None:
     data = tmp_path / "new.jsonl"
-    data.write_text("".join(json.dumps({"id": e.id, "text": e.text, "label": LABELS[e.label]}) + "\n"
-                            for e in synthetic_examples(90, seed=1, prefix="new ")))
+    data.write_text(
+        "".join(
+            json.dumps({"id": e.id, "text": e.text, "label": LABELS[e.label]}) + "\n"
+            for e in synthetic_examples(90, seed=1, prefix="new ")
+        )
+    )
     made = aet(home, "models", "retrain-request", "--data", str(data), "--no-promote", "--drift-event", "d-1")
     assert made.exit_code == 0, made.output
     request = json.loads(made.stdout)

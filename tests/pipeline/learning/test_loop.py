@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from aet.pipeline.config import TrainSettings
-from aet.pipeline.model import SentimentModel
 from aet.pipeline.learning.loop import (
     Example,
     Trainer,
@@ -19,6 +18,7 @@ from aet.pipeline.learning.loop import (
     load_examples,
     stratified_split,
 )
+from aet.pipeline.model import SentimentModel
 from tests.conftest import EXAMPLES
 
 
@@ -28,11 +28,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_load_examples_skips_unlabeled_rows(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [
-        {"text": "up", "label": "positive", "source": "chat"},
-        {"text": "no label here"},
-        {"text": "down", "label": "negative"},
-    ])
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"text": "up", "label": "positive", "source": "chat"},
+            {"text": "no label here"},
+            {"text": "down", "label": "negative"},
+        ],
+    )
     examples = load_examples(path)
     assert [(e.text, e.label, e.source) for e in examples] == [("up", 2, "chat"), ("down", 0, "news")]
 

@@ -28,8 +28,9 @@ class Recorder:
 
 def test_context_terms_get_the_batch_and_attention_maps_and_are_logged() -> None:
     model, recorder = tiny_model(), Recorder()
-    result = Trainer(model, TrainSettings(epochs=1, batch_size=16, seed=1), loss_terms=[("rec", recorder)],
-                     progress=False).fit(DATA)
+    result = Trainer(
+        model, TrainSettings(epochs=1, batch_size=16, seed=1), loss_terms=[("rec", recorder)], progress=False
+    ).fit(DATA)
     assert len(recorder.seen) == 3 and result.steps == 3 and result.samples == 48
     ctx = recorder.seen[0]
     assert len(ctx.batch) == 16 and ctx.outputs.attentions is not None
@@ -48,8 +49,9 @@ def test_early_stopping_after_patience_epochs_without_gain() -> None:
 
 def test_time_budget_stops_training_and_keeps_the_best_weights() -> None:
     model = tiny_model()
-    result = Trainer(model, TrainSettings(epochs=3, batch_size=8, seed=1), progress=False,
-                     time_budget_s=0.0).fit(DATA, DATA[:12])
+    result = Trainer(model, TrainSettings(epochs=3, batch_size=8, seed=1), progress=False, time_budget_s=0.0).fit(
+        DATA, DATA[:12]
+    )
     assert result.stopped == "time_budget" and result.steps == 1 and len(result.history) == 1
     assert "val_macro_f1" in result.history[0]
 
@@ -59,6 +61,6 @@ def test_length_grouped_batches_cover_every_example_once() -> None:
     order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
     grouped = length_grouped(order, lengths, 16, torch.Generator().manual_seed(0), window=8)
     assert sorted(grouped) == sorted(order)
-    batches = [grouped[i:i + 16] for i in range(0, len(grouped), 16)]
+    batches = [grouped[i : i + 16] for i in range(0, len(grouped), 16)]
     spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
     assert min(spreads) == 0  # the very short and very long texts end up in batches of their own

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aet.pipeline.learning.loop import StepContext
 from aet.pipeline.learning.objective import (
     FISHER_FILE,
     AttentionDistillation,
@@ -20,7 +21,6 @@ from aet.pipeline.learning.objective import (
     save_fisher,
 )
 from aet.pipeline.learning.trainable import disable_attention_dropout, effective_weights, prepare, trained_names
-from aet.pipeline.learning.loop import StepContext
 from tests.pipeline.tiny_model import synthetic_examples, tiny_model
 
 
@@ -65,7 +65,7 @@ def test_ewc_equals_lambda_half_sum_of_fisher_times_squared_distance() -> None:
     with torch.no_grad():
         dict(model.model.named_parameters())[name].add_(0.5)
     term = ElasticAnchor(model.model, anchor, fisher, weight=3.0, normalize=False)
-    expected = 0.5 * 3.0 * (fisher[name] * 0.5 ** 2).sum()
+    expected = 0.5 * 3.0 * (fisher[name] * 0.5**2).sum()
     assert term(model, {}, torch.tensor([])).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -138,7 +138,9 @@ def test_distillation_term_is_zero_for_identical_models_and_batches_without_repl
     assert same(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() == pytest.approx(0.0, abs=1e-8)
     other = AttentionDistillation(tiny_model(seed=7).model, replay, weight=1.0)
     assert other.rows(batch) == [3, 4, 5]
-    assert other(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() > 1e-5  # near-uniform attention of random tiny models: ~1e-4
+    assert (
+        other(student, enc, torch.tensor([]), StepContext(batch, outputs)).item() > 1e-5
+    )  # near-uniform attention of random tiny models: ~1e-4
     no_replay = recent[:3]
     enc2 = student.encode([e.text for e in no_replay])
     out2 = student.model(**enc2, output_attentions=True)
@@ -227,8 +229,9 @@ def test_fisher_covers_what_a_mode_trains() -> None:
 
 def test_fisher_file_round_trips_bit_exactly(tmp_path: Path) -> None:
     model = tiny_model()
-    fisher = estimate_fisher(model, synthetic_examples(8), samples=8, batch_size=4,
-                             names=trained_names(model.model, "attention"))
+    fisher = estimate_fisher(
+        model, synthetic_examples(8), samples=8, batch_size=4, names=trained_names(model.model, "attention")
+    )
     save_fisher(fisher, tmp_path, {"gamma": 0.9, "rounds": 2})
     loaded = load_fisher(tmp_path)
     assert loaded is not None and set(loaded) == set(fisher)

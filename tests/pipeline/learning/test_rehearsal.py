@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from aet.pipeline.learning.rehearsal import Reservoir, is_holdout, split_holdout
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.rehearsal import Reservoir, is_holdout, split_holdout
 from aet.storage.db import Database
 from aet.storage.training_store import TrainingStore
 
@@ -40,8 +40,9 @@ def test_bounded_per_source_and_class_balanced(database: Database) -> None:
     assert sum(held.values()) <= 2 * 30
     stream_mix = Counter(("news", e.label) for e in _stream(600, "news", mix=(1, 8, 1)))
     summary = reservoir.summary()
-    assert summary["seen"]["news"] == {name: stream_mix[("news", c)] for c, name in
-                                       enumerate(("negative", "neutral", "positive"))}
+    assert summary["seen"]["news"] == {
+        name: stream_mix[("news", c)] for c, name in enumerate(("negative", "neutral", "positive"))
+    }
     assert summary["held"]["news"] == {"negative": 10, "neutral": 10, "positive": 10}
 
 
@@ -57,7 +58,7 @@ def test_same_seed_same_sample_other_seed_other_sample(database: Database, tmp_p
         b.add(stream)
         c = Reservoir(TrainingStore(third), capacity_per_source=15, seed=6)
         c.add(stream)
-        ids = lambda r: sorted(e.id for e in r.examples())  # noqa: E731
+        ids = lambda r: sorted(e.id for e in r.examples())
         assert ids(a) == ids(b)
         assert ids(a) != ids(c)
     finally:

@@ -9,10 +9,10 @@ import pytest
 
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import MonitorSettings, TopicSettings
-from aet.pipeline.roles.monitor import Monitor
 from aet.pipeline.learning.promotion import Promoter
-from aet.pipeline.records import LABELS, ControlEvent, decode
 from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
+from aet.pipeline.records import LABELS, ControlEvent, decode
+from aet.pipeline.roles.monitor import Monitor
 from aet.storage.db import Database
 from aet.storage.drift_store import MonitorStore
 from aet.storage.registry import ModelRegistry
@@ -72,8 +72,14 @@ def test_guard_state_round_trips() -> None:
 def registry(database: Database) -> ModelRegistry:
     r = ModelRegistry(database)
     for i in (1, 2):
-        r.register(version=f"v000{i}", artifact_path=f"/m/v{i}", sha256=str(i) * 64, backbone="tiny",
-                   labels=list(LABELS), status="champion" if i == 1 else "challenger")
+        r.register(
+            version=f"v000{i}",
+            artifact_path=f"/m/v{i}",
+            sha256=str(i) * 64,
+            backbone="tiny",
+            labels=list(LABELS),
+            status="champion" if i == 1 else "challenger",
+        )
     return r
 
 
@@ -106,8 +112,14 @@ def test_the_monitor_rolls_back_a_promotion_on_live_labels(database: Database, r
     topics = TopicSettings()
     bus = MemoryBus(partitions=2)
     bus.create_topics(topics.all())
-    settings = MonitorSettings(detectors=["page_hinkley_class_mix"], warmup=1000, champion_check_s=0,
-                               rollback_labels=40, rollback_margin=0.1, retrain_cooldown_s=0)
+    settings = MonitorSettings(
+        detectors=["page_hinkley_class_mix"],
+        warmup=1000,
+        champion_check_s=0,
+        rollback_labels=40,
+        rollback_margin=0.1,
+        retrain_cooldown_s=0,
+    )
     auto = AutoRollback(registry, RollbackGuard(settings.rollback_labels, settings.rollback_margin), check_s=0)
     monitor = Monitor(bus, MonitorStore(database), topics, settings, rollback=auto)
 
@@ -117,7 +129,7 @@ def test_the_monitor_rolls_back_a_promotion_on_live_labels(database: Database, r
             bus.publish(topics.labels, label(f"m{i}", "neutral"), key=f"m{i}")
         monitor.run(threading.Event(), drain=True)
 
-    stream(range(0, 60), "v0001")
+    stream(range(60), "v0001")
     Promoter(registry).promote("v0002")
     stream(range(60, 120), "v0002")
     events = [decode(ControlEvent, r.value) for r in bus.read_all(topics.control)]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt, replay_sample
-from aet.pipeline.model import SentimentModel
 from aet.pipeline.learning.objective import load_fisher, save_fisher
+from aet.pipeline.learning.round import AdaptConfig, Objective, adapt, replay_sample
 from aet.pipeline.learning.trainable import is_lora, trained_names
+from aet.pipeline.model import SentimentModel
 from aet.storage.artifacts import ArtifactStore, verify
 from tests.pipeline.tiny_model import synthetic_examples, tiny_model
 
@@ -28,8 +28,14 @@ def test_a_round_returns_a_plain_model_and_the_merged_fisher_and_leaves_the_cham
     champion = tiny_model(seed=0)
     before, impl = _state(champion), champion.model.config._attn_implementation
     champion_fisher = {n: torch.full_like(p, 0.5) for n, p in champion.model.named_parameters()}
-    result = adapt(champion, recent=RECENT, validation=RECENT[:6], replay=REPLAY, champion_fisher=champion_fisher,
-                   config=AdaptConfig(**{**FAST.__dict__, "mode": mode}))
+    result = adapt(
+        champion,
+        recent=RECENT,
+        validation=RECENT[:6],
+        replay=REPLAY,
+        champion_fisher=champion_fisher,
+        config=AdaptConfig(**{**FAST.__dict__, "mode": mode}),
+    )
 
     after = _state(champion)
     assert all(torch.equal(before[k], after[k]) for k in before)  # the champion is untouched ...
@@ -59,12 +65,20 @@ def test_rounds_are_deterministic_for_a_seed() -> None:
 
 
 def test_switching_terms_off() -> None:
-    plain = adapt(tiny_model(seed=0), recent=RECENT, replay=REPLAY,
-                  config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 0.0)}))
+    plain = adapt(
+        tiny_model(seed=0),
+        recent=RECENT,
+        replay=REPLAY,
+        config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 0.0)}),
+    )
     assert plain.counts["replay"] == 0
     assert set(plain.train.history[0]) == {"epoch", "train_loss"}
-    att_only = adapt(tiny_model(seed=0), recent=RECENT, replay=REPLAY,
-                     config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 1.0)}))
+    att_only = adapt(
+        tiny_model(seed=0),
+        recent=RECENT,
+        replay=REPLAY,
+        config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 1.0)}),
+    )
     assert att_only.counts["replay"] == 0 and att_only.train.history[0]["train_att"] > 0
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aet.pipeline.config import TrainSettings
-from aet.pipeline.model import SentimentModel
+from aet.pipeline.learning.loop import Trainer
 from aet.pipeline.learning.trainable import (
     TrainableError,
     attention_module_names,
@@ -17,7 +17,7 @@ from aet.pipeline.learning.trainable import (
     merge_lora,
     prepare,
 )
-from aet.pipeline.learning.loop import Trainer
+from aet.pipeline.model import SentimentModel
 from tests.pipeline.tiny_model import synthetic_examples, tiny_model
 
 
@@ -32,11 +32,16 @@ def _is_head(name: str) -> bool:
 def test_attention_projections_and_head_are_found() -> None:
     net = tiny_model().model
     assert attention_module_names(net) == [
-        f"bert.encoder.layer.{i}.attention.{m}" for i in range(2)
+        f"bert.encoder.layer.{i}.attention.{m}"
+        for i in range(2)
         for m in ("self.query", "self.key", "self.value", "output.dense")
     ]
-    assert head_parameter_names(net) == ["bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                                         "classifier.weight", "classifier.bias"]
+    assert head_parameter_names(net) == [
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ]
 
 
 def test_unknown_mode_is_refused() -> None:
@@ -51,8 +56,12 @@ def test_gradients_flow_only_into_the_chosen_parameters(mode: str) -> None:
     trainable = prepare(model.model, mode)
     before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
     captured: dict[str, bool] = {}
-    trainer = Trainer(model, TrainSettings(epochs=1, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0, seed=1),
-                      parameters=trainable.parameters, progress=False)
+    trainer = Trainer(
+        model,
+        TrainSettings(epochs=1, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0, seed=1),
+        parameters=trainable.parameters,
+        progress=False,
+    )
     # Record gradients at the optimizer step by wrapping clip_grad_norm_ (called right after backward).
     original = torch.nn.utils.clip_grad_norm_
 

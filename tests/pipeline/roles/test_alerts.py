@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.roles.alerts import AlertEngine, AlertWorker, BaselineSnapshot, alert_id
 from aet.pipeline.config import AlertSettings, TopicSettings
 from aet.pipeline.records import Alert, Probs, ScoredMessage, decode
+from aet.pipeline.roles.alerts import AlertEngine, AlertWorker, BaselineSnapshot, alert_id
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 
-T0 = datetime(2026, 3, 3, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 PROBS = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}
 
 
@@ -27,9 +27,22 @@ def settings(**overrides: Any) -> AlertSettings:
     With the prior share 1/3 and prior_std 0.1, an all-negative window of n messages
     has z = (1 - 1/3) / sqrt(0.01 + (2/9) / n): 2.86 at n=5, 3.43 at n=8, 4.15 at n=14.
     """
-    base: dict[str, Any] = dict(window_s=3600, step_s=300, allowed_lateness_s=600, min_count=5, min_share=0.6,
-                                min_z=2.0, warning_z=3.0, critical_z=4.0, cooldown_s=3600, baseline_min_count=1000,
-                                prior_span=10**9, prior_weight=10**9, prior_std=0.1, examples=3)
+    base: dict[str, Any] = dict(
+        window_s=3600,
+        step_s=300,
+        allowed_lateness_s=600,
+        min_count=5,
+        min_share=0.6,
+        min_z=2.0,
+        warning_z=3.0,
+        critical_z=4.0,
+        cooldown_s=3600,
+        baseline_min_count=1000,
+        prior_span=10**9,
+        prior_weight=10**9,
+        prior_std=0.1,
+        examples=3,
+    )
     base.update(overrides)
     return AlertSettings(**base)
 
@@ -37,16 +50,31 @@ def settings(**overrides: Any) -> AlertSettings:
 _n = 0
 
 
-def msg(minute: float, entity: str = "$ACME", label: str = "negative", *, id: str | None = None,
-        p_neg: float | None = None, version: str = "v0001", text: str | None = None) -> ScoredMessage:
+def msg(
+    minute: float,
+    entity: str = "$ACME",
+    label: str = "negative",
+    *,
+    id: str | None = None,
+    p_neg: float | None = None,
+    version: str = "v0001",
+    text: str | None = None,
+) -> ScoredMessage:
     global _n
     _n += 1
     p = list(PROBS[label])
     if p_neg is not None:
         p = [p_neg, (1 - p_neg) / 2, (1 - p_neg) / 2]
     return ScoredMessage(
-        id=id or f"m{_n}", source="chat", text=text or f"message {id or _n} about {entity}", ts=T0 + timedelta(minutes=minute), entities=[entity],
-        label=label, probs=Probs(negative=p[0], neutral=p[1], positive=p[2]), score=p[2] - p[0], model_version=version,
+        id=id or f"m{_n}",
+        source="chat",
+        text=text or f"message {id or _n} about {entity}",
+        ts=T0 + timedelta(minutes=minute),
+        entities=[entity],
+        label=label,
+        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+        score=p[2] - p[0],
+        model_version=version,
     )
 
 
@@ -102,8 +130,10 @@ def test_entities_come_from_cashtags_and_the_gazetteer(tmp_path) -> None:
     path.write_text("- id: $XYZ\n  names: [Xylo Dynamics]\n")
     engine = AlertEngine(settings(gazetteer=path))
     texts = ["Xylo Dynamics restates", "$xyz halted", "xylo dynamics auditor quits", "$XYZ down 38%", "XYLO DYNAMICS!"]
-    batch = [ScoredMessage(**msg(i).model_dump(exclude={"entities", "text"}), entities=[], text=t)
-             for i, t in enumerate(texts)]
+    batch = [
+        ScoredMessage(**msg(i).model_dump(exclude={"entities", "text"}), entities=[], text=t)
+        for i, t in enumerate(texts)
+    ]
     [alert] = engine.process(batch)
     assert alert.entity == "$XYZ" and alert.counts["total"] == 5
 
@@ -126,8 +156,9 @@ def test_min_share() -> None:
 def test_min_z_against_the_entitys_own_baseline() -> None:
     """An entity that is always negative does not alert on negative messages; a normal one does."""
     engine = AlertEngine(settings())
-    engine.restore([BaselineSnapshot("$GLOOMY", "negative_surge", mean=0.9, var=0.01, noise=0.008, windows=200,
-                                     through=None)])
+    engine.restore(
+        [BaselineSnapshot("$GLOOMY", "negative_surge", mean=0.9, var=0.01, noise=0.008, windows=200, through=None)]
+    )
     out = engine.process([msg(i, "$GLOOMY") for i in range(8)] + [msg(i, "$NORMAL") for i in range(5)])
     assert [a.entity for a in out] == ["$NORMAL"]
 
@@ -156,9 +187,9 @@ def test_examples_are_the_most_negative_first() -> None:
 
 def test_cooldown_suppresses_the_rest_of_the_burst_and_a_second_burst_within_it() -> None:
     engine = AlertEngine(settings(cooldown_s=3 * 3600))
-    first = [msg(i) for i in range(30)]                   # one long burst: one alert
-    second = [msg(120 + i) for i in range(5)]             # 2 h later, within the 3 h cooldown
-    third = [msg(300 + i) for i in range(5)]              # 5 h later: a new episode
+    first = [msg(i) for i in range(30)]  # one long burst: one alert
+    second = [msg(120 + i) for i in range(5)]  # 2 h later, within the 3 h cooldown
+    third = [msg(300 + i) for i in range(5)]  # 5 h later: a new episode
     alerts = engine.process(first + background(30, 120, 10) + second + background(125, 300, 10) + third)
     assert [a.trigger_id for a in alerts] == [first[4].id, third[4].id]
     assert engine.stats.suppressed > 0
@@ -209,14 +240,14 @@ def test_events_later_than_the_allowed_lateness_are_dropped() -> None:
     engine.process(background(0, 61, 1, "$ACME"))  # $ACME's newest event at minute 60: its watermark is 50
     assert engine.process([msg(45)]) == []
     assert engine.stats.late == 1
-    engine.process([msg(55)])                     # 5 minutes late: within the allowance
+    engine.process([msg(55)])  # 5 minutes late: within the allowance
     assert engine.stats.late == 1 and engine.stats.counted == 62
 
 
 def test_a_late_event_within_the_allowance_can_complete_a_burst() -> None:
     engine = AlertEngine(settings(allowed_lateness_s=600, min_count=6))
     assert engine.process([msg(50 + i) for i in range(4)] + background(54, 59, 1, "$ACME")) == []
-    late = msg(54)                                   # arrives after events of minute 58
+    late = msg(54)  # arrives after events of minute 58
     [alert] = engine.process([late])
     assert alert.trigger_id == late.id
     assert alert.window_end == T0 + timedelta(minutes=55)
@@ -250,10 +281,10 @@ def test_out_of_order_within_the_allowance_raises_one_alert() -> None:
 
 
 def test_baselines_learn_an_entitys_share_and_survive_a_restart() -> None:
-    s = settings(baseline_min_count=5, warmup_windows=5, min_z=99)   # learn only, never alert
+    s = settings(baseline_min_count=5, warmup_windows=5, min_z=99)  # learn only, never alert
     engine = AlertEngine(s)
     stream = []
-    for i in range(24 * 12):                         # a day, a message a minute... 5 per 5-minute bucket
+    for i in range(24 * 12):  # a day, a message a minute... 5 per 5-minute bucket
         for j in range(5):
             stream.append(msg(i * 5 + j, "$STEADY", "negative" if (i * 5 + j) % 10 < 3 else "neutral"))
     engine.process(stream)

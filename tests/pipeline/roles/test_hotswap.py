@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 
 from aet.pipeline.config import load_settings
-from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
-from aet.pipeline.model import SentimentModel
 from aet.pipeline.learning.promotion import Promoter
+from aet.pipeline.model import SentimentModel
 from aet.pipeline.records import ScoredMessage, decode
+from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
 from aet.pipeline.runtime import App
 from aet.storage.registry import ModelInfo
 from tests.pipeline.pipeline_fakes import Running, encode, message_payload
@@ -27,8 +28,13 @@ TEXTS = ["$ACME beats estimates", "Globex cuts guidance and plans layoffs", "Ini
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    a = App(load_settings(home=tmp_path / "home", model={"device": "cpu", "max_length": 32},
-                          scorer={"registry_poll_s": 3600, "max_batch": 32, "max_wait_ms": 5}))
+    a = App(
+        load_settings(
+            home=tmp_path / "home",
+            model={"device": "cpu", "max_length": 32},
+            scorer={"registry_poll_s": 3600, "max_batch": 32, "max_wait_ms": 5},
+        )
+    )
     yield a
     a.close()
 
@@ -92,8 +98,9 @@ def test_wrong_checksum_missing_artifact_and_other_label_set_are_refused(app: Ap
     try:
         assert_refused(swapper, SwapTarget(v2.version, v2.artifact_path, "0" * 64), "does not match")
         assert_refused(swapper, SwapTarget(v2.version, v2.artifact_path + "-gone", v2.sha256), "has no manifest.json")
-        assert_refused(swapper, SwapTarget(v2.version, v2.artifact_path, v2.sha256, ("bearish", "bullish")),
-                       "label set")
+        assert_refused(
+            swapper, SwapTarget(v2.version, v2.artifact_path, v2.sha256, ("bearish", "bullish")), "label set"
+        )
         assert swapper.serving == "v0001"
     finally:
         swapper.close()
@@ -157,7 +164,9 @@ def test_fifty_swaps_leave_resident_memory_within_a_bounded_growth(app: App) -> 
         growth = rss[-1] - rss[9]
         print(f"rss MiB after swaps 1, 10, 50: {rss[0]:.0f}, {rss[9]:.0f}, {rss[-1]:.0f}; weights {weights_mb:.1f} MiB")
         assert swapper.swaps == 50
-        assert growth < 3 * weights_mb, f"resident memory grew {growth:.0f} MiB over 40 swaps ({weights_mb:.0f} MiB model)"
+        assert growth < 3 * weights_mb, (
+            f"resident memory grew {growth:.0f} MiB over 40 swaps ({weights_mb:.0f} MiB model)"
+        )
     finally:
         swapper.close()
 
@@ -201,8 +210,10 @@ def test_promotion_and_rollback_under_a_full_speed_stream_score_every_message_on
         at_rollback = len(scored_versions())
         event = promoter.rollback(reason="test")
         app.bus.publish(topics.control, event.to_bytes(), key=event.kind)
-        wait_for(lambda: scored_versions()[-1:] == ["v0001"] and scored_versions().count("v0001") > 300,
-                 "scores by v0001 again")
+        wait_for(
+            lambda: scored_versions()[-1:] == ["v0001"] and scored_versions().count("v0001") > 300,
+            "scores by v0001 again",
+        )
         producer.join(60)
         assert published.is_set()
         run.wait_committed(app.bus, [topics.messages], timeout_s=120)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import TopicSettings
-from aet.pipeline.roles.label_recorder import LabelRecorder
 from aet.pipeline.records import DeadLetter, decode
+from aet.pipeline.roles.label_recorder import LabelRecorder
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from tests.pipeline.pipeline_fakes import RecordingStore, dead_letter_rows, label_rows
@@ -31,8 +31,11 @@ def test_valid_labels_are_stored(bus: MemoryBus, topics: TopicSettings, store: R
     assert drain(rec) == 3
     rows = label_rows(db)
     assert [(r.message_id, r.label, r.annotator) for r in rows] == [
-        ("m1", "negative", "ana"), ("m2", "neutral", "ana"), ("m3", "positive", "ana")]
-    assert all(r.ts == datetime(2026, 3, 2, tzinfo=timezone.utc) for r in rows)
+        ("m1", "negative", "ana"),
+        ("m2", "neutral", "ana"),
+        ("m3", "positive", "ana"),
+    ]
+    assert all(r.ts == datetime(2026, 3, 2, tzinfo=UTC) for r in rows)
     assert all(r.received_at is not None for r in rows)
     assert bus.group_lag(rec.group, [topics.labels]) == 0
     assert bus.read_all(topics.dlq) == []
@@ -41,8 +44,12 @@ def test_valid_labels_are_stored(bus: MemoryBus, topics: TopicSettings, store: R
 def test_unknown_label_goes_to_the_dlq_with_a_reason(
     bus: MemoryBus, topics: TopicSettings, store: ResultStore, db: Database
 ) -> None:
-    bad = [label("m1", "bullish"), b"not json at all", json.dumps({"label": "neutral"}).encode(),
-           label("m4", "neutral", ts="someday")]
+    bad = [
+        label("m1", "bullish"),
+        b"not json at all",
+        json.dumps({"label": "neutral"}).encode(),
+        label("m4", "neutral", ts="someday"),
+    ]
     for raw in bad:
         bus.publish(topics.labels, raw, key="k")
     bus.publish(topics.labels, label("m5", "positive"), key="k")
@@ -89,10 +96,12 @@ def test_a_later_batch_overwrites_an_earlier_label(
     assert drain(LabelRecorder(bus, store, topics)) == 1
     [row] = label_rows(db)
     assert (row.message_id, row.label, row.annotator) == ("m1", "neutral", "second")
-    assert row.ts == datetime(2026, 3, 3, tzinfo=timezone.utc)
+    assert row.ts == datetime(2026, 3, 3, tzinfo=UTC)
 
 
-def test_redelivered_labels_do_not_duplicate(bus: MemoryBus, topics: TopicSettings, store: ResultStore, db: Database) -> None:
+def test_redelivered_labels_do_not_duplicate(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore, db: Database
+) -> None:
     for _ in range(2):  # at-least-once delivery: the same record twice
         bus.publish(topics.labels, label("m1", "positive"), key="m1")
         drain(LabelRecorder(bus, store, topics))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,16 +16,16 @@ from prometheus_client import REGISTRY
 from aet.adapters.bus import BusRecord
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import MonitorSettings, TopicSettings
-from aet.pipeline.roles.monitor import Monitor
 from aet.pipeline.records import ControlEvent, DeadLetter, Message, decode
+from aet.pipeline.roles.monitor import Monitor
 from aet.pipeline.roles.scorer import to_scored
 from aet.storage.db import Database
 from aet.storage.drift_store import MonitorStore
 from aet.storage.store import ResultStore
 from tests.pipeline.pipeline_fakes import dead_letter_rows
 
-T0 = datetime(2026, 3, 2, 13, 0, tzinfo=timezone.utc)
-CALM = [0.15, 0.7, 0.15]     # predicted neutral
+T0 = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
+CALM = [0.15, 0.7, 0.15]  # predicted neutral
 SHIFTED = [0.7, 0.15, 0.15]  # predicted negative
 
 
@@ -54,22 +55,37 @@ class Clock:
 
 
 def settings(**kw: Any) -> MonitorSettings:
-    base = {"detectors": ["page_hinkley_class_mix"], "warmup": 100, "cooldown_messages": 1000,
-            "min_labels": 20, "retrain_cooldown_s": 0, "hold_messages": 50, "max_batch": 64}
+    base = {
+        "detectors": ["page_hinkley_class_mix"],
+        "warmup": 100,
+        "cooldown_messages": 1000,
+        "min_labels": 20,
+        "retrain_cooldown_s": 0,
+        "hold_messages": 50,
+        "max_batch": 64,
+    }
     base.update(kw)
     return MonitorSettings(**base)
 
 
-def scored(i: int, probs: Sequence[float] = CALM, *, source: str = "news", version: str = "fake-v1",
-           text: str | None = None) -> bytes:
-    m = Message(id=f"m{i}", source=source, channel="wire", text=text or f"message {i}",
-                ts=T0 + timedelta(minutes=i), entities=["$ACME"])
+def scored(
+    i: int, probs: Sequence[float] = CALM, *, source: str = "news", version: str = "fake-v1", text: str | None = None
+) -> bytes:
+    m = Message(
+        id=f"m{i}",
+        source=source,
+        channel="wire",
+        text=text or f"message {i}",
+        ts=T0 + timedelta(minutes=i),
+        entities=["$ACME"],
+    )
     return to_scored(m, np.asarray(probs), version).to_bytes()
 
 
 def label(mid: str, value: Any = "neutral", annotator: str = "ana") -> bytes:
-    return json.dumps({"message_id": mid, "label": value, "ts": "2026-03-03T00:00:00+00:00",
-                       "annotator": annotator}).encode()
+    return json.dumps(
+        {"message_id": mid, "label": value, "ts": "2026-03-03T00:00:00+00:00", "annotator": annotator}
+    ).encode()
 
 
 def publish_scored(bus: MemoryBus, topics: TopicSettings, ids: range, probs: Sequence[float] = CALM, **kw: Any) -> None:
@@ -104,7 +120,9 @@ def control(bus: MemoryBus, topics: TopicSettings) -> list[ControlEvent]:
 # ------------------------------------------------------------------ delayed labels
 
 
-def test_a_label_before_its_message_is_held_then_joined(bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore) -> None:
+def test_a_label_before_its_message_is_held_then_joined(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
     bus.publish(topics.labels, label("m1", "negative"), key="m1")
     monitor = make(bus, mstore, topics)
     assert drain(monitor) == 1
@@ -116,7 +134,13 @@ def test_a_label_before_its_message_is_held_then_joined(bus: MemoryBus, topics: 
     assert drain(monitor) == 2
     row = joins(mstore)["m1"]
     assert (row.status, row.label, row.predicted, row.source, row.model_version, row.position) == (
-        "joined", "negative", "neutral", "news", "fake-v1", 1)
+        "joined",
+        "negative",
+        "neutral",
+        "news",
+        "fake-v1",
+        1,
+    )
     assert monitor.held == {} and monitor.counts["joined"] == 1
     [q] = mstore.quality()
     assert (q.source, q.model_version, q.labeled, q.correct, q.accuracy) == ("news", "fake-v1", 1, 0, 0.0)
@@ -176,8 +200,9 @@ def test_labels_for_unknown_ids_are_dead_lettered_after_the_hold(
     assert monitor.held == {} and monitor.counts["expired"] == 1
     [letter] = [decode(DeadLetter, r.value) for r in bus.read_all(topics.dlq)]
     assert letter.stage == "monitor" and letter.key == "ghost"
-    assert letter.reason == ("label for unknown message id 'ghost': no scored message with this id arrived "
-                             "within 5 messages")
+    assert letter.reason == (
+        "label for unknown message id 'ghost': no scored message with this id arrived within 5 messages"
+    )
     assert json.loads(letter.raw)["message_id"] == "ghost"
     assert "ghost" not in joins(mstore)
     assert [r.reason for r in dead_letter_rows(db)] == [letter.reason]
@@ -213,7 +238,7 @@ def test_invalid_labels_are_dead_lettered_with_the_reason(
 
 
 def test_a_drift_is_one_event_published_and_stored(bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore) -> None:
-    publish_scored(bus, topics, range(0, 400))
+    publish_scored(bus, topics, range(400))
     publish_scored(bus, topics, range(400, 1200), SHIFTED)
     monitor = make(bus, mstore, topics)
     drain(monitor)
@@ -241,7 +266,7 @@ def test_retrain_request_waits_for_labels_and_for_the_cooldown(
     # Something retrained 10 minutes ago: the cooldown (1 h) has not passed.
     store.write(events=[ControlEvent(kind="training_result", ts=clock.now - timedelta(minutes=10))])
     monitor = make(bus, mstore, topics, clock=clock, min_labels=20, retrain_cooldown_s=3600)
-    publish_scored(bus, topics, range(0, 400))
+    publish_scored(bus, topics, range(400))
     publish_scored(bus, topics, range(400, 700), SHIFTED)
     drain(monitor)
     [drift] = control(bus, topics)
@@ -290,9 +315,13 @@ def records_of(bus: MemoryBus, topic: str) -> list[BusRecord]:
 
 def test_state_survives_a_restart(bus: MemoryBus, topics: TopicSettings, db: Database, tmp_path) -> None:
     """Stopping after the first half and restarting gives the same detectors as one uninterrupted run."""
-    publish_scored(bus, topics, range(0, 300), text=None)
-    kw = {"detectors": ["adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"], "embed_every": 1,
-          "reference_size": 60, "embedding_window": 20}
+    publish_scored(bus, topics, range(300), text=None)
+    kw = {
+        "detectors": ["adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"],
+        "embed_every": 1,
+        "reference_size": 60,
+        "embedding_window": 20,
+    }
     first = make(bus, MonitorStore(db), topics, embedder=FakeEmbedder(), **kw)
     drain(first)
     publish_scored(bus, topics, range(300, 600), SHIFTED)
@@ -302,8 +331,7 @@ def test_state_survives_a_restart(bus: MemoryBus, topics: TopicSettings, db: Dat
 
     other = Database(f"sqlite:///{tmp_path / 'whole.db'}")
     try:
-        whole = make(bus, MonitorStore(other), topics.model_copy(), embedder=FakeEmbedder(),
-                     **{**kw, "group": "whole"})
+        whole = make(bus, MonitorStore(other), topics.model_copy(), embedder=FakeEmbedder(), **{**kw, "group": "whole"})
         drain(whole)
         a, b = second.engine.state(), whole.engine.state()
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -313,7 +341,7 @@ def test_state_survives_a_restart(bus: MemoryBus, topics: TopicSettings, db: Dat
 
 
 def test_a_redelivered_batch_is_not_counted_twice(bus: MemoryBus, topics: TopicSettings, db: Database) -> None:
-    publish_scored(bus, topics, range(0, 10))
+    publish_scored(bus, topics, range(10))
     bus.publish(topics.labels, label("m3"), key="m3")
     batch = records_of(bus, topics.scored) + records_of(bus, topics.labels)
     first = make(bus, MonitorStore(db), topics)
@@ -333,7 +361,7 @@ def test_a_redelivered_batch_is_not_counted_twice(bus: MemoryBus, topics: TopicS
 def test_live_quality_per_source_and_model_version_is_stored_and_exported(
     bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
 ) -> None:
-    publish_scored(bus, topics, range(0, 4))
+    publish_scored(bus, topics, range(4))
     publish_scored(bus, topics, range(4, 6), source="chat", version="fake-v2")
     truth = {0: "neutral", 1: "neutral", 2: "neutral", 3: "positive", 4: "neutral", 5: "negative"}
     for i, value in truth.items():
@@ -355,11 +383,19 @@ def test_label_free_embedding_detection_without_any_label(
     bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
 ) -> None:
     embedder = FakeEmbedder()
-    publish_scored(bus, topics, range(0, 300))
+    publish_scored(bus, topics, range(300))
     for i in range(300, 600):
         bus.publish(topics.scored, scored(i, text=f"a tweet {i}"), key="$ACME")
-    monitor = make(bus, mstore, topics, embedder=embedder, detectors=["hotelling_embedding"], embed_every=2,
-                   reference_size=60, embedding_window=20)
+    monitor = make(
+        bus,
+        mstore,
+        topics,
+        embedder=embedder,
+        detectors=["hotelling_embedding"],
+        embed_every=2,
+        reference_size=60,
+        embedding_window=20,
+    )
     drain(monitor)
     [event] = control(bus, topics)
     assert event.payload["detector"] == "hotelling_embedding" and event.payload["signal"] == "embedding"
@@ -372,14 +408,16 @@ def test_messages_scored_by_another_model_are_not_embedded(
     bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
 ) -> None:
     embedder = FakeEmbedder()
-    publish_scored(bus, topics, range(0, 20), version="other")
+    publish_scored(bus, topics, range(20), version="other")
     monitor = make(bus, mstore, topics, embedder=embedder, detectors=["hotelling_embedding"])
     drain(monitor)
     assert embedder.calls == 0 and monitor.engine.source("news").position == 20
 
 
-def test_a_rescored_duplicate_on_the_bus_is_fed_once(bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore) -> None:
-    publish_scored(bus, topics, range(0, 5))
+def test_a_rescored_duplicate_on_the_bus_is_fed_once(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
+    publish_scored(bus, topics, range(5))
     publish_scored(bus, topics, range(3, 5))  # the scorer redelivered two after a crash
     monitor = make(bus, mstore, topics)
     drain(monitor)
@@ -426,12 +464,14 @@ def test_training_data_reference_flags_a_stream_unlike_the_training_data(
         other.db.dispose()
 
 
-def test_a_failing_embedder_does_not_stop_the_monitor(bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore) -> None:
+def test_a_failing_embedder_does_not_stop_the_monitor(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
     class Broken(FakeEmbedder):
         def embed(self, texts: Sequence[str]) -> np.ndarray:
             raise RuntimeError("CUDA out of memory (injected)")
 
-    publish_scored(bus, topics, range(0, 30))
+    publish_scored(bus, topics, range(30))
     bus.publish(topics.labels, label("m3"), key="m3")
     monitor = make(bus, mstore, topics, embedder=Broken(), detectors=["hotelling_embedding", "adwin_error"])
     assert drain(monitor) == 31

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +19,7 @@ from aet.pipeline.records import DeadLetter, LabelRecord, Message, decode
 from aet.pipeline.roles.replay import SYNTHETIC_START, Replay, ReplayStats
 from tests.pipeline.pipeline_fakes import RecordingBus
 
-T0 = datetime(2026, 3, 2, 13, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> str:
@@ -47,7 +47,9 @@ def rbus() -> RecordingBus:
 
 
 def replay(bus: RecordingBus, path: Path, topics: TopicSettings | None = None, **settings: Any) -> ReplayStats:
-    return Replay(bus, topics or TopicSettings(), ReplaySettings(**settings), max_text_chars=200).run(path, progress=False)
+    return Replay(bus, topics or TopicSettings(), ReplaySettings(**settings), max_text_chars=200).run(
+        path, progress=False
+    )
 
 
 def messages(bus: RecordingBus) -> list[Message]:
@@ -77,11 +79,14 @@ def test_rows_are_published_in_event_time_order(tmp_path: Path, rbus: RecordingB
 
 
 def test_mixed_offsets_and_dates_sort_as_instants(tmp_path: Path, rbus: RecordingBus) -> None:
-    path = write_jsonl(tmp_path / "s.jsonl", [
-        row("a", ts="2026-03-02T14:00:00+02:00"),  # 12:00 UTC
-        row("b", ts="2026-03-02"),  # 00:00 UTC
-        row("c", ts="2026-03-02T11:00:00"),  # naive: 11:00 UTC
-    ])
+    path = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            row("a", ts="2026-03-02T14:00:00+02:00"),  # 12:00 UTC
+            row("b", ts="2026-03-02"),  # 00:00 UTC
+            row("c", ts="2026-03-02T11:00:00"),  # naive: 11:00 UTC
+        ],
+    )
     replay(rbus, path)
     assert [m.id for m in messages(rbus)] == ["rb", "rc", "ra"]
 
@@ -91,10 +96,30 @@ def test_csv_input(tmp_path: Path, rbus: RecordingBus) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["id", "text", "source", "ts", "label", "channel", "entities", "score"])
         w.writeheader()
-        w.writerow({"id": "c2", "text": "second, with a comma", "source": "chat", "ts": at(20), "label": "positive",
-                    "channel": "room", "entities": "$AAA, $BBB", "score": "0.5"})
-        w.writerow({"id": "c1", "text": "first", "source": "news", "ts": at(10), "label": "negative",
-                    "channel": "", "entities": "", "score": ""})
+        w.writerow(
+            {
+                "id": "c2",
+                "text": "second, with a comma",
+                "source": "chat",
+                "ts": at(20),
+                "label": "positive",
+                "channel": "room",
+                "entities": "$AAA, $BBB",
+                "score": "0.5",
+            }
+        )
+        w.writerow(
+            {
+                "id": "c1",
+                "text": "first",
+                "source": "news",
+                "ts": at(10),
+                "label": "negative",
+                "channel": "",
+                "entities": "",
+                "score": "",
+            }
+        )
     stats = replay(rbus, path, label_fraction=1.0)
     out = messages(rbus)
     assert [m.id for m in out] == ["c1", "c2"]
@@ -137,9 +162,20 @@ def test_a_file_with_no_times_starts_at_the_synthetic_epoch(tmp_path: Path, rbus
 
 
 def test_corpus_fields_map_to_the_message(tmp_path: Path, rbus: RecordingBus) -> None:
-    corpus_row = {"id": "semeval:train:1", "text": "out $NFLX -.35", "label": "negative", "source": "chat",
-                  "corpus": "semeval", "score": -0.494, "entity": "$NFLX", "ts": "2011-10-05T15:49:12+00:00",
-                  "ts_source": "created_at", "split": "train", "user_tag": None, "meta": {"kept": 1}}
+    corpus_row = {
+        "id": "semeval:train:1",
+        "text": "out $NFLX -.35",
+        "label": "negative",
+        "source": "chat",
+        "corpus": "semeval",
+        "score": -0.494,
+        "entity": "$NFLX",
+        "ts": "2011-10-05T15:49:12+00:00",
+        "ts_source": "created_at",
+        "split": "train",
+        "user_tag": None,
+        "meta": {"kept": 1},
+    }
     replay(rbus, write_jsonl(tmp_path / "s.jsonl", [corpus_row, row(2, entity="$X", entities=["$Y"], channel="c")]))
     m, other = messages(rbus)  # the timed corpus row first, the untimed one after it
     assert m.id == "semeval:train:1"
@@ -167,7 +203,7 @@ def test_labels_follow_their_message_by_the_event_time_delay(tmp_path: Path, rbu
         due = msg_ts[lab.message_id] + timedelta(seconds=30)
         assert lab.ts == due
         before = {r["id"] for t, r in sequence[:pos] if t == "aet.messages"}
-        after = {r["id"] for t, r in sequence[pos + 1:] if t == "aet.messages"}
+        after = {r["id"] for t, r in sequence[pos + 1 :] if t == "aet.messages"}
         # every message earlier than the label's time was published before it, none at or after that time
         assert before == {i for i, ts in msg_ts.items() if ts < due}
         assert after == {i for i, ts in msg_ts.items() if ts >= due}
@@ -275,7 +311,8 @@ def test_missing_file_raises(tmp_path: Path, rbus: RecordingBus) -> None:
 
 def test_limit_and_empty_file(tmp_path: Path, rbus: RecordingBus) -> None:
     stats = Replay(rbus, TopicSettings(), ReplaySettings()).run(
-        write_jsonl(tmp_path / "s.jsonl", [row(i, 10 - i) for i in range(5)]), progress=False, limit=2)
+        write_jsonl(tmp_path / "s.jsonl", [row(i, 10 - i) for i in range(5)]), progress=False, limit=2
+    )
     assert [m.id for m in messages(rbus)] == ["r4", "r3"] and stats.published == 2
     (tmp_path / "empty.jsonl").write_text("\n\n")
     assert replay(rbus, tmp_path / "empty.jsonl") == ReplayStats()

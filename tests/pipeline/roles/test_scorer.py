@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,8 +50,13 @@ def scored(bus: MemoryBus, topics: TopicSettings) -> list[ScoredMessage]:
 
 @pytest.mark.parametrize(
     ("probs", "label", "score"),
-    [([0.7, 0.2, 0.1], "negative", -0.6), ([0.1, 0.8, 0.1], "neutral", 0.0), ([0.05, 0.15, 0.8], "positive", 0.75),
-     ([0.0, 0.0, 1.0], "positive", 1.0), ([1.0, 0.0, 0.0], "negative", -1.0)],
+    [
+        ([0.7, 0.2, 0.1], "negative", -0.6),
+        ([0.1, 0.8, 0.1], "neutral", 0.0),
+        ([0.05, 0.15, 0.8], "positive", 0.75),
+        ([0.0, 0.0, 1.0], "positive", 1.0),
+        ([1.0, 0.0, 0.0], "negative", -1.0),
+    ],
 )
 def test_to_scored_attaches_label_probs_score_and_version(probs: list[float], label: str, score: float) -> None:
     message = decode(Message, message_payload(1))
@@ -142,7 +148,7 @@ GOOD = [message_payload(i, f"good message {i}") for i in range(3)]
 BAD: list[tuple[bytes, str]] = [
     (b"{this is not json", "not JSON"),
     (b"\xff\xfe\x00garbage", "not JSON"),
-    (b"[\"a\", \"list\"]", "not a JSON object"),
+    (b'["a", "list"]', "not a JSON object"),
     (encode({k: v for k, v in message_payload("nt").items() if k != "text"}), "text: missing field"),
     (encode({k: v for k, v in message_payload("nid").items() if k != "id"}), "id: missing field"),
     (encode(message_payload("num", text=None) | {"text": 12345}), "text: Input should be a valid string"),
@@ -157,8 +163,13 @@ BAD: list[tuple[bytes, str]] = [
 def test_bad_input_is_dead_lettered_and_the_good_records_of_the_batch_scored(
     bus: MemoryBus, topics: TopicSettings, store: ResultStore, db: Database
 ) -> None:
-    raw_in = [encode(GOOD[0])] + [raw for raw, _ in BAD[:6]] + [encode(GOOD[1])] + [raw for raw, _ in BAD[6:]] \
+    raw_in = (
+        [encode(GOOD[0])]
+        + [raw for raw, _ in BAD[:6]]
+        + [encode(GOOD[1])]
+        + [raw for raw, _ in BAD[6:]]
         + [encode(GOOD[2])]
+    )
     for raw in raw_in:
         bus.publish(topics.messages, raw, key="same-partition")
     model = FakeModel()
@@ -184,7 +195,11 @@ def test_bad_input_is_dead_lettered_and_the_good_records_of_the_batch_scored(
 def test_a_message_that_breaks_the_model_is_dead_lettered_and_the_others_scored(
     bus: MemoryBus, topics: TopicSettings, store: ResultStore, db: Database
 ) -> None:
-    payloads = [message_payload(0, "fine one"), message_payload(1, "contains POISON here"), message_payload(2, "fine two")]
+    payloads = [
+        message_payload(0, "fine one"),
+        message_payload(1, "contains POISON here"),
+        message_payload(2, "fine two"),
+    ]
     raws = [encode(p) for p in payloads]
     for raw in raws:
         bus.publish(topics.messages, raw, key="k")

@@ -4,34 +4,45 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from aet.pipeline.config import load_settings
-from aet.storage.lineage import lineage
-from aet.pipeline.learning.objective import ElasticAnchor, load_fisher
-from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, ScoredMessage
-from aet.pipeline.learning.rehearsal import Reservoir
-from aet.pipeline.runtime import App
-from aet.pipeline.learning.trainable import trained_names
-from aet.pipeline.roles.trainer import TrainerRole
 from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.objective import ElasticAnchor, load_fisher
+from aet.pipeline.learning.rehearsal import Reservoir
+from aet.pipeline.learning.trainable import trained_names
+from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, ScoredMessage
+from aet.pipeline.roles.trainer import TrainerRole
+from aet.pipeline.runtime import App
 from aet.storage.artifacts import verify
+from aet.storage.lineage import lineage
 from aet.storage.tables import ControlEventRow
 from aet.storage.training_store import TrainingStore
 from tests.pipeline.tiny_model import register_tiny, synthetic_examples, tiny_model
 
-RETRAIN = {"epochs": 1, "min_examples": 30, "fisher_samples": 16, "batch_size": 16, "min_holdout": 5,
-           "reservoir_per_source": 60, "learning_rate": 5e-3, "mode": "attention", "seed": 3}
+RETRAIN = {
+    "epochs": 1,
+    "min_examples": 30,
+    "fisher_samples": 16,
+    "batch_size": 16,
+    "min_holdout": 5,
+    "reservoir_per_source": 60,
+    "learning_rate": 5e-3,
+    "mode": "attention",
+    "seed": 3,
+}
 
 
 def make_app(tmp_path: Path, **retrain: Any) -> App:
-    settings = load_settings(home=tmp_path / "home", model={"device": "cpu", "max_length": 32},
-                             retrain={**RETRAIN, **retrain})
+    settings = load_settings(
+        home=tmp_path / "home", model={"device": "cpu", "max_length": 32}, retrain={**RETRAIN, **retrain}
+    )
     app = App(settings)
     register_tiny(app, info={"origin": "bootstrap"})
     Reservoir(TrainingStore(app.db), 60, seed=3).add(synthetic_examples(120, seed=9, prefix="old "))
@@ -46,8 +57,12 @@ def app(tmp_path: Path) -> Iterator[App]:
 
 
 def write_data(path: Path, examples: list[Example]) -> Path:
-    path.write_text("".join(json.dumps({"id": e.id, "text": e.text, "label": LABELS[e.label], "source": e.source}) + "\n"
-                            for e in examples))
+    path.write_text(
+        "".join(
+            json.dumps({"id": e.id, "text": e.text, "label": LABELS[e.label], "source": e.source}) + "\n"
+            for e in examples
+        )
+    )
     return path
 
 
@@ -122,15 +137,24 @@ def test_a_request_trains_registers_and_records_lineage(app: App, tmp_path: Path
 
 
 def test_labeled_window_from_the_database(app: App) -> None:
-    base = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    base = datetime(2024, 3, 1, tzinfo=UTC)
     examples = synthetic_examples(120, seed=5, prefix="db ")
     scored, labels = [], []
     for i, e in enumerate(examples):
         ts = base + timedelta(minutes=i)
         source = "news" if i % 4 else "chat"
-        scored.append(ScoredMessage(id=f"m{i}", source=source, text=e.text, ts=ts, label="neutral",
-                                    probs=Probs(negative=0.2, neutral=0.6, positive=0.2), score=0.0,
-                                    model_version="v0001"))
+        scored.append(
+            ScoredMessage(
+                id=f"m{i}",
+                source=source,
+                text=e.text,
+                ts=ts,
+                label="neutral",
+                probs=Probs(negative=0.2, neutral=0.6, positive=0.2),
+                score=0.0,
+                model_version="v0001",
+            )
+        )
         labels.append(LabelRecord(message_id=f"m{i}", label=LABELS[e.label], ts=ts))
     app.store.write(scored=scored, labels=labels[:110])  # the last 10 have no label yet
     window = {"start": (base + timedelta(minutes=20)).isoformat(), "end": (base + timedelta(minutes=120)).isoformat()}
@@ -209,7 +233,8 @@ def _fail_on_call(monkeypatch: pytest.MonkeyPatch, nth: int, times: int = 1) -> 
 
 
 def test_a_crash_mid_training_leaves_nothing_registered_and_the_request_is_retried(
-        app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
     req = request(app, {"data": str(data), "auto_promote": False})
     calls = _fail_on_call(monkeypatch, nth=2)
@@ -242,7 +267,8 @@ def test_a_crash_is_retried_in_process(app: App, tmp_path: Path, monkeypatch: py
 
 
 def test_a_crash_between_sealing_and_registering_leaves_no_artifact(
-        app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
     request(app, {"data": str(data), "auto_promote": False})
     original = app.registry.register
@@ -264,7 +290,8 @@ def test_a_crash_between_sealing_and_registering_leaves_no_artifact(
 
 
 def test_a_crash_after_registering_finishes_the_same_version_instead_of_training_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = make_app(tmp_path, promote_min_gain=-1.0, forget_max_drop=1.0)  # the gate will promote
     try:
         data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
@@ -291,7 +318,8 @@ def test_a_crash_after_registering_finishes_the_same_version_instead_of_training
 
 
 def test_a_stop_request_abandons_the_round_and_leaves_the_request_for_the_next_start(
-        app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
     req = request(app, {"data": str(data), "auto_promote": False})
     stop = threading.Event()
@@ -312,7 +340,8 @@ def test_a_stop_request_abandons_the_round_and_leaves_the_request_for_the_next_s
 
 
 def test_a_request_that_keeps_crashing_is_rejected_after_max_attempts(
-        app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app.settings.retrain.max_attempts = 2
     data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
     req = request(app, {"data": str(data)})
@@ -333,16 +362,21 @@ def test_a_redelivered_request_is_answered_from_the_run_log(app: App, tmp_path: 
     app.bus.publish(app.settings.topics.control, req.to_bytes(), key=req.kind)  # at-least-once: again
     run_trainer(app)
     assert versions(app) == {"v0001": "champion", "v0002": "challenger"}
-    results = [json.loads(r.value) for r in app.bus.read_all(app.settings.topics.control)
-               if json.loads(r.value)["kind"] == "training_result"]
+    results = [
+        json.loads(r.value)
+        for r in app.bus.read_all(app.settings.topics.control)
+        if json.loads(r.value)["kind"] == "training_result"
+    ]
     assert len(results) == 2 and results[0]["id"] == results[1]["id"]  # the same event, published again
     assert len(stored_events(app, "training_result")) == 1
 
 
-@pytest.mark.parametrize(("min_gain", "outcome", "status"), [(-1.0, "promotion", "champion"),
-                                                               (1.0, "rejection", "rejected")])
-def test_the_gate_promotes_or_rejects_the_challenger(tmp_path: Path, min_gain: float, outcome: str,
-                                                     status: str) -> None:
+@pytest.mark.parametrize(
+    ("min_gain", "outcome", "status"), [(-1.0, "promotion", "champion"), (1.0, "rejection", "rejected")]
+)
+def test_the_gate_promotes_or_rejects_the_challenger(
+    tmp_path: Path, min_gain: float, outcome: str, status: str
+) -> None:
     app = make_app(tmp_path, promote_min_gain=min_gain, forget_max_drop=1.0)
     try:
         data = write_data(tmp_path / "new.jsonl", synthetic_examples(90, seed=1, prefix="new "))
@@ -364,8 +398,13 @@ def test_minilm_champion_adapts_in_attention_mode(app_with_champion: App) -> Non
     from tests.conftest import EXAMPLES
 
     app = app_with_champion
-    for key, value in {"epochs": 1, "min_examples": 30, "fisher_samples": 16, "min_holdout": 5,
-                       "max_examples": 200}.items():
+    for key, value in {
+        "epochs": 1,
+        "min_examples": 30,
+        "fisher_samples": 16,
+        "min_holdout": 5,
+        "max_examples": 200,
+    }.items():
         setattr(app.settings.retrain, key, value)
     app.seed_reservoir(EXAMPLES / "train.jsonl")
     req = request(app, {"data": str(EXAMPLES / "stream.jsonl"), "auto_promote": False})
