@@ -1,6 +1,6 @@
 """The Kafka bus backend, over kafka-python: one daemon per role, scaled out by consumer groups.
 
-What it promises on top of the :mod:`aet.adapters.bus` contract:
+What it promises on top of the bus contract (:mod:`aet.pipeline.ports`):
 
 * **Topics** are created with ``settings.partitions`` partitions and
   ``settings.replication_factor`` replicas; existing topics are left alone.
@@ -32,7 +32,7 @@ What it promises on top of the :mod:`aet.adapters.bus` contract:
 * **Long work**: :meth:`pause` pauses every assigned partition (and any
   partition assigned while paused); ``poll`` then returns nothing but keeps
   the member alive within ``max_poll_interval_ms``. See
-  :func:`aet.adapters.bus.run_paused`.
+  :func:`aet.pipeline.worker.run_paused`.
 * **Lag**: :meth:`_KafkaConsumer.lag` uses the high watermarks of the fetch
   responses. :meth:`KafkaBus.group_lag` asks ListOffsets for the end offsets,
   which is exact on Apache Kafka; tansu (the test broker) answers with the
@@ -67,7 +67,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
+from aet.pipeline.ports import Bus, BusError, BusRecord, Consumer
 
 try:  # kafka-python is a dependency, but keep the import error readable.
     import kafka.errors as kerrors
@@ -98,7 +98,9 @@ class CachedMurmur2Partitioner(DefaultPartitioner):
     def __init__(self, maxsize: int = 65536) -> None:
         self._hash = functools.lru_cache(maxsize=maxsize)(lambda key: murmur2(key) & 0x7FFFFFFF)
 
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # type: ignore[no-untyped-def]
+    def partition(
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
         if serialized_key is None:
             return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
         parts = cluster.partitions_for_topic(topic)
@@ -232,7 +234,7 @@ def _key_bytes(key: str | None) -> bytes | None:
 
 
 class KafkaBus(Bus):
-    """A :class:`~aet.adapters.bus.Bus` on a Kafka cluster (or any Kafka-protocol broker)."""
+    """A :class:`~aet.pipeline.ports.Bus` on a Kafka cluster (or any Kafka-protocol broker)."""
 
     def __init__(self, settings: BusSettings, *, tuned: bool = True) -> None:
         self.settings = settings

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from aet.adapters.bus import Bus, BusError, BusRecord, Consumer
+from aet.pipeline.ports import Bus, BusError, BusRecord, Consumer
 
 _HEADER = struct.Struct(">qii")  # timestamp_ms, key length (-1: no key), value length
 
@@ -60,7 +60,7 @@ class _Journal:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(root / "LOCK", "a+")
+        self._lock_file = open(root / "LOCK", "a+")  # noqa: SIM115 - holds the journal's lock until close()
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -106,7 +106,7 @@ class _Journal:
         if f is None:
             path = self._log_path(topic, partition)
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = self._files[(topic, partition)] = open(path, "ab")
+            f = self._files[(topic, partition)] = open(path, "ab")  # noqa: SIM115 - appended to until close()
         kbytes = key.encode("utf-8") if key is not None else b""
         f.write(_HEADER.pack(ts, len(kbytes) if key is not None else -1, len(value)) + kbytes + value)
 

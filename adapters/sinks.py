@@ -27,10 +27,11 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
-from typing import IO, Any, Protocol
+from typing import IO, Any, ClassVar, Protocol
 
-from aet.adapters.bus import Bus
 from aet.pipeline import metrics
+from aet.pipeline.config import AlertSettings
+from aet.pipeline.ports import AlertOutbox, Publisher
 from aet.pipeline.records import Alert, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class DeliveryError(RuntimeError):
 
 
 class Sink(Protocol):
+    """Somewhere alerts are delivered to, named for its outbox rows."""
+
     name: str
 
     def deliver(self, alert: Alert) -> None:
@@ -68,7 +71,7 @@ class StdoutSink:
 class BusSink:
     """Forward alerts to a topic (keyed by entity), e.g. on another bus."""
 
-    def __init__(self, bus: Bus, topic: str, name: str | None = None) -> None:
+    def __init__(self, bus: Publisher, topic: str, name: str | None = None) -> None:
         self.bus, self.topic = bus, topic
         self.name = name or f"bus:{topic}"
 
@@ -87,7 +90,7 @@ class WebhookSink:
     retried; any other status is a permanent refusal.
     """
 
-    RETRY_STATUS = {408, 425, 429}
+    RETRY_STATUS: ClassVar[frozenset[int]] = frozenset({408, 425, 429})
 
     def __init__(
         self, url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None, name: str | None = None
@@ -124,20 +127,6 @@ class WebhookSink:
             raise DeliveryError(f"{type(reason).__name__}: {reason}") from exc
 
 
-class Outbox(Protocol):
-    """The outbox operations a dispatcher needs (``aet.storage.alert_store.AlertStore``)."""
-
-    def enqueue_missing(self, sink: str, since: datetime, limit: int = 500) -> int: ...
-
-    def claim_due(self, sink: str, *, limit: int = 20, lease_s: float = 60.0) -> list[Any]: ...
-
-    def mark_delivered(self, alert_id: str, sink: str, attempts: int) -> None: ...
-
-    def mark_failed(
-        self, alert_id: str, sink: str, attempts: int, error: str, *, retry_at: datetime | None
-    ) -> None: ...
-
-
 class SinkDispatcher(threading.Thread):
     """Feeds one sink from the alerts table through the outbox, retrying with exponential backoff.
 
@@ -147,7 +136,7 @@ class SinkDispatcher(threading.Thread):
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: AlertOutbox,
         sink: Sink,
         *,
         since: datetime | None = None,
@@ -238,7 +227,7 @@ class SinkDispatcher(threading.Thread):
             self.join()
 
 
-def build_sinks(settings: Any, stream: IO[str] | None = None) -> list[tuple[Sink, dict[str, Any]]]:
+def build_sinks(settings: AlertSettings, stream: IO[str] | None = None) -> list[tuple[Sink, dict[str, Any]]]:
     """The sinks configured in ``AlertSettings`` with each one's dispatcher options."""
     sinks: list[tuple[Sink, dict[str, Any]]] = []
     if settings.stdout:
@@ -255,7 +244,7 @@ def build_sinks(settings: Any, stream: IO[str] | None = None) -> list[tuple[Sink
 
 
 def start_dispatchers(
-    outbox: Outbox, settings: Any, stop: threading.Event | None = None, stream: IO[str] | None = None
+    outbox: AlertOutbox, settings: AlertSettings, stop: threading.Event | None = None, stream: IO[str] | None = None
 ) -> list[SinkDispatcher]:
     """Start one dispatcher thread per configured sink."""
     out = []

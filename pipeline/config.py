@@ -2,14 +2,21 @@
 
 Nested settings use ``__`` in environment variables, e.g.
 ``AET_BUS__BACKEND=kafka`` or ``AET_SCORER__MAX_BATCH=128``.
+
+One class per concept, each default declared once. Training shares its
+concepts: :class:`FitSettings` (how the loop fits; the bootstrap's ``train``
+section), :class:`TrainableSettings` and :class:`ObjectiveSettings`, which
+:class:`RoundSettings` combines for one adaptation round and
+:class:`RetrainSettings` extends for the trainer role (flat keys:
+``retrain.epochs``, ``AET_RETRAIN__LAMBDA_EWC``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +35,7 @@ class _Section(BaseModel):
 
 
 class TopicSettings(_Section):
-    """Topic names (see DESIGN.md, "Topics and records")."""
+    """Topic names (docs/architecture.md, "Topics and records")."""
 
     messages: str = "aet.messages"
     scored: str = "aet.scored"
@@ -88,20 +95,8 @@ class ScorerSettings(_Section):
     )
 
 
-class TrainSettings(_Section):
-    """Supervised training (bootstrap now; the elastic objective builds on it)."""
-
-    epochs: int = Field(default=3, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
-    validation_fraction: float = Field(default=0.15, ge=0, lt=1)
-    seed: int = 13
-
-
 class ReplaySettings(_Section):
-    """How a recorded stream is replayed."""
+    """How ``aet replay`` replays a recorded stream onto the bus (the rehearsal of old examples is ``retrain``'s)."""
 
     speed: float = Field(default=0.0, ge=0, description="event-time speed-up; 0 = as fast as possible")
     label_fraction: float = Field(default=0.0, ge=0, le=1)
@@ -125,15 +120,16 @@ class WebhookSettings(_Section):
         return self.name or f"webhook:{self.url}"
 
 
+AlertKind = Literal["negative_surge", "positive_surge"]
+
+
 class AlertSettings(_Section):
-    """The alert engine (see DESIGN.md, "Alerts"), its sinks and the analysts' web page."""
+    """The alert engine (docs/architecture.md, "Alerts"), its sinks and the analysts' web page."""
 
     group: str = "aet-alerts"
     max_batch: int = Field(default=1000, ge=1)
     max_wait_ms: int = Field(default=20, ge=0)
-    kinds: list[Literal["negative_surge", "positive_surge"]] = Field(
-        default_factory=lambda: ["negative_surge", "positive_surge"]
-    )
+    kinds: list[AlertKind] = Field(default_factory=lambda: list(get_args(AlertKind)))
     window_s: float = Field(default=3600.0, gt=0, description="event-time length of a sliding window")
     step_s: float = Field(default=300.0, gt=0, description="slide of the window (a divisor of window_s)")
     allowed_lateness_s: float = Field(
@@ -175,29 +171,84 @@ class AlertSettings(_Section):
     serve_port: int = Field(default=8765, ge=0, le=65535)
 
 
-class RetrainSettings(_Section):
-    """Elastic retraining (the AET objective of DESIGN.md), the trainer role and the champion/challenger gate.
+TrainingMode = Literal["full", "attention", "lora"]
+#: The learning rate of a round that sets none, per training mode: the fewer weights train, the larger the step.
+LEARNING_RATE_BY_MODE: dict[str, float] = {"full": 1e-4, "attention": 5e-4, "lora": 2e-3}
 
-    Each term of the objective has a weight and can be switched off: ``replay``
-    mixes reservoir examples into the cross-entropy, ``lambda_ewc`` weights the
-    elastic anchor (0 = off), ``lambda_att`` the attention distillation (0 = off).
+# Field types shared by the bootstrap's fit and a round's fit, which differ only in their defaults.
+Epochs = Annotated[int, Field(ge=1)]
+BatchSize = Annotated[int, Field(ge=1)]
+Patience = Annotated[
+    int | None, Field(ge=1, description="epochs without validation gain before stopping early (None: every epoch)")
+]
+TimeBudget = Annotated[
+    float | None, Field(gt=0, description="training stops (keeping the best epoch) after this (None: no budget)")
+]
+
+
+class FitSettings(_Section):
+    """How the training loop fits a model to labeled examples (pipeline/learning/loop.py).
+
+    The defaults are those of bootstrapping the first champion (``aet bootstrap``:
+    every weight, a fresh head); :class:`RoundSettings` changes them for an
+    adaptation round.
     """
 
-    group: str = "aet-trainer"
-    mode: Literal["full", "attention", "lora"] = Field(
-        default="attention", description="what trains: every weight, attention projections + head, or LoRA + head"
-    )
-    epochs: int = Field(default=2, ge=1)
+    epochs: Epochs = 3
     learning_rate: float | None = Field(
-        default=None, gt=0, description="default per mode: full 1e-4, attention 5e-4, lora 2e-3"
+        default=None,
+        gt=0,
+        description="default per training mode: "
+        + ", ".join(f"{mode} {rate:g}" for mode, rate in LEARNING_RATE_BY_MODE.items()),
     )
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: BatchSize = 16
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
-    patience: int = Field(default=1, ge=1, description="epochs without validation gain before stopping early")
-    time_budget_s: float = Field(default=1800.0, gt=0, description="training stops (keeping the best epoch) after this")
-    replay: bool = Field(default=True, description="mix replay-reservoir examples into the task loss")
-    replay_ratio: float = Field(default=0.5, ge=0, description="replay examples per recent training example, at most")
+    validation_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="of the training examples, to keep the best epoch and stop early"
+    )
+    patience: Patience = None
+    time_budget_s: TimeBudget = None
+    seed: int = 13
+
+    def learning_rate_for(self, mode: str) -> float:
+        """The configured learning rate, else the default of ``mode`` (bootstrapping trains in ``full`` mode)."""
+        return self.learning_rate if self.learning_rate is not None else LEARNING_RATE_BY_MODE[mode]
+
+
+class TrainableSettings(_Section):
+    """What an adaptation round trains (pipeline/learning/trainable.py)."""
+
+    mode: TrainingMode = Field(
+        default="attention", description="what trains: every weight, attention projections + head, or LoRA + head"
+    )
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: float = Field(default=16.0, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class ObjectiveSettings(_Section):
+    """The AET objective's terms and their weights (pipeline/learning/objective.py).
+
+    ``L = CE + λ_ewc/2 · Σ F (θ − θ*)² + λ_att · KL(attention)``; each term can be
+    switched off: ``rehearsal`` mixes reservoir examples into the cross-entropy,
+    ``lambda_ewc`` weights the elastic anchor and ``lambda_att`` the attention
+    distillation (0 = off). The Fisher F is re-estimated after every round and
+    merged into the champion's. ``replay`` and ``replay_ratio`` are the old
+    names of ``rehearsal`` and ``rehearsal_ratio`` and are still read.
+    """
+
+    rehearsal: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("rehearsal", "replay"),
+        description="mix rehearsal-reservoir examples into the task loss",
+    )
+    rehearsal_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        validation_alias=AliasChoices("rehearsal_ratio", "replay_ratio"),
+        description="rehearsal examples per recent training example, at most",
+    )
     lambda_ewc: float = Field(default=1.0, ge=0, description="weight of the elastic (EWC) anchor; 0 switches it off")
     lambda_att: float = Field(default=1.0, ge=0, description="weight of the attention distillation; 0 switches it off")
     fisher_gamma: float = Field(default=0.9, ge=0, le=1, description="online merge F <- gamma * F_old + F_new")
@@ -205,18 +256,36 @@ class RetrainSettings(_Section):
     fisher_batch_size: int = Field(
         default=8, ge=1, description="1 = exact per-example Fisher; more = faster, approximate"
     )
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: float = Field(default=16.0, gt=0)
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
-    min_examples: int = Field(default=64, ge=2, description="labeled examples a request needs, else it is rejected")
-    max_examples: int = Field(default=20000, ge=1, description="most recent labeled examples used per round")
-    validation_fraction: float = Field(default=0.15, ge=0, lt=1, description="of the training part, for early stopping")
-    holdout_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="share of examples (by a stable hash of the text) never trained on"
-    )
-    reservoir_per_source: int = Field(
-        default=3000, ge=3, description="replay reservoir capacity per source (split evenly over the three labels)"
-    )
+
+    def describe(self) -> str:
+        """The terms that are on, e.g. ``ce+rehearsal+ewc(1)+att(1)``."""
+        parts = ["ce"] + (["rehearsal"] if self.rehearsal else [])
+        parts += [f"ewc({self.lambda_ewc:g})"] if self.lambda_ewc > 0 else []
+        parts += [f"att({self.lambda_att:g})"] if self.lambda_att > 0 else []
+        return "+".join(parts)
+
+
+class RoundSettings(FitSettings, ObjectiveSettings, TrainableSettings):
+    """One adaptation round (pipeline/learning/round.py): its fit, its objective and what trains.
+
+    A round fits for fewer epochs than the bootstrap, in larger batches, at
+    the mode's learning rate, stopping early and within a time budget.
+    """
+
+    epochs: Epochs = 2
+    batch_size: BatchSize = 32
+    patience: Patience = 1
+    time_budget_s: TimeBudget = 1800.0
+
+    @property
+    def learning_rate_used(self) -> float:
+        """The learning rate this round trains with (the mode's default unless one is set)."""
+        return self.learning_rate_for(self.mode)
+
+
+class PromotionSettings(_Section):
+    """The champion/challenger gate (pipeline/learning/promotion.py)."""
+
     min_holdout: int = Field(default=20, ge=1, description="held-out recent examples the gate needs to decide")
     promote_min_gain: float = Field(default=0.01, description="recent macro-F1 must rise by at least this to promote")
     forget_max_drop: float = Field(default=0.02, ge=0, description="older macro-F1 may fall by at most this")
@@ -224,22 +293,48 @@ class RetrainSettings(_Section):
         default=True, description="refuse to promote when no older data can check forgetting"
     )
     auto_promote: bool = Field(default=True, description="apply the gate right after training; off: leave a challenger")
+
+
+class RetrainSettings(RoundSettings, PromotionSettings):
+    """Elastic retraining: the trainer role (pipeline/roles/trainer.py), its rounds and the gate.
+
+    The keys stay flat (``retrain.epochs``, ``AET_RETRAIN__LAMBDA_EWC``); the
+    classes it inherits group them by concept.
+    """
+
+    group: str = "aet-trainer"
+    min_examples: int = Field(default=64, ge=2, description="labeled examples a request needs, else it is rejected")
+    max_examples: int = Field(default=20000, ge=1, description="most recent labeled examples used per round")
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="share of examples (by a stable hash of the text) never trained on"
+    )
+    reservoir_per_source: int = Field(
+        default=3000, ge=3, description="rehearsal reservoir capacity per source (split evenly over the three labels)"
+    )
     max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
     device: str | None = Field(default=None, description="training device (default: model.device)")
-    seed: int = 13
+
+
+DetectorName = Literal[
+    "adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix", "hotelling_embedding"
+]
+
+
+def _default_detectors() -> list[DetectorName]:
+    """The detectors on by default; ``kswin_confidence`` is off (docs/drift.md has the numbers)."""
+    return ["adwin_error", "adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"]
 
 
 class MonitorSettings(_Section):
-    """The drift monitor (pipeline/roles/monitor.py, docs/drift.md): detectors, alarm budget, delayed labels, retraining."""
+    """The drift monitor (pipeline/roles/monitor.py, docs/drift.md).
+
+    Its detectors, alarm budget, delayed labels, retrain requests and rollbacks.
+    """
 
     group: str = "aet-monitor"
     max_batch: int = Field(default=256, ge=1)
     max_wait_ms: int = Field(default=100, ge=0)
-    detectors: list[
-        Literal["adwin_error", "adwin_confidence", "kswin_confidence", "page_hinkley_class_mix", "hotelling_embedding"]
-    ] = Field(
-        default_factory=lambda: ["adwin_error", "adwin_confidence", "page_hinkley_class_mix", "hotelling_embedding"]
-    )
+    detectors: list[DetectorName] = Field(default_factory=_default_detectors)
     expected_run_length: int = Field(
         default=20000,
         ge=100,
@@ -309,7 +404,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
-    train: TrainSettings = Field(default_factory=TrainSettings)
+    train: FitSettings = Field(default_factory=FitSettings, description="bootstrapping the first champion")
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -32,13 +33,22 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int = 3) -
     return float(np.mean(f1s)) if f1s else 0.0
 
 
-def report(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float | int | dict[str, int]]:
+class Report(TypedDict):
+    """What :func:`report` measures."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    predicted: dict[str, int]
+
+
+def report(y_true: Sequence[int], y_pred: Sequence[int]) -> Report:
     """Accuracy, macro-F1, count and the predicted-label mix."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    n = len(y_true)
+    truth, predicted = np.asarray(y_true), np.asarray(y_pred)
+    n = len(truth)
     return {
         "n": n,
-        "accuracy": float((y_true == y_pred).mean()) if n else 0.0,
+        "accuracy": float((truth == predicted).mean()) if n else 0.0,
         "macro_f1": macro_f1(y_true, y_pred),
-        "predicted": {LABELS[c]: int((y_pred == c).sum()) for c in range(len(LABELS))},
+        "predicted": {LABELS[c]: int((predicted == c).sum()) for c in range(len(LABELS))},
     }

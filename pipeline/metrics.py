@@ -66,7 +66,7 @@ RETRAIN_SECONDS = Histogram(
 )
 TRAINING_ROUNDS = Counter("aet_training_rounds_total", "Retrain requests by outcome", ["outcome"])
 
-# Drift monitor (pipeline/roles/monitor.py, pipeline/drift.py).
+# Drift monitor (pipeline/roles/monitor.py, pipeline/drift/).
 DRIFT_EVENTS = Counter("aet_drift_events_total", "Drift events emitted", ["source", "detector"])
 DRIFT_SUPPRESSED = Counter(
     "aet_drift_alarms_suppressed_total", "Detector alarms within a drift cooldown (no event)", ["source", "detector"]

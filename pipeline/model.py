@@ -191,7 +191,7 @@ class SentimentModel:
         directory.mkdir(parents=True, exist_ok=True)
         model = self.model
         if self.device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
-            model = model.to("cpu", dtype=torch.float32)
+            model = model.float().cpu()
         model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
 
@@ -227,8 +227,8 @@ def _final_linear(model: PreTrainedModel) -> torch.nn.Linear | None:
 
 
 def _set_canonical_labels(model: PreTrainedModel) -> None:
-    model.config.id2label = dict(enumerate(LABELS))
-    model.config.label2id = {label: i for i, label in enumerate(LABELS)}
+    model.config.id2label = {i: str(label) for i, label in enumerate(LABELS)}
+    model.config.label2id = {str(label): i for i, label in enumerate(LABELS)}
 
 
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

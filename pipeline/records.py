@@ -25,8 +25,8 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
-LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 Sentiment = Literal["negative", "neutral", "positive"]
+LABELS: tuple[Sentiment, Sentiment, Sentiment] = ("negative", "neutral", "positive")
 Source = Literal["news", "chat"]
 DEFAULT_MAX_TEXT_CHARS = 5000
 
@@ -169,6 +169,68 @@ class ControlEvent(Record):
     ts: datetime = Field(default_factory=utcnow)
     model_version: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrainRequest(BaseModel):
+    """The payload of a ``retrain_request`` control event, as the trainer reads it (every field optional).
+
+    ``window`` ({start, end}, or ``window_start``/``window_end``, or ``since``/``until``)
+    names the stored labeled messages to train on, ``source`` keeps one source's,
+    ``data`` names a labeled JSONL file instead; ``drift_event_id`` (or
+    ``drift_event.id``) is the lineage; ``mode``, ``max_examples`` and ``auto_promote``
+    override the trainer's settings for this request.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    source: Literal["news", "chat"] | None = None
+    data: str | None = None
+    mode: Literal["full", "attention", "lora"] | None = None
+    max_examples: int | None = Field(default=None, ge=1)
+    drift_event_id: str | None = None
+    auto_promote: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"the payload must be an object, not {type(value).__name__}")
+        v = dict(value)
+        window = v.pop("window", None)
+        if window is not None:
+            if not isinstance(window, dict):
+                raise ValueError("window must be an object with start and/or end")
+            v.setdefault("window_start", window.get("start"))
+            v.setdefault("window_end", window.get("end"))
+        if "since" in v:
+            v.setdefault("window_start", v.pop("since"))
+        if "until" in v:
+            v.setdefault("window_end", v.pop("until"))
+        drift = v.get("drift_event")
+        if isinstance(drift, dict) and "drift_event_id" not in v:
+            v["drift_event_id"] = drift.get("id")
+        return v
+
+    @field_validator("window_start", "window_end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return None if value is None else parse_event_time(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrainRequest:
+        if self.window_start and self.window_end and self.window_end <= self.window_start:
+            raise ValueError(
+                f"window end {self.window_end.isoformat()} is not after its start {self.window_start.isoformat()}"
+            )
+        return self
+
+    def window(self) -> dict[str, str | None]:
+        return {
+            "start": self.window_start.isoformat() if self.window_start else None,
+            "end": self.window_end.isoformat() if self.window_end else None,
+        }
 
 
 class Alert(Record):

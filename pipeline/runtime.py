@@ -1,31 +1,49 @@
-"""Wiring: open what the roles need from settings, and run them together in one process.
+"""The composition root: the one place that chooses the backends and builds the roles.
 
-This is the only place that chooses concrete backends (bus, database,
-artifact store); the roles themselves see interfaces.
+:class:`App` opens what one AET installation needs from its settings (the
+database and its stores, the model registry, the artifact directory, the bus)
+and builds each role with exactly the ports it uses (:mod:`aet.pipeline.ports`):
+no role sees the App. ``aet run`` (:func:`run_embedded`), the daemons of the CLI
+and the replay benchmark build their roles through these factories, so they
+all run the same wiring.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-from aet.adapters.bus import Bus, open_bus
-from aet.pipeline.config import Settings
-from aet.pipeline.learning.loop import train_bootstrap_model
+from aet.adapters.bus import open_bus
+from aet.adapters.sinks import SinkDispatcher, start_dispatchers
+from aet.pipeline.config import ModelSettings, Settings
+from aet.pipeline.learning.bootstrap import train_bootstrap_model
+from aet.pipeline.learning.examples import load_examples
+from aet.pipeline.learning.rehearsal import Reservoir, ReservoirStats
+from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
 from aet.pipeline.model import ModelLoadError, SentimentModel
-from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper, SwapTarget
+from aet.pipeline.ports import ArtifactError, Bus, ModelInfo, ModelRef
+from aet.pipeline.records import utcnow
+from aet.pipeline.roles.alerts import AlertWorker
+from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper
 from aet.pipeline.roles.label_recorder import LabelRecorder
+from aet.pipeline.roles.monitor import Monitor
+from aet.pipeline.roles.monitor_embedding import RegistryModels
 from aet.pipeline.roles.replay import Replay
 from aet.pipeline.roles.scorer import Scorer
-from aet.storage.artifacts import ArtifactError, ArtifactStore, verify
+from aet.pipeline.roles.trainer import TrainerRole
+from aet.storage.alert_store import AlertStore
+from aet.storage.artifacts import ArtifactStore, verify
 from aet.storage.db import Database
-from aet.storage.registry import ModelInfo, ModelRegistry
+from aet.storage.drift_store import MonitorStore
+from aet.storage.registry import ModelRegistry
 from aet.storage.store import ResultStore
+from aet.storage.training_store import TrainingStore
 
 log = logging.getLogger(__name__)
 SINK_DRAIN_S = 5.0  # at the end of an embedded run, keep delivering due alerts to sinks this long
@@ -35,8 +53,30 @@ class NoChampionError(RuntimeError):
     """No model is registered as champion and no bootstrap data was given."""
 
 
+def load_verified_model(
+    ref: ModelRef, settings: ModelSettings, device: str | None = None, *, name: str = "model"
+) -> SentimentModel:
+    """Verify a registered artifact against its sha256, then load it (on ``device``, default the settings').
+
+    A missing or altered artifact is a :class:`ModelLoadError` that names the
+    version (as ``name`` ``version``), never a model loaded from unverified files.
+    """
+    try:
+        verify(Path(ref.artifact_path), ref.sha256)
+    except ArtifactError as exc:
+        raise ModelLoadError(f"{name} {ref.version}: {exc}") from exc
+    return SentimentModel.load(
+        ref.artifact_path,
+        version=ref.version,
+        max_length=settings.max_length,
+        batch_size=settings.batch_size,
+        device=settings.device if device is None else device,
+        new_head=False,
+    )
+
+
 class App:
-    """The database, registry, artifact store and bus of one AET installation."""
+    """The stores, registry, artifact directory and bus of one AET installation, and the roles built on them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -45,19 +85,30 @@ class App:
         self.store = ResultStore(self.db)
         self.registry = ModelRegistry(self.db)
         self.artifacts = ArtifactStore(settings.models_dir)
+        self.training_store = TrainingStore(self.db)
+        self.monitor_store = MonitorStore(self.db)
+        self.alert_store = AlertStore(self.db)
         self._bus: Bus | None = None
 
     @property
     def bus(self) -> Bus:
+        """The bus named by the settings, opened (and its topics created) on first use."""
         if self._bus is None:
             self._bus = open_bus(self.settings.bus)
             self._bus.create_topics(self.settings.topics.all())
         return self._bus
 
+    # ------------------------------------------------------------------ models
+
+    def load_model(self, ref: ModelRef, device: str | None = None, *, name: str = "model") -> SentimentModel:
+        """Verify a registered artifact against its sha256 and load it (see :func:`load_verified_model`)."""
+        return load_verified_model(ref, self.settings.model, device, name=name)
+
     def bootstrap(self, data: Path, *, progress: bool = True) -> ModelInfo:
         """Train a first model on ``data`` and register it as the champion."""
         version = self.registry.next_version()
         model, facts = train_bootstrap_model(self.settings, data, version, progress=progress)
+        validation = cast(dict[str, Any], facts["validation"])  # evaluate()'s report
         staged = self.artifacts.stage()
         try:
             model.save(staged)
@@ -70,29 +121,14 @@ class App:
             artifact_path=str(path.resolve()),
             sha256=digest,
             backbone=self.settings.model.backbone,
-            labels=list(model.model.config.id2label.values()),
+            labels=[str(label) for label in (model.model.config.id2label or {}).values()],
             status="champion",
-            metrics={"validation": facts["validation"]},
-            info={"origin": "bootstrap", **facts["info"]},
+            metrics={"validation": validation},
+            info={"origin": "bootstrap", **cast(dict[str, Any], facts["info"])},
         )
-        log.info("registered %s as champion (validation macro-F1 %.3f)", version, facts["validation"]["macro_f1"])
-        self.seed_reservoir(data)  # the champion's data is the first "older" data replay and the gate use
+        log.info("registered %s as champion (validation macro-F1 %.3f)", version, validation["macro_f1"])
+        self.seed_reservoir(data)  # the champion's data is the first "older" data rehearsal and the gate use
         return info
-
-    def seed_reservoir(self, data: Path) -> Any:
-        """Offer the labeled examples of ``data`` to the replay reservoir (pipeline/learning/rehearsal.py)."""
-        from aet.pipeline.learning.loop import load_examples
-        from aet.pipeline.learning.rehearsal import Reservoir
-        from aet.storage.training_store import TrainingStore
-
-        r = self.settings.retrain
-        return Reservoir(TrainingStore(self.db), r.reservoir_per_source, r.seed).add(load_examples(data))
-
-    def trainer(self, *, progress: bool = True, mode: str | None = None) -> Any:
-        """The trainer role (pipeline/roles/trainer.py): retrain requests in, challengers and gate decisions out."""
-        from aet.pipeline.roles.trainer import TrainerRole
-
-        return TrainerRole(self, progress=progress, mode=mode)
 
     def ensure_champion(self, bootstrap_data: Path | None, *, progress: bool = True) -> ModelInfo:
         """The registered champion, bootstrapping one from ``bootstrap_data`` if there is none."""
@@ -105,24 +141,41 @@ class App:
             )
         return self.bootstrap(bootstrap_data, progress=progress)
 
-    def load_model(self, info: ModelInfo | SwapTarget) -> SentimentModel:
-        """Verify a registered artifact against its sha256 and load it."""
-        try:
-            verify(Path(info.artifact_path), info.sha256)
-        except ArtifactError as exc:
-            raise ModelLoadError(f"model {info.version}: {exc}") from exc
-        m = self.settings.model
-        return SentimentModel.load(
-            info.artifact_path,
-            version=info.version,
-            max_length=m.max_length,
-            batch_size=m.batch_size,
-            device=m.device,
-            new_head=False,
-        )
+    def reservoir(self) -> Reservoir:
+        """The rehearsal reservoir (pipeline/learning/rehearsal.py) with the retrain settings' size and seed."""
+        r = self.settings.retrain
+        return Reservoir(self.training_store, r.reservoir_per_source, r.seed)
+
+    def seed_reservoir(self, data: Path) -> ReservoirStats:
+        """Offer the labeled examples of ``data`` to the rehearsal reservoir."""
+        return self.reservoir().add(load_examples(data))
+
+    # ------------------------------------------------------------------ roles
+
+    def replay(self) -> Replay:
+        """Stream ingest: a recorded stream file onto ``aet.messages`` (and some labels onto ``aet.labels``)."""
+        s = self.settings
+        return Replay(self.bus, s.topics, s.replay, max_text_chars=s.scorer.max_text_chars)
 
     def scorer(self, model: SentimentModel, swapper: ModelSwapper | None = None) -> Scorer:
+        """The scorer role serving ``model``; with ``swapper``, it takes the models the swapper loads."""
         return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer, swapper)
+
+    def swapper(self, model: SentimentModel) -> ModelSwapper:
+        """Loads the versions a scorer serving ``model`` is asked to swap to, verified, in the background."""
+        return ModelSwapper(model, self.load_model)
+
+    def champion_follower(self, swapper: ModelSwapper) -> ChampionFollower:
+        """Keeps ``swapper`` wanting the registry's champion (not started)."""
+        s = self.settings
+        return ChampionFollower(
+            self.bus,
+            s.topics.control,
+            self.registry,
+            swapper,
+            group_prefix=s.scorer.group,
+            registry_poll_s=s.scorer.registry_poll_s,
+        )
 
     @contextmanager
     def serving_scorer(self, champion: ModelInfo) -> Iterator[Scorer]:
@@ -135,15 +188,8 @@ class App:
         if not self.settings.scorer.hot_swap:
             yield scorer
             return
-        swapper = ModelSwapper(scorer.model, self.load_model)
-        follower = ChampionFollower(
-            self.bus,
-            self.settings.topics.control,
-            self.registry,
-            swapper,
-            group_prefix=self.settings.scorer.group,
-            registry_poll_s=self.settings.scorer.registry_poll_s,
-        )
+        swapper = self.swapper(scorer.model)
+        follower = self.champion_follower(swapper)
         scorer.swapper = swapper
         follower.start()
         try:
@@ -152,23 +198,21 @@ class App:
             follower.close()
             swapper.close()
 
-    def alert_worker(self) -> Any:
-        """The alert engine role, with its baselines and cooldowns kept in this database."""
-        from aet.pipeline.roles.alerts import AlertWorker
-        from aet.storage.alert_store import AlertStore
+    def label_recorder(self) -> LabelRecorder:
+        """The label recorder role: ``aet.labels`` into the labels table."""
+        return LabelRecorder(self.bus, self.store, self.settings.topics)
 
-        return AlertWorker(self.bus, self.store, self.settings.topics, self.settings.alerts, state=AlertStore(self.db))
+    def alert_worker(self) -> AlertWorker:
+        """The alert role, with its baselines and cooldowns kept in this database."""
+        s = self.settings
+        return AlertWorker(self.bus, self.store, s.topics, s.alerts, state=self.alert_store)
 
-    def monitor(self, model: SentimentModel | None = None, clock: Any = None) -> Any:
-        """The drift monitor role (pipeline/roles/monitor.py): embeds with ``model``, else loads and follows the champion.
+    def monitor(self, model: SentimentModel | None = None, clock: Callable[[], datetime] | None = None) -> Monitor:
+        """The drift monitor role: embeds with ``model``, else loads and follows the champion.
 
         ``clock`` (default: the wall clock) stamps its events and times its cooldowns; a replay benchmark
         passes the stream's event-time clock.
         """
-        from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
-        from aet.pipeline.roles.monitor import Monitor, RegistryModels
-        from aet.storage.drift_store import MonitorStore
-
         m = self.settings.monitor
         rollback = (
             AutoRollback(self.registry, RollbackGuard(m.rollback_labels, m.rollback_margin), check_s=m.champion_check_s)
@@ -177,21 +221,52 @@ class App:
         )
         return Monitor(
             self.bus,
-            MonitorStore(self.db),
+            self.monitor_store,
             self.settings.topics,
             m,
             embedder=model,
             models=RegistryModels(self.registry, self.load_model),
             rollback=rollback,
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock or utcnow,
         )
 
-    def sink_dispatchers(self) -> list[Any]:
-        """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
-        from aet.adapters.sinks import start_dispatchers
-        from aet.storage.alert_store import AlertStore
+    def trainer(
+        self,
+        *,
+        progress: bool = True,
+        mode: str | None = None,
+        follower: bool = False,
+        retry_backoff_s: float = 1.0,
+    ) -> TrainerRole:
+        """The trainer role: retrain requests in, challengers and gate decisions out.
 
-        return start_dispatchers(AlertStore(self.db), self.settings.alerts)
+        ``mode`` overrides ``retrain.mode``; a ``follower`` (a data-parallel rank
+        other than 0) gets no bus: rank 0 hands it each round.
+        """
+        s = self.settings
+        settings = s.retrain if mode is None else s.retrain.model_copy(update={"mode": mode})
+
+        def load_champion(ref: ModelRef, device: str) -> SentimentModel:
+            return self.load_model(ref, device, name="champion")
+
+        return TrainerRole(
+            None if follower else self.bus,
+            self.store,
+            registry=self.registry,
+            artifacts=self.artifacts,
+            training=self.training_store,
+            reservoir=Reservoir(self.training_store, settings.reservoir_per_source, settings.seed),
+            load_model=load_champion,
+            topics=s.topics,
+            settings=settings,
+            model_device=s.model.device,
+            progress=progress,
+            retry_backoff_s=retry_backoff_s,
+        )
+
+    def sink_dispatchers(self, stop: threading.Event | None = None) -> list[SinkDispatcher]:
+        """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
+        return start_dispatchers(self.alert_store, self.settings.alerts, stop)
 
     def close(self) -> None:
         if self._bus is not None:
@@ -199,12 +274,22 @@ class App:
         self.db.dispose()
 
 
+class Runnable(Protocol):
+    """A role's loop, as :class:`WorkerThread` runs it."""
+
+    @property
+    def role(self) -> str: ...
+
+    def run(self, stop: threading.Event) -> int: ...
+
+
 class WorkerThread(threading.Thread):
     """Runs one worker's loop; remembers the exception that ended it, if any."""
 
-    def __init__(self, worker: Any, stop: threading.Event) -> None:
+    def __init__(self, worker: Runnable, stop: threading.Event) -> None:
         super().__init__(name=f"aet-{worker.role}", daemon=True)
-        self.worker, self.stop, self.error = worker, stop, None
+        self.worker, self.stop = worker, stop
+        self.error: BaseException | None = None
         self.processed = 0
 
     def run(self) -> None:
@@ -237,24 +322,23 @@ def _run_roles(
     app: App, stream: Path, scorer: Scorer, champion: ModelInfo, *, progress: bool, stop: threading.Event
 ) -> dict[str, Any]:
     topics = app.settings.topics
-    labels = LabelRecorder(app.bus, app.store, topics)
+    labels = app.label_recorder()
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
     alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/roles/alerts.py)
     threads.append(WorkerThread(alerter, stop))
     dispatchers = app.sink_dispatchers()
-    monitor = (
-        app.monitor()
-    )  # consumes aet.scored and aet.labels: drift events, retrain requests (pipeline/roles/monitor.py)
+    monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests
     threads.append(WorkerThread(monitor, stop))
     for t in threads:
         t.start()
     try:
-        stats = Replay(app.bus, topics, app.settings.replay, max_text_chars=app.settings.scorer.max_text_chars).run(
-            stream, progress=progress
-        )
-        pending = [(scorer, [topics.messages]), (labels, [topics.labels])]
-        pending.append((alerter, [topics.scored]))
-        pending.append((monitor, [topics.scored, topics.labels]))
+        stats = app.replay().run(stream, progress=progress)
+        pending: list[tuple[Scorer | LabelRecorder | AlertWorker | Monitor, list[str]]] = [
+            (scorer, [topics.messages]),
+            (labels, [topics.labels]),
+            (alerter, [topics.scored]),
+            (monitor, [topics.scored, topics.labels]),
+        ]
         while not stop.is_set() and any(app.bus.group_lag(w.group, ts) for w, ts in pending):
             for w, ts in pending:
                 if app.bus.group_lag(w.group, ts):
@@ -271,7 +355,6 @@ def _run_roles(
     if errors:
         raise RuntimeError(f"a worker failed: {errors[0]!r}") from errors[0]
     totals = app.store.summary()
-    alerts_summary = _alerts_summary(app, alerter)
     return {
         "stream": str(stream),
         "interrupted": interrupted,
@@ -283,12 +366,12 @@ def _run_roles(
         "labels_this_run": threads[1].processed,
         "store": totals,
         "database": app.settings.db_url,
-        "alerts": alerts_summary,
+        "alerts": _alerts_summary(app.alert_store, alerter),
         "drift": _drift_summary(monitor),
     }
 
 
-def _drift_summary(monitor: Any) -> dict[str, Any]:
+def _drift_summary(monitor: Monitor) -> dict[str, Any]:
     """Drift events and retrain requests of this run, and how the monitor handled the labels."""
     return {
         "events_this_run": [
@@ -307,10 +390,8 @@ def _drift_summary(monitor: Any) -> dict[str, Any]:
     }
 
 
-def _alerts_summary(app: App, alerter: Any) -> dict[str, Any]:
+def _alerts_summary(alerts: AlertStore, alerter: AlertWorker) -> dict[str, Any]:
     """Alerts raised by this run (in order) and in the database."""
-    from aet.storage.alert_store import AlertStore
-
     stats = alerter.engine.stats
     return {
         "raised_this_run": [
@@ -327,7 +408,7 @@ def _alerts_summary(app: App, alerter: Any) -> dict[str, Any]:
             }
             for a in alerter.raised
         ],
-        "in_store": AlertStore(app.db).count_alerts(),
+        "in_store": alerts.count_alerts(),
         "late_events": stats.late,
         "duplicates": stats.duplicates,
     }

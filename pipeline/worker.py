@@ -1,12 +1,14 @@
 """The worker loop shared by every role: poll a batch, handle it, publish, store, commit.
 
 A role only implements :meth:`Worker.handle`, turning a batch of bus records
-into :class:`Outputs`. The loop guarantees the delivery contract of
-DESIGN.md: outputs are published and flushed, then stored, and only then is
-the batch committed, so a crash at any point re-delivers the batch and its
-keyed outputs overwrite instead of duplicating. A failing publish or store is
-retried with backoff, never skipped; a stop request (SIGTERM) finishes the
-current batch, commits it, and returns.
+into :class:`Outputs`. The loop guarantees the delivery contract
+(docs/architecture.md, "Delivery"): outputs are published and flushed, then
+stored, and only then is the batch committed, so a crash at any point
+re-delivers the batch and its keyed outputs overwrite instead of duplicating. A
+failing publish or store is retried with backoff, never skipped; a stop request
+(SIGTERM) finishes the current batch, commits it, and returns. A slow batch runs
+while the consumer keeps polling with its partitions paused (:func:`run_paused`),
+so that Kafka does not evict the member from its group.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from aet.adapters.bus import Bus, BusRecord, Consumer, run_paused
 from aet.pipeline import metrics
+from aet.pipeline.ports import BatchStore, Bus, BusError, BusRecord, Consumer
 from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
 
 log = logging.getLogger(__name__)
@@ -57,18 +59,98 @@ def collect_batch(consumer: Consumer, max_records: int, max_wait_ms: int, stop: 
     return batch
 
 
+def run_paused(
+    consumer: Consumer,
+    fn: Callable[[], T],
+    *,
+    poll_interval_ms: int = 100,
+    grace_s: float = 0.0,
+    executor: Executor | None = None,
+) -> T:
+    """Run ``fn()`` in a worker thread while this thread keeps ``consumer`` alive in its group.
+
+    Kafka evicts a member that does not poll within ``max_poll_interval_ms``,
+    whatever its heartbeats say. Long work (a slow batch, a model swap, a
+    retrain) therefore runs in another thread while this one pauses every
+    assigned partition and keeps polling the paused consumer, which returns no
+    records but counts as progress. The partitions are resumed afterwards.
+    Returns ``fn``'s result or re-raises its exception.
+
+    ``grace_s``: wait this long for ``fn`` before pausing, so that short work
+    never pays for a pause and resume. ``executor``: run ``fn`` there (e.g. a
+    one-thread pool that keeps a model on one thread) instead of a new thread.
+    Poll errors while paused (a broker that is away) are logged and retried:
+    the work itself decides the outcome. Do not nest calls on one consumer.
+    """
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    if executor is not None:
+        executor.submit(target)
+    else:
+        threading.Thread(target=target, name="aet-paused-work", daemon=True).start()
+    finished_early = done.wait(grace_s) if grace_s > 0 else done.is_set()
+    if not finished_early:
+        consumer.pause()
+        stray: list[BusRecord] = []
+        try:
+            while not done.is_set():
+                try:
+                    stray.extend(consumer.poll(max_records=1, timeout_ms=poll_interval_ms))
+                except BusError as exc:
+                    log.debug("poll while paused failed: %s", exc)
+                    done.wait(poll_interval_ms / 1000)
+        finally:
+            consumer.resume()
+        done.wait()
+        if stray:
+            raise BusError(
+                f"{type(consumer).__name__} returned {len(stray)} records while paused: "
+                "the backend does not honour pause(), so they were read but not processed"
+            )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class DetachedBus:
+    """The bus of a worker that never runs its loop (a data-parallel follower rank): every use raises."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> Any:
+        raise BusError("this worker is detached from the bus (a data-parallel follower)")
+
+    create_topics = publish = flush = consumer = group_lag = _refuse
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> DetachedBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Worker(abc.ABC):
     """One role's consume-process-publish-store-commit loop."""
 
     role: str = "worker"
     #: Seconds a batch may take before its partitions are paused while the consumer keeps
-    #: polling (see :func:`aet.adapters.bus.run_paused`); ``None`` runs batches inline.
+    #: polling (see :func:`run_paused`); ``None`` runs batches inline.
     pause_after_s: float | None = 1.0
 
     def __init__(
         self,
         bus: Bus,
-        store: object,
+        store: BatchStore,
         *,
         group: str,
         topics: list[str],
@@ -92,7 +174,8 @@ class Worker(abc.ABC):
         """Turn a batch of records into outputs. Must not raise for a bad record: dead-letter it."""
 
     def before_batch(self) -> None:
-        """Hook run between batches (e.g. to swap in a newly promoted model)."""
+        """Hook run between batches (e.g. to swap in a newly promoted model); nothing by default."""
+        return None
 
     def run(self, stop: threading.Event, *, drain: bool = False) -> int:
         """Process batches until ``stop`` is set (or, with ``drain``, until nothing is left).

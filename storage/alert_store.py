@@ -1,6 +1,6 @@
 """Reads and writes of the alert side: engine state, the sinks' outbox, and the analysts' queries.
 
-- the alert engine's state (:class:`aet.pipeline.roles.alerts.AlertState`): entity baselines,
+- the alert engine's state (:class:`aet.pipeline.ports.AlertState`): entity baselines,
   per-entity sentiment buckets, and recent alerts to restore cooldowns after a restart;
 - the outbox of the alert sinks (``alert_deliveries``): the alerts table itself is
   the durable queue; a sink enqueues the alerts it has no row for, claims due
@@ -16,14 +16,13 @@ that raised them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, desc, func, or_, select, update
+from sqlalchemy import CursorResult, and_, desc, func, or_, select, update
 
+from aet.pipeline.ports import BaselineSnapshot, BucketSnapshot, Delivery
 from aet.pipeline.records import Alert, utcnow
-from aet.pipeline.roles.alerts import BaselineSnapshot, BucketSnapshot
 from aet.storage.db import Database, upsert
 from aet.storage.tables import (
     AlertDeliveryRow,
@@ -33,15 +32,6 @@ from aet.storage.tables import (
     EntitySentimentRow,
     ModelRow,
 )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A claimed outbox row: the alert and how often it was tried before."""
-
-    alert: Alert
-    sink: str
-    attempts: int
 
 
 def _alert(row: AlertRow) -> Alert:
@@ -166,11 +156,12 @@ class AlertStore:
                 .limit(limit)
             ).all()
             for alert_id, attempts, row in due:
-                claimed = s.execute(
+                claim = s.execute(
                     update(AlertDeliveryRow)
                     .where(AlertDeliveryRow.alert_id == alert_id, claimable)
                     .values(claimed_until=now + timedelta(seconds=lease_s))
-                ).rowcount
+                )
+                claimed = cast("CursorResult[Any]", claim).rowcount  # an UPDATE's result counts its rows
                 if claimed == 1:
                     out.append(Delivery(_alert(row), sink, attempts))
         return out

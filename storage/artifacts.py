@@ -15,11 +15,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+from aet.pipeline.ports import ArtifactError
+
 MANIFEST = "manifest.json"
-
-
-class ArtifactError(RuntimeError):
-    """An artifact is missing, incomplete, or does not match its recorded digest."""
 
 
 def file_sha256(path: Path) -> str:
@@ -51,7 +49,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class ArtifactStore:
-    """A directory of model artifacts, one subdirectory per version."""
+    """A directory of model artifacts, one subdirectory per version (the :class:`~aet.pipeline.ports.Artifacts`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -109,7 +107,7 @@ def verify(directory: Path, digest: str) -> None:
     if actual != digest:
         raise ArtifactError(f"artifact {directory}: manifest sha256 {actual} does not match the registry's {digest}")
     listed = json.loads(body)["files"]
-    unlisted = sorted(set(str(p.relative_to(directory)) for p in _files(directory)) - set(listed))
+    unlisted = sorted({str(p.relative_to(directory)) for p in _files(directory)} - set(listed))
     if unlisted:
         raise ArtifactError(f"artifact {directory}: {', '.join(unlisted)} not in the manifest")
     for name, entry in listed.items():

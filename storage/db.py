@@ -13,7 +13,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, FromClause, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,19 +73,22 @@ class Database:
 
 
 def upsert(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str], *, update: bool = True
+    session: Session, table: FromClause, rows: Sequence[dict[str, Any]], keys: Iterable[str], *, update: bool = True
 ) -> None:
-    """Insert rows, overwriting (or keeping, with ``update=False``) those whose keys exist."""
+    """Insert rows into ``table`` (a mapped class's ``__table__``), overwriting (or keeping, with ``update=False``)
+    those whose keys exist."""
     if not rows:
         return
+    if not isinstance(table, Table):
+        raise TypeError(f"upsert needs a table, not {type(table).__name__}")
     dialect = session.get_bind().dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        stmt = postgresql.insert(table)
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        stmt = sqlite.insert(table)
     else:
         raise NotImplementedError(f"upsert is not implemented for {dialect}")
-    stmt = insert(table)
     keys = list(keys)
     if update:
         columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}

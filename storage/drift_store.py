@@ -9,12 +9,12 @@ includes, so a redelivered batch is recognised and not counted twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from aet.pipeline.ports import MonitorBatch, StoredPrediction
 from aet.pipeline.records import ControlEvent, DeadLetter, utcnow
 from aet.storage.db import Database, upsert
 from aet.storage.store import dead_letter_row
@@ -30,34 +30,13 @@ from aet.storage.tables import (
 MAX_IN = 500  # ids per IN (...) query
 
 
-@dataclass
-class MonitorBatch:
-    """The monitor's own rows for one batch, written with the batch's events and dead letters."""
-
-    joins: list[dict[str, Any]] = field(default_factory=list)
-    drop_joins: list[str] = field(default_factory=list)
-    quality: list[dict[str, Any]] = field(default_factory=list)
-    state: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class StoredPrediction:
-    """A prediction read back from ``scored_messages`` (for labels whose message left the monitor's memory)."""
-
-    message_id: str
-    source: str
-    label: str
-    model_version: str
-    ts: datetime
-
-
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), MAX_IN):
         yield ids[i : i + MAX_IN]
 
 
 class MonitorStore:
-    """The drift monitor's reads and writes."""
+    """The drift monitor's reads and writes (its :class:`~aet.pipeline.ports.MonitorLedger`), and ``aet drift``'s."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

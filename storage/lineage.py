@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aet.pipeline.ports import RegistryReader
 from aet.storage.training_store import TrainingStore
-
-if TYPE_CHECKING:
-    from aet.pipeline.runtime import App
 
 TRAINING_KEYS = (
     "mode",
@@ -34,11 +32,10 @@ TRAINING_KEYS = (
 )
 
 
-def lineage(app: App, version: str) -> dict[str, Any]:
+def lineage(registry: RegistryReader, store: TrainingStore, version: str) -> dict[str, Any]:
     """The registry row of ``version`` with its parent chain, the drift event and request behind it,
     its data window, metrics, gate decisions, promotions/rollbacks, and the alerts it produced."""
-    info = app.registry.get(version)
-    store = TrainingStore(app.db)
+    info = registry.get(version)
     facts = dict(info.info)
     run = store.run_for_version(version)
     request_id = facts.get("request_id") or (run or {}).get("request_id")
@@ -46,7 +43,7 @@ def lineage(app: App, version: str) -> dict[str, Any]:
     request_payload = (request_event or {}).get("payload") or (run or {}).get("request")
     drift_id = facts.get("drift_event_id") or (request_payload or {}).get("drift_event_id")
     drift_event = store.control_event(drift_id) if drift_id else None
-    models = {m.version: m for m in app.registry.list()}
+    models = {m.version: m for m in registry.list()}
     ancestors, cursor = [], info.parent
     while cursor is not None and cursor not in ancestors:
         ancestors.append(cursor)

@@ -8,36 +8,15 @@ registry row pointing at half a model.
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from aet.pipeline.ports import ModelInfo, ModelStatus
 from aet.pipeline.records import utcnow
 from aet.storage.db import Database
 from aet.storage.tables import ModelRow
-
-Status = Literal["champion", "challenger", "rejected", "retired", "rolled_back"]
-
-
-class ModelInfo(BaseModel):
-    """A snapshot of one registry row."""
-
-    model_config = ConfigDict(from_attributes=True, frozen=True)
-
-    version: str
-    parent: str | None
-    status: str
-    artifact_path: str
-    sha256: str
-    backbone: str
-    labels: list[str]
-    metrics: dict[str, Any]
-    info: dict[str, Any]
-    created_at: datetime
-    promoted_at: datetime | None
 
 
 class RegistryError(RuntimeError):
@@ -45,7 +24,7 @@ class RegistryError(RuntimeError):
 
 
 class ModelRegistry:
-    """Model versions stored in the database."""
+    """Model versions stored in the database (the :class:`~aet.pipeline.ports.Registry` of a deployment)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -65,7 +44,7 @@ class ModelRegistry:
         sha256: str,
         backbone: str,
         labels: list[str],
-        status: Status = "challenger",
+        status: ModelStatus = "challenger",
         parent: str | None = None,
         metrics: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
@@ -110,12 +89,6 @@ class ModelRegistry:
             row = s.scalars(select(ModelRow).where(ModelRow.status == "champion")).first()
             return ModelInfo.model_validate(row) if row else None
 
-    def list(self) -> list[ModelInfo]:
-        """Every version, oldest first."""
-        with self.db.session() as s:
-            rows = s.scalars(select(ModelRow).order_by(ModelRow.created_at, ModelRow.version)).all()
-            return [ModelInfo.model_validate(r) for r in rows]
-
     def promote(self, version: str) -> ModelInfo:
         """Make ``version`` the champion and retire the previous one."""
         with self.db.session() as s, s.begin():
@@ -129,7 +102,7 @@ class ModelRegistry:
                 raise RegistryError(f"cannot promote {version}: {_conflict(exc)}") from exc
             return ModelInfo.model_validate(row)
 
-    def set_status(self, version: str, status: Status, *, note: dict[str, Any] | None = None) -> ModelInfo:
+    def set_status(self, version: str, status: ModelStatus, *, note: dict[str, Any] | None = None) -> ModelInfo:
         """Change a version that does not serve (e.g. a challenger to ``rejected``); ``note`` is merged into its info.
 
         The champion changes only through :meth:`promote` and :meth:`rollback`.
@@ -156,6 +129,7 @@ class ModelRegistry:
             current = s.scalars(select(ModelRow).where(ModelRow.status == "champion")).first()
             if current is None:
                 raise RegistryError("no champion to roll back")
+            target: ModelRow | None
             if to is not None:
                 target = _existing(s, to)
                 if target.version == current.version:
@@ -184,6 +158,12 @@ class ModelRegistry:
     def find(self, **info: Any) -> list[ModelInfo]:
         """Versions whose ``info`` has every given key with the given value (e.g. ``request_id=...``), oldest first."""
         return [m for m in self.list() if all(m.info.get(k) == v for k, v in info.items())]
+
+    def list(self) -> list[ModelInfo]:
+        """Every version, oldest first."""
+        with self.db.session() as s:
+            rows = s.scalars(select(ModelRow).order_by(ModelRow.created_at, ModelRow.version)).all()
+            return [ModelInfo.model_validate(r) for r in rows]
 
 
 def _existing(session: Any, version: str) -> ModelRow:

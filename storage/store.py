@@ -55,7 +55,7 @@ def dead_letter_row(d: DeadLetter) -> dict[str, Any]:
 
 
 class ResultStore:
-    """The pipeline's results in one database."""
+    """The pipeline's results in one database (the workers' :class:`~aet.pipeline.ports.BatchStore`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -77,13 +77,13 @@ class ResultStore:
                 LabelRow.__table__,
                 [
                     {
-                        "message_id": l.message_id,
-                        "label": l.label,
-                        "ts": l.ts,
-                        "annotator": l.annotator,
+                        "message_id": label.message_id,
+                        "label": label.label,
+                        "ts": label.ts,
+                        "annotator": label.annotator,
                         "received_at": utcnow(),
                     }
-                    for l in labels
+                    for label in labels
                 ],
                 ["message_id"],
             )
@@ -137,7 +137,10 @@ class ResultStore:
     def summary(self) -> dict[str, Any]:
         """Counts of scored messages by label, source and model version, accuracy where labels exist, dead letters."""
         with self.db.session() as s:
-            by = lambda col: dict(s.execute(select(col, func.count()).group_by(col)).all())
+
+            def by(col: Any) -> dict[Any, int]:
+                return dict(s.execute(select(col, func.count()).group_by(col)).all())
+
             joined = select(func.count(), func.sum(case((ScoredMessageRow.label == LabelRow.label, 1), else_=0))).join(
                 LabelRow, LabelRow.message_id == ScoredMessageRow.message_id
             )

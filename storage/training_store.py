@@ -1,4 +1,4 @@
-"""What the trainer reads and writes: labeled windows, the replay reservoir, its run log, and lineage lookups.
+"""What the trainer reads and writes: labeled windows, the rehearsal reservoir, its run log, and lineage lookups.
 
 The sampling decisions of the reservoir are made in pipeline/learning/rehearsal.py;
 this module only keeps its rows, inside one transaction per batch of
@@ -7,12 +7,13 @@ additions so that concurrent writers cannot lose an update.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select
 
+from aet.pipeline.ports import SlotChooser
 from aet.pipeline.records import utcnow
 from aet.storage.db import Database
 from aet.storage.tables import (
@@ -25,16 +26,14 @@ from aet.storage.tables import (
     TrainingRunRow,
 )
 
-#: (source, label, n, capacity) -> slot to write (0 <= slot < capacity) or None to skip; n counts this example.
-SlotChooser = Callable[[str, str, int, int], "int | None"]
-
 
 def _row_dict(row: Any) -> dict[str, Any]:
     return {c.name: getattr(row, c.key) for c in row.__table__.columns}
 
 
 class TrainingStore:
-    """The trainer's tables in one database."""
+    """The trainer's tables in one database: a :class:`~aet.pipeline.ports.TrainerStore` and
+    :class:`~aet.pipeline.ports.ReservoirStore`, plus the lineage lookups of ``aet models show``."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

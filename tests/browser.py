@@ -141,7 +141,8 @@ class Chromium:
         script = f"""new Promise((resolve) => {{
             const check = () => {{ try {{ return !!({predicate}); }} catch (e) {{ return false; }} }};
             if (check()) return resolve(true);
-            const obs = new MutationObserver(() => {{ if (check()) {{ obs.disconnect(); clearTimeout(t); resolve(true); }} }});
+            const done = () => {{ obs.disconnect(); clearTimeout(t); resolve(true); }};
+            const obs = new MutationObserver(() => {{ if (check()) done(); }});
             obs.observe(document, {{subtree: true, childList: true, attributes: true, characterData: true}});
             const t = setTimeout(() => {{ obs.disconnect(); resolve(check()); }}, {int(timeout * 1000)});
         }})"""

@@ -36,8 +36,9 @@ def run_aet(args: Sequence[str], env: dict[str, str], timeout: float = 300) -> s
 
 
 def start_aet(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")
-    return subprocess.Popen(aet_cmd(*args), env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    """Start ``aet ARGS`` in the background, its output going to ``log`` (the child keeps the file open)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(aet_cmd(*args), env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

@@ -27,17 +27,19 @@ import resource
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aet.pipeline.bench.common import EXAMPLES, environment, shared_data_dir, write_report
 from aet.pipeline.bench.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
-from aet.pipeline.learning.loop import Example, Trainer, TrainSettings, evaluate, seed_everything, stratified_split
-from aet.pipeline.learning.rehearsal import Reservoir
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
+from aet.pipeline.bench.data import EXAMPLES, shared_data_dir
+from aet.pipeline.bench.report import bar_chart, environment, write_report
+from aet.pipeline.bench.scratch import scratch_app
+from aet.pipeline.config import FitSettings, ObjectiveSettings, RoundSettings, Settings
+from aet.pipeline.learning.examples import Example, stratified_split
+from aet.pipeline.learning.loop import TrainingLoop, evaluate, seed_everything
+from aet.pipeline.learning.round import adapt
 from aet.pipeline.learning.trainable import MODES
 from aet.pipeline.model import SentimentModel, pick_device
 from aet.pipeline.records import LABELS
@@ -72,9 +74,9 @@ def train_champion(
     model = SentimentModel.load("minilm", version="champion", max_length=max_length, device="cpu", new_head=True)
     train, val = stratified_split(examples, 0.1, seed)
     started = time.perf_counter()
-    result = Trainer(
+    result = TrainingLoop(
         model,
-        TrainSettings(epochs=epochs, learning_rate=1e-4, batch_size=16, seed=seed),
+        FitSettings(epochs=epochs, learning_rate=1e-4, batch_size=16, seed=seed),
         progress=progress,
         group_by_length=True,
     ).fit(train, val)
@@ -91,10 +93,10 @@ def train_champion(
     return model, facts
 
 
-def _objective(config: str, lambda_ewc: float, lambda_att: float) -> Objective:
+def _objective(config: str, lambda_ewc: float, lambda_att: float) -> ObjectiveSettings:
     c = CONFIGS[config]
-    return Objective(
-        replay=c["replay"], lambda_ewc=lambda_ewc if c["ewc"] else 0.0, lambda_att=lambda_att if c["att"] else 0.0
+    return ObjectiveSettings(
+        rehearsal=c["replay"], lambda_ewc=lambda_ewc if c["ewc"] else 0.0, lambda_att=lambda_att if c["att"] else 0.0
     )
 
 
@@ -113,7 +115,7 @@ def adapt_benchmark(
     champion_epochs: int = 2,
     lambda_ewc: float | None = None,
     lambda_att: float | None = None,
-    base: AdaptConfig | None = None,
+    base: RoundSettings | None = None,
     max_length: int = 64,
     seed: int = 13,
     out: Path = Path("bench-results"),
@@ -127,9 +129,9 @@ def adapt_benchmark(
     if unknown:
         raise ValueError(f"unknown modes/configs {unknown}: modes {MODES}, configs {tuple(CONFIGS)}")
     torch.manual_seed(seed)
-    base = base or AdaptConfig(epochs=epochs, seed=seed)
-    lambda_ewc = base.objective.lambda_ewc if lambda_ewc is None else lambda_ewc
-    lambda_att = base.objective.lambda_att if lambda_att is None else lambda_att
+    base = base or RoundSettings(epochs=epochs, seed=seed, time_budget_s=None)
+    lambda_ewc = base.lambda_ewc if lambda_ewc is None else lambda_ewc
+    lambda_att = base.lambda_att if lambda_att is None else lambda_att
     started = time.perf_counter()
 
     old_train_all, old_test_all, old_how = split_corpus(load_corpus(corpus_path(old, data_dir)), use_given_split=False)
@@ -149,14 +151,15 @@ def adapt_benchmark(
         progress=progress,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        from aet.storage.db import Database
-        from aet.storage.training_store import TrainingStore
-
-        db = Database(f"sqlite:///{tmp}/reservoir.db")
-        reservoir = Reservoir(TrainingStore(db), capacity_per_source=replay_capacity, seed=seed)
-        reservoir.add(old_train)
-        replay_all = reservoir.examples()
-        db.dispose()
+        settings = Settings()
+        retrain = settings.retrain.model_copy(update={"reservoir_per_source": replay_capacity, "seed": seed})
+        scratch = scratch_app(settings, Path(tmp), retrain=retrain)
+        try:
+            reservoir = scratch.reservoir()
+            reservoir.add(old_train)
+            replay_all = reservoir.examples()
+        finally:
+            scratch.close()
     replay_train = replay_all
 
     def score(model: SentimentModel) -> dict[str, Any]:
@@ -171,7 +174,7 @@ def adapt_benchmark(
         }
 
     champ_scores = score(champion)
-    from aet.pipeline.learning.objective import estimate_fisher
+    from aet.pipeline.learning.fisher import estimate_fisher
 
     t = time.perf_counter()
     champion_fisher = estimate_fisher(
@@ -183,7 +186,12 @@ def adapt_benchmark(
     for mode in modes:
         for config in configs:
             objective = _objective(config, lambda_ewc, lambda_att)
-            cfg = replace(base, mode=mode, objective=objective)
+            switches = {
+                "rehearsal": objective.rehearsal,
+                "lambda_ewc": objective.lambda_ewc,
+                "lambda_att": objective.lambda_att,
+            }
+            cfg = base.model_copy(update={"mode": mode, **switches})
             validation = recent_val  # early stopping on the new domain, as the trainer role does
             log.info("adapting: mode=%s objective=%s", mode, objective.describe())
             seed_everything(seed)
@@ -191,9 +199,9 @@ def adapt_benchmark(
                 champion,
                 recent=recent_train,
                 validation=validation,
-                replay=replay_train,
+                rehearsal=replay_train,
                 champion_fisher=champion_fisher,
-                config=cfg,
+                settings=cfg,
                 version=f"{mode}-{config}",
                 progress=progress,
             )
@@ -215,7 +223,7 @@ def adapt_benchmark(
                     "round_seconds": round(r.seconds["round"], 1),
                     "trainable_parameters": r.trainable_parameters,
                     "samples_per_s": round(r.train.samples_per_s, 1),
-                    "learning_rate": cfg.lr,
+                    "learning_rate": cfg.learning_rate_used,
                     "best_epoch": r.train.best_epoch,
                     "stopped": r.train.stopped,
                     "examples": r.counts,
@@ -257,7 +265,7 @@ def adapt_benchmark(
         "settings": {
             "epochs": base.epochs,
             "batch_size": base.batch_size,
-            "replay_ratio": base.replay_ratio,
+            "replay_ratio": base.rehearsal_ratio,
             "lambda_ewc": lambda_ewc,
             "lambda_att": lambda_att,
             "fisher_samples": base.fisher_samples,
@@ -281,15 +289,17 @@ def adapt_benchmark(
         "seconds": round(time.perf_counter() - started, 1),
     }
     bars = {"champion new": champ_scores["new_f1"] * 100, "champion old": champ_scores["old_f1"] * 100}
-    for r in results:
-        bars[f"{r['mode']}/{r['config']} new"] = r["new_f1"] * 100
-        bars[f"{r['mode']}/{r['config']} old"] = r["old_f1"] * 100
-    write_report(report, out, "adapt", bars, "macro-F1 (points) on the new / old domain's test split")
+    for row in results:
+        bars[f"{row['mode']}/{row['config']} new"] = row["new_f1"] * 100
+        bars[f"{row['mode']}/{row['config']} old"] = row["old_f1"] * 100
+    unit = "macro-F1 (points) on the new / old domain's test split"
+    write_report(report, out, "adapt", bar_chart(bars, unit, "aet bench adapt"))
     return report
 
 
 def _targets(champ: dict[str, float], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, per mode: AET ≥ +10 new-domain points; AET's old-domain loss ≤ half plain's; round < 60 s."""
+    """The issue's targets, per mode: AET ≥ +10 new-domain points; AET's old-domain loss ≤ half plain's;
+    a round under 60 s."""
     out: dict[str, Any] = {}
     by = {(r["mode"], r["config"]): r for r in results}
     for mode in sorted({r["mode"] for r in results}):
@@ -340,11 +350,14 @@ def gpu_train_benchmark(
     target = pick_device(device)
     seed_everything(seed)
     model = SentimentModel.load("minilm", version="gpu-check", max_length=max_length, device="cpu", new_head=True)
-    model.model.to(target)  # float32 weights; bf16 comes from autocast on CUDA
+    net: torch.nn.Module = model.model
+    net.to(target)  # float32 weights; bf16 comes from autocast on CUDA
     if target.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target)
-    config = AdaptConfig(mode=mode, epochs=epochs, patience=None, seed=seed)
-    r = adapt(model, recent=recent, replay=replay, config=config, version="gpu-check", progress=progress)
+    config = RoundSettings.model_validate(
+        {"mode": mode, "epochs": epochs, "patience": None, "time_budget_s": None, "seed": seed}
+    )
+    r = adapt(model, recent=recent, rehearsal=replay, settings=config, version="gpu-check", progress=progress)
     if target.type == "cuda":
         peak = {
             "cuda_peak_allocated_mib": round(torch.cuda.max_memory_allocated(target) / 2**20, 1),
@@ -359,7 +372,7 @@ def gpu_train_benchmark(
         "data": str(path),
         "examples": r.counts,
         "mode": mode,
-        "objective": config.objective.describe(),
+        "objective": config.describe(),
         "epochs": epochs,
         "max_length": max_length,
         "trainable_parameters": r.trainable_parameters,
@@ -369,5 +382,6 @@ def gpu_train_benchmark(
         "environment": environment(),
         "gpu": torch.cuda.get_device_name(target) if target.type == "cuda" else None,
     }
-    write_report(report, out, "gpu-train", {"samples/s": r.train.samples_per_s}, "training samples/s")
+    bars = {"samples/s": r.train.samples_per_s}
+    write_report(report, out, "gpu-train", bar_chart(bars, "training samples/s", "aet bench gpu-train"))
     return report

@@ -19,6 +19,7 @@ champion through the scorer worker.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import json
 import random
@@ -30,14 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.bench.common import EXAMPLES, environment, load_texts, write_report
-from aet.pipeline.config import AlertSettings, TopicSettings
+from aet.pipeline.alert_engine import AlertEngine
+from aet.pipeline.bench.data import EXAMPLES, load_texts
+from aet.pipeline.bench.report import bar_chart, environment, write_report
+from aet.pipeline.bench.score import scorer_throughput
+from aet.pipeline.bench.scratch import scratch_app
+from aet.pipeline.config import AlertSettings, Settings
 from aet.pipeline.records import Message, ScoredMessage, decode
-from aet.pipeline.roles.alerts import AlertEngine, AlertWorker
-from aet.storage.alert_store import AlertStore
-from aet.storage.db import Database
-from aet.storage.store import ResultStore
 
 START = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 PROBS = {"negative": (0.86, 0.09, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.09, 0.86)}
@@ -90,27 +90,23 @@ def _settings(base: AlertSettings) -> AlertSettings:
     return base.model_copy(update={"stdout": False, "webhooks": [], "gazetteer": None})
 
 
-def _throughput(settings: AlertSettings, entities: int, messages: int, texts: list[str], tmp: Path) -> dict[str, Any]:
-    topics = TopicSettings()
+def _throughput(settings: Settings, entities: int, messages: int, texts: list[str], tmp: Path) -> dict[str, Any]:
     stream = _Stream(entities, texts)
     span_s = 48 * 3600  # two days of event time: buckets close, baselines update, windows are evicted
     records = [stream.next(START + timedelta(seconds=i * span_s / messages)) for i in range(messages)]
-    bus = MemoryBus(partitions=3)
-    bus.create_topics(topics.all())
-    for key, value in records:
-        bus.publish(topics.scored, value, key=key)
-    db = Database(f"sqlite:///{tmp / 'throughput.db'}")
+    bench = scratch_app(settings, tmp / "throughput")
     try:
-        worker = AlertWorker(bus, ResultStore(db), topics, settings, state=AlertStore(db))
+        for key, value in records:
+            bench.bus.publish(bench.settings.topics.scored, value, key=key)
+        worker = bench.alert_worker()
         started = time.perf_counter()
         n = worker.run(threading.Event(), drain=True)
         seconds = time.perf_counter() - started
         stats = worker.engine.stats
     finally:
-        bus.close()
-        db.dispose()
+        bench.close()
     decoded = [decode(ScoredMessage, v) for _, v in records]
-    engine = AlertEngine(settings)
+    engine = AlertEngine(settings.alerts)
     started = time.perf_counter()
     engine.process(decoded)
     engine_s = time.perf_counter() - started
@@ -128,15 +124,13 @@ def _throughput(settings: AlertSettings, entities: int, messages: int, texts: li
 
 
 def _delay(
-    settings: AlertSettings, entities: int, bursts: int, texts: list[str], tmp: Path, background_rate: float
+    settings: Settings, entities: int, bursts: int, texts: list[str], tmp: Path, background_rate: float
 ) -> dict[str, Any]:
     """Live worker, background traffic, bursts for fresh entities; delay from trigger publish to alert."""
-    topics = TopicSettings()
-    bus = MemoryBus(partitions=3)
-    bus.create_topics(topics.all())
-    db = Database(f"sqlite:///{tmp / 'delay.db'}")
+    bench = scratch_app(settings, tmp / "delay")
+    topics, bus, min_count = bench.settings.topics, bench.bus, settings.alerts.min_count
     stop = threading.Event()
-    worker = AlertWorker(bus, ResultStore(db), topics, settings, state=AlertStore(db))
+    worker = bench.alert_worker()
     runner = threading.Thread(target=worker.run, args=(stop,), name="bench-alert-worker", daemon=True)
     received: dict[str, tuple[float, str | None]] = {}
     cond = threading.Condition()
@@ -186,7 +180,8 @@ def _delay(
         feeder.start()
         for k in range(bursts):
             entity = _entity(200_000 + k)
-            for j in range(settings.min_count * 3):
+            alerted = functools.partial(received.__contains__, entity)
+            for j in range(min_count * 3):
                 with lock:
                     clock += timedelta(seconds=1)
                     ts = clock
@@ -196,10 +191,10 @@ def _delay(
                 published[mid] = time.perf_counter()
                 bus.publish(topics.scored, json.dumps(value).encode(), key=entity)
                 with cond:
-                    if cond.wait_for(lambda: entity in received, timeout=0.02):
+                    if cond.wait_for(alerted, timeout=0.02):
                         break
             with cond:
-                cond.wait_for(lambda: entity in received, timeout=5.0)
+                cond.wait_for(alerted, timeout=5.0)
                 hit = received.get(entity)
             if hit is None or hit[1] not in published:
                 missed.append(entity)
@@ -212,8 +207,7 @@ def _delay(
         stop.set()
         runner.join()
         observer.join()
-        bus.close()
-        db.dispose()
+        bench.close()
     delays_ms = sorted(d * 1000 for d in delays)
     pct = (lambda q: delays_ms[min(len(delays_ms) - 1, int(q * len(delays_ms)))]) if delays_ms else (lambda q: None)
     return {
@@ -233,27 +227,18 @@ def _delay(
 
 def _scorer_rate(app: Any, texts: list[str], n: int = 256) -> dict[str, Any] | None:
     """Messages/s of the scorer worker on the registered champion (None if there is none)."""
-    from aet.pipeline.roles.scorer import Scorer
-
     champion = app.registry.champion()
     if champion is None:
         return None
     model = app.load_model(champion)
     model.predict_proba(texts[:32])
-    topics = TopicSettings()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(f"sqlite:///{tmp}/scorer.db")
-        bus = MemoryBus(partitions=3)
-        for i in range(n):
-            m = Message(id=f"s-{i}", source="chat", text=texts[i % len(texts)], ts=START)
-            bus.publish(topics.messages, m.to_bytes(), key=m.key)
-        scorer = Scorer(bus, ResultStore(db), model, topics, app.settings.scorer)
-        started = time.perf_counter()
-        done = scorer.run(threading.Event(), drain=True)
-        seconds = time.perf_counter() - started
-        bus.close()
-        db.dispose()
-    return {"messages_per_s": done / seconds, "messages": done, "source": f"scorer worker on {champion.version}"}
+    messages = [Message(id=f"s-{i}", source="chat", text=texts[i % len(texts)], ts=START) for i in range(n)]
+    result = scorer_throughput(app, model, messages)
+    return {
+        "messages_per_s": result["messages_per_s"],
+        "messages": result["messages"],
+        "source": f"scorer worker on {champion.version}",
+    }
 
 
 def alerts_benchmark(
@@ -267,7 +252,7 @@ def alerts_benchmark(
     background_rate: float = 2000.0,
 ) -> dict[str, Any]:
     """Run both measurements and write ``alerts.json`` (and ``alerts.png``) under ``out``."""
-    settings = _settings(app.settings.alerts)
+    settings = app.settings.model_copy(update={"alerts": _settings(app.settings.alerts)})
     rows, source = load_texts(None, 2000)
     texts = [r["text"] for r in rows]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -283,7 +268,7 @@ def alerts_benchmark(
         "entities": entities,
         "messages": messages,
         "texts": source if source else str(EXAMPLES),
-        "alert_settings": settings.model_dump(mode="json", exclude={"webhooks", "serve_host", "serve_port"}),
+        "alert_settings": settings.alerts.model_dump(mode="json", exclude={"webhooks", "serve_host", "serve_port"}),
         "throughput": throughput,
         "delay": delay,
         "scorer": scorer,
@@ -299,5 +284,5 @@ def alerts_benchmark(
     bars = {"alert worker": worker_rate, "alert engine only": throughput["engine_only"]["messages_per_s"]}
     if scorer:
         bars["scorer"] = scorer["messages_per_s"]
-    write_report(report, out, "alerts", bars, "scored messages/s")
+    write_report(report, out, "alerts", bar_chart(bars, "scored messages/s", "aet bench alerts"))
     return report

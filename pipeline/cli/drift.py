@@ -1,158 +1,108 @@
-"""The drift commands of ``aet``: ``monitor`` (the role), ``drift`` (list events), ``bench drift-detect``.
+"""The drift commands of ``aet``: ``monitor`` (the role) and ``drift`` (list events and live quality).
 
-Registered on the main command line by :func:`register` (called from pipeline/cli/main.py).
+``aet bench drift-detect`` is with the other benchmarks in bench.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import typer
 
+from aet.pipeline.cli.common import log, open_app, print_json, resolve_settings, stop_on_signals
 
-def register(cli: ModuleType) -> None:
-    """Add ``monitor``, ``drift`` and ``bench drift-detect`` to ``cli.app`` and ``cli.bench_app``."""
+app = typer.Typer()
 
-    @cli.app.command("monitor")
-    def monitor(
-        drain: bool = typer.Option(False, help="Exit once every available scored message and label is processed."),
-        metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
-        embed: bool = typer.Option(True, help="Load the champion to embed messages (the embedding detector)."),
-        expected_run_length: int | None = typer.Option(
-            None, help="Stationary messages per source expected between two false alarms (the alarm budget)."
-        ),
-        min_labels: int | None = typer.Option(None, help="Labels since the drift point a retrain request needs."),
-    ) -> None:
-        """Run the drift monitor role: aet.scored and aet.labels in, drift events and retrain requests out.
 
-        Events and requests go to aet.control and the database, with the live accuracy and macro-F1 per
-        source and model version (also as Prometheus metrics).
+@app.command("monitor")
+def monitor(
+    drain: bool = typer.Option(False, help="Exit once every available scored message and label is processed."),
+    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    embed: bool = typer.Option(True, help="Load the champion to embed messages (the embedding detector)."),
+    expected_run_length: int | None = typer.Option(
+        None, help="Stationary messages per source expected between two false alarms (the alarm budget)."
+    ),
+    min_labels: int | None = typer.Option(None, help="Labels since the drift point a retrain request needs."),
+) -> None:
+    """Run the drift monitor role: aet.scored and aet.labels in, drift events and retrain requests out.
 
-        SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
-        """
-        from aet.pipeline.metrics import serve_metrics
+    Events and requests go to aet.control and the database, with the live accuracy and macro-F1 per
+    source and model version (also as Prometheus metrics).
 
-        s = cli.settings(monitor={"expected_run_length": expected_run_length, "min_labels": min_labels})
-        application = cli._open_app(s)
-        stop = cli._stop_on_signals()
-        try:
-            worker = application.monitor()
-            if not embed:
-                worker.models = None  # label-free detection from confidence and class mix only
-            serve_metrics(metrics_port)
-            cli.log.info("monitor %s watching %s with %s", s.monitor.group, worker.topics, list(s.monitor.detectors))
-            n = worker.run(stop, drain=drain)
-            cli.log.info("monitor stopped after %d records: %s", n, worker.counts)
-        finally:
-            application.close()
+    SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
+    """
+    from aet.pipeline.metrics import serve_metrics
 
-    @cli.app.command("drift")
-    def drift(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        limit: int = typer.Option(50, help="Newest N events."),
-        source: str | None = typer.Option(None, help="Only this source (news, chat)."),
-        requests: bool = typer.Option(True, help="Also list retrain requests."),
-        quality: bool = typer.Option(False, help="Also show live accuracy and macro-F1 per source and model version."),
-    ) -> None:
-        """List drift events (and the retrain requests that followed them), newest first."""
-        from aet.storage.drift_store import MonitorStore
+    s = resolve_settings(monitor={"expected_run_length": expected_run_length, "min_labels": min_labels})
+    with open_app(s) as application:
+        stop = stop_on_signals()
+        worker = application.monitor()
+        if not embed:
+            worker.embedding.models = None  # label-free detection from confidence and class mix only
+        serve_metrics(metrics_port)
+        log.info("monitor %s watching %s with %s", s.monitor.group, worker.topics, list(s.monitor.detectors))
+        n = worker.run(stop, drain=drain)
+        log.info("monitor stopped after %d records: %s", n, worker.counts)
 
-        s = cli.settings()
-        application = cli._open_app(s)
-        try:
-            store = MonitorStore(application.db)
-            kinds = ("drift", "retrain_request") if requests else ("drift",)
-            rows = store.events(kinds, limit=limit, source=source)
-            live = store.quality() if quality else []
-        finally:
-            application.close()
-        if as_json:
-            data: Any = [
-                {
-                    "id": r.id,
-                    "kind": r.kind,
-                    "ts": r.ts.isoformat(),
-                    "model_version": r.model_version,
-                    "payload": r.payload,
-                }
-                for r in rows
-            ]
-            if quality:
-                data = {"events": data, "quality": [_quality_dict(q) for q in live]}
-            cli._print_json(data)
-            return
-        if not rows:
-            typer.echo("no drift events")
-        else:
-            typer.echo(f"{'time (UTC)':<19}  {'kind':<15} {'source':<6} {'detector':<23} {'position':>8}  details")
-            for r in rows:
-                p = r.payload or {}
-                if r.kind == "drift":
-                    details = _statistic(p.get("statistic") or {})
-                    position = p.get("position")
-                else:
-                    w = p.get("window") or {}
-                    details = f"{p.get('labeled')} labels, window {w.get('start')} .. {w.get('end')}"
-                    position = p.get("to_position")
-                typer.echo(
-                    f"{r.ts:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {p.get('source')!s:<6} "
-                    f"{p.get('detector')!s:<23} {position!s:>8}  {details}"
-                )
+
+@app.command("drift")
+def drift(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    limit: int = typer.Option(50, help="Newest N events."),
+    source: str | None = typer.Option(None, help="Only this source (news, chat)."),
+    requests: bool = typer.Option(True, help="Also list retrain requests."),
+    quality: bool = typer.Option(False, help="Also show live accuracy and macro-F1 per source and model version."),
+) -> None:
+    """List drift events (and the retrain requests that followed them), newest first."""
+    with open_app(resolve_settings()) as application:
+        store = application.monitor_store
+        kinds = ("drift", "retrain_request") if requests else ("drift",)
+        rows = store.events(kinds, limit=limit, source=source)
+        live = store.quality() if quality else []
+    if as_json:
+        data: Any = [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "ts": r.ts.isoformat(),
+                "model_version": r.model_version,
+                "payload": r.payload,
+            }
+            for r in rows
+        ]
         if quality:
-            typer.echo("")
-            typer.echo(f"{'source':<6} {'model':<10} {'labeled':>8} {'accuracy':>9} {'macro-F1':>9}  (rolling window)")
-            for q in live:
-                typer.echo(
-                    f"{q.source:<6} {q.model_version:<10} {q.labeled:>8} {q.accuracy:>9.3f} {q.macro_f1:>9.3f}  "
-                    f"({q.window})"
-                )
-
-    @cli.bench_app.command("drift-detect")
-    def bench_drift_detect(
-        out: Path = typer.Option(Path("bench-results"), help="Directory for drift-detect.json (+ .png) and the cache."),
-        n_pre: int = typer.Option(2000, help="News sentences before the switch."),
-        n_post: int = typer.Option(2000, help="News-headline tweets after the switch."),
-        repeats: int = typer.Option(5, min=1, help="Shuffles (seeds) per scenario."),
-        label_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of messages that get a label."),
-        label_delay: int = typer.Option(200, min=0, help="Messages between a message and its label."),
-        max_per_corpus: int | None = typer.Option(None, help="Score at most this many messages per corpus."),
-        seed: int = typer.Option(0, help="Base seed of the shuffles and label choices."),
-        bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
-        progress: bool = typer.Option(True, help="Show progress."),
-    ) -> None:
-        """Drift detectors compared on the shared corpora: delay after a news->tweets switch, false alarms.
-
-        For each detector alone, the default combination (with and without labels) and a periodic trigger:
-        detection delay in messages (and labels) after the switch, false alarms per 10,000 stationary messages.
-        """
-        from aet.pipeline.bench.drift import drift_benchmark
-
-        s = cli.settings()
-        application = cli._open_app(s)
-        try:
-            result = drift_benchmark(
-                application,
-                out=out,
-                bootstrap_data=bootstrap_data,
-                n_pre=n_pre,
-                n_post=n_post,
-                repeats=repeats,
-                label_fraction=label_fraction,
-                label_delay=label_delay,
-                max_per_corpus=max_per_corpus,
-                seed=seed,
-                progress=progress,
+            data = {"events": data, "quality": [_quality_dict(q) for q in live]}
+        print_json(data)
+        return
+    if not rows:
+        typer.echo("no drift events")
+    else:
+        typer.echo(f"{'time (UTC)':<19}  {'kind':<15} {'source':<6} {'detector':<23} {'position':>8}  details")
+        for r in rows:
+            p = r.payload or {}
+            if r.kind == "drift":
+                details = _statistic(p.get("statistic") or {})
+                position = p.get("position")
+            else:
+                w = p.get("window") or {}
+                details = f"{p.get('labeled')} labels, window {w.get('start')} .. {w.get('end')}"
+                position = p.get("to_position")
+            typer.echo(
+                f"{r.ts:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {p.get('source')!s:<6} "
+                f"{p.get('detector')!s:<23} {position!s:>8}  {details}"
             )
-        except FileNotFoundError as exc:
-            cli._fail(str(exc))
-        finally:
-            application.close()
-        cli._print_json(result)
+    if quality:
+        typer.echo("")
+        typer.echo(f"{'source':<6} {'model':<10} {'labeled':>8} {'accuracy':>9} {'macro-F1':>9}  (rolling window)")
+        for q in live:
+            typer.echo(
+                f"{q.source:<6} {q.model_version:<10} {q.labeled:>8} {q.accuracy:>9.3f} {q.macro_f1:>9.3f}  "
+                f"({q.window})"
+            )
 
 
 def _statistic(stat: dict[str, Any]) -> str:
+    """A drift event's statistic on one line: its scalar fields, floats to four significant digits."""
     parts = []
     for k, v in stat.items():
         if isinstance(v, float):
@@ -163,6 +113,7 @@ def _statistic(stat: dict[str, Any]) -> str:
 
 
 def _quality_dict(q: Any) -> dict[str, Any]:
+    """One row of live quality (per source and model version) as JSON."""
     return {
         "source": q.source,
         "model_version": q.model_version,

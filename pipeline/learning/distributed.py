@@ -6,7 +6,7 @@ group (NCCL on GPUs, gloo on CPUs). Rank 0 is the trainer role: it consumes
 champion version, settings) before training; every other rank loads the same
 champion on its own device and trains its share of each batch through
 DistributedDataParallel inside the one training loop
-(:class:`aet.pipeline.learning.loop.Trainer`). Only rank 0 writes the artifact,
+(:class:`aet.pipeline.learning.loop.TrainingLoop`). Only rank 0 writes the artifact,
 registers the challenger and publishes. When rank 0 stops it broadcasts a
 stop message and the others exit.
 
@@ -67,9 +67,7 @@ def run_trainer(app: App, stop: threading.Event, *, drain: bool = False, progres
 
     rank, world = _init(app)
     log.info("trainer rank %d of %d on %s", rank, world, app.settings.retrain.device)
-    from aet.pipeline.roles.trainer import TrainerRole
-
-    role = TrainerRole(app, progress=progress and rank == 0, follower=rank != 0)
+    role = app.trainer(progress=progress and rank == 0, follower=rank != 0)
     try:
         if rank == 0:
             role.retry_in_process = False  # a crash must restart the whole group (torchrun --max-restarts)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aet.pipeline.config import RetrainSettings
-from aet.pipeline.learning.loop import Example, evaluate
+from aet.pipeline.learning.examples import Example
+from aet.pipeline.learning.loop import evaluate
 from aet.pipeline.model import SentimentModel
+from aet.pipeline.ports import ModelInfo, Registry
 from aet.pipeline.records import ControlEvent
-from aet.storage.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
 EPS = 1e-9  # a difference exactly on a margin passes, whatever the float rounding
@@ -40,6 +41,13 @@ class SliceScores:
     @property
     def delta(self) -> float:
         return self.challenger - self.champion
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any] | None) -> SliceScores | None:
+        """The scores kept in a registry row's metrics or a gate payload (see :meth:`to_dict`); ``None`` if absent."""
+        if not stored:
+            return None
+        return cls(int(stored["n"]), float(stored["champion_macro_f1"]), float(stored["challenger_macro_f1"]))
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -134,11 +142,11 @@ def _serving(info: ModelInfo) -> dict[str, str]:
 class Promoter:
     """Applies decisions to the registry and describes each change as a control event."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
     def apply(self, version: str, decision: GateDecision, **context: Any) -> ControlEvent:
-        """Promote or reject challenger ``version`` per ``decision``; ``context`` (e.g. request_id) goes in the payload."""
+        """Promote or reject challenger ``version`` per ``decision``; ``context`` (e.g. request_id) joins the event."""
         if decision.promote:
             return self.promote(
                 version, reason="passed the champion/challenger gate", gate=decision.to_dict(), **context
@@ -189,13 +197,10 @@ class Promoter:
 def decision_from_dict(data: dict[str, Any]) -> GateDecision:
     """Rebuild a decision stored in a payload (for display)."""
 
-    def slice_of(d: dict[str, Any] | None) -> SliceScores | None:
-        return None if not d else SliceScores(d["n"], d["champion_macro_f1"], d["challenger_macro_f1"])
-
     return GateDecision(
         promote=data["promote"],
         reasons=list(data.get("reasons", [])),
-        recent=slice_of(data.get("recent")),
-        older=slice_of(data.get("older")),
+        recent=SliceScores.from_dict(data.get("recent")),
+        older=SliceScores.from_dict(data.get("older")),
         margins=dict(data.get("margins", {})),
     )

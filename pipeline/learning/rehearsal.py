@@ -7,8 +7,8 @@ slot j with j uniform in [0, n), kept only if j is a slot. Every stratum thus
 holds a uniform sample of everything it has seen, in bounded space, however
 long the stream. The random draw for the n-th example of a stratum is a hash
 of (seed, source, label, n), so the reservoir is deterministic for a seed and
-the same after a restart, with no random state to store. Rows live in the
-database (storage/training_store.py).
+the same after a restart, with no random state to store. Rows live in a
+:class:`~aet.pipeline.ports.ReservoirStore` (the database, storage/training_store.py).
 
 The same examples serve two purposes: replay in training, and the older
 held-out slice of the champion/challenger gate. :func:`is_holdout` splits
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.examples import Example
+from aet.pipeline.ports import ReservoirStore
 from aet.pipeline.records import LABELS
-from aet.storage.training_store import TrainingStore
 
 
 def uniform(*parts: object) -> float:
@@ -48,7 +48,8 @@ def is_holdout(text: str, fraction: float) -> bool:
 
 def split_holdout(examples: Sequence[Example], fraction: float) -> tuple[list[Example], list[Example]]:
     """(trainable, held out) by :func:`is_holdout`."""
-    train, held = [], []
+    train: list[Example] = []
+    held: list[Example] = []
     for e in examples:
         (held if is_holdout(e.text, fraction) else train).append(e)
     return train, held
@@ -65,7 +66,7 @@ class ReservoirStats:
 class Reservoir:
     """Reservoir sampling of labeled examples into the database, per source and class."""
 
-    def __init__(self, store: TrainingStore, capacity_per_source: int = 3000, seed: int = 13) -> None:
+    def __init__(self, store: ReservoirStore, capacity_per_source: int = 3000, seed: int = 13) -> None:
         if capacity_per_source < len(LABELS):
             raise ValueError(f"capacity_per_source must be at least {len(LABELS)} (one slot per label)")
         self.store = store

@@ -23,13 +23,11 @@ import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aet.pipeline import metrics
+from aet.pipeline.ports import Registry
 from aet.pipeline.records import ControlEvent
-
-if TYPE_CHECKING:
-    from aet.storage.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 KEEP_VERSIONS = 4  # versions whose recent labeled predictions are remembered
@@ -73,7 +71,8 @@ class RollbackGuard:
         self.watching = (new, previous)
         if new in self.watched:  # promoted again after a rollback: judge it on new labels only
             self.windows.pop(new, None)
-        self.watched = [v for v in self.watched if v != new][-KEEP_VERSIONS * 4 :] + [new]
+        kept = [v for v in self.watched if v != new][-KEEP_VERSIONS * 4 :]
+        self.watched = [*kept, new]
 
     def verdict(self) -> Verdict | None:
         """The decision on the watched promotion once it has enough labels; ``None`` until then."""
@@ -137,14 +136,14 @@ class RollbackGuard:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.windows = {v: deque(w, maxlen=self.labels) for v, w in state.get("windows", {}).items()}
-        self.watching = tuple(state["watching"]) if state.get("watching") else None  # type: ignore[assignment]
+        self.watching = tuple(state["watching"]) if state.get("watching") else None
         self.watched = list(state.get("watched", []))
 
 
 class AutoRollback:
     """Feeds a :class:`RollbackGuard` from the registry's promotions and applies its verdicts."""
 
-    def __init__(self, registry: ModelRegistry, guard: RollbackGuard, *, check_s: float = 30.0) -> None:
+    def __init__(self, registry: Registry, guard: RollbackGuard, *, check_s: float = 30.0) -> None:
         self.registry = registry
         self.guard = guard
         self.check_s = check_s

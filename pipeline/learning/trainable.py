@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import torch
 from transformers import PreTrainedModel
 
-Mode = Literal["full", "attention", "lora"]
-MODES: tuple[str, ...] = ("full", "attention", "lora")
+from aet.pipeline.config import TrainingMode
+
+MODES: tuple[str, ...] = get_args(TrainingMode)
 
 # Attention projections across common encoder families: BERT/MiniLM/RoBERTa
 # (attention.self.query|key|value, attention.output.dense), DistilBERT
@@ -35,8 +36,6 @@ _ATTENTION = re.compile(
     r"(attention\.self\.(query|key|value)|attention\.output\.dense|attention\.(q_lin|k_lin|v_lin|out_lin)"
     r"|(self_attn|attention|attn)\.(q_proj|k_proj|v_proj|o_proj|out_proj))$"
 )
-# Attention-probability dropout modules (zeroed while distilling attention maps, see objective.py).
-_ATTENTION_DROPOUT = re.compile(r"(attention\.self\.dropout|attention\.dropout|self_attn\.dropout|attn_dropout)$")
 
 
 class TrainableError(ValueError):
@@ -104,7 +103,11 @@ def prepare(
         if not modules:
             raise TrainableError(f"no attention projections found in {type(net).__name__}")
         config = LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=modules, bias="none"
+            r=lora_r,
+            lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft annotates an int; the scale alpha / r takes any number
+            lora_dropout=lora_dropout,
+            target_modules=modules,
+            bias="none",
         )
         inject_adapter_in_model(config, net)
         for n, p in net.named_parameters():
@@ -166,21 +169,3 @@ def effective_weights(net: torch.nn.Module, names: set[str] | None = None) -> It
             continue
         if names is None or name in names:
             yield name, p
-
-
-def disable_attention_dropout(net: torch.nn.Module) -> list[tuple[torch.nn.Dropout, float]]:
-    """Zero the dropout on attention probabilities, so the maps a training forward returns are distributions.
-
-    Returns what was changed, for :func:`restore_dropout`; the model's config is left alone.
-    """
-    changed = []
-    for name, module in net.named_modules():
-        if isinstance(module, torch.nn.Dropout) and _ATTENTION_DROPOUT.search(name):
-            changed.append((module, module.p))
-            module.p = 0.0
-    return changed
-
-
-def restore_dropout(changed: list[tuple[torch.nn.Dropout, float]]) -> None:
-    for module, p in changed:
-        module.p = p

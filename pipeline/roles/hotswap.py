@@ -33,17 +33,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aet.adapters.bus import Bus, BusError
 from aet.pipeline import metrics
 from aet.pipeline.model import SentimentModel
+from aet.pipeline.ports import Bus, BusError, Consumer, ModelInfo, RegistryReader
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, decode
-
-if TYPE_CHECKING:
-    from aet.storage.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
 SWAP_KINDS = ("promotion", "rollback")
@@ -260,7 +256,7 @@ class ChampionFollower:
         self,
         bus: Bus,
         control_topic: str,
-        registry: ModelRegistry,
+        registry: RegistryReader,
         swapper: ModelSwapper,
         *,
         group_prefix: str = "aet-scorer",
@@ -295,7 +291,7 @@ class ChampionFollower:
 
     def run(self) -> None:
         next_check = 0.0
-        consumer = None
+        consumer: Consumer | None = None
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_check:
@@ -333,8 +329,8 @@ def _is_swap_event(raw: bytes) -> bool:
         return False  # the control topic's other writers validate their own records
 
 
-def _close_quietly(consumer: Any) -> None:
+def _close_quietly(consumer: Consumer) -> None:
     try:
         consumer.close()
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - the consumer is being dropped anyway
+        log.debug("closing the control consumer failed: %s", exc)

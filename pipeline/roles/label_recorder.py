@@ -1,6 +1,6 @@
 """The label recorder role: validates delayed ground-truth labels and stores them.
 
-Labels arrive late and for a fraction of messages (DESIGN.md). Until the drift
+Labels arrive late and for a fraction of messages (docs/architecture.md, "Labels"). Until the drift
 monitor joins them to predictions, this role is what keeps them: a valid label
 is stored under its message id (a second label for the same message replaces
 the first); an invalid one is dead-lettered with its reason.
@@ -8,8 +8,8 @@ the first); an invalid one is dead-lettered with its reason.
 
 from __future__ import annotations
 
-from aet.adapters.bus import Bus, BusRecord
 from aet.pipeline.config import TopicSettings
+from aet.pipeline.ports import BatchStore, Bus, BusRecord
 from aet.pipeline.records import BadRecord, DeadLetter, LabelRecord, decode
 from aet.pipeline.worker import Outputs, Worker
 
@@ -19,7 +19,7 @@ class LabelRecorder(Worker):
 
     role = "labels"
 
-    def __init__(self, bus: Bus, store: object, topics: TopicSettings, group: str = "aet-labels") -> None:
+    def __init__(self, bus: Bus, store: BatchStore, topics: TopicSettings, group: str = "aet-labels") -> None:
         super().__init__(
             bus, store, group=group, topics=[topics.labels], dlq_topic=topics.dlq, max_batch=256, max_wait_ms=50
         )

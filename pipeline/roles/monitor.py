@@ -24,8 +24,9 @@ result or promotion; it names the data window (event time and stream
 positions) in the form the trainer reads (``window.start``/``window.end``,
 ``source``, ``drift_event_id``).
 
-Live quality: rolling accuracy and macro-F1 of the labeled messages per source
-and model version, stored in ``live_quality`` and exported as Prometheus gauges.
+Live quality (:mod:`aet.pipeline.live_quality`): rolling accuracy and macro-F1 of
+the labeled messages per source and model version, stored in ``live_quality`` and
+exported as Prometheus gauges.
 
 Restarts: the detectors, positions, pending requests and live quality are
 saved as JSON in ``detector_state`` in the same transaction as each batch's
@@ -39,52 +40,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
-import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from aet.adapters.bus import Bus, BusRecord
 from aet.pipeline import metrics
 from aet.pipeline.config import MonitorSettings, TopicSettings
 from aet.pipeline.drift import Alarm, DriftConfig, DriftEngine
-from aet.pipeline.evaluation import macro_f1
+from aet.pipeline.learning.rollback import AutoRollback
+from aet.pipeline.live_quality import LiveQuality
+from aet.pipeline.ports import Bus, BusRecord, MonitorBatch, MonitorLedger
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, decode, utcnow
+from aet.pipeline.roles.monitor_embedding import ChampionEmbedder, Embedder, ModelSource
 from aet.pipeline.worker import Outputs, Worker
-
-if TYPE_CHECKING:
-    from aet.pipeline.learning.rollback import AutoRollback
-    from aet.storage.drift_store import MonitorBatch, MonitorStore
 
 log = logging.getLogger(__name__)
 MONITOR_STATE_VERSION = 1
 CHECKPOINT_EVERY = 64  # messages between (position, time) checkpoints of a source
 MAX_CHECKPOINTS = 1024  # ~65,000 messages of a source; older labels map to position 0 (pre-reset)
 RETRAIN_BLOCKERS = ("retrain_request", "training_result", "promotion")
-
-
-class Embedder(Protocol):
-    """What the monitor embeds with: :class:`aet.pipeline.model.SentimentModel` fits."""
-
-    version: str
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class ModelSource(Protocol):
-    """Where the monitor finds the champion to embed with, and its training texts."""
-
-    def champion_version(self) -> str | None: ...
-
-    def load(self, version: str) -> Embedder: ...
-
-    def training_texts(self, version: str) -> dict[str, list[str]] | None: ...
 
 
 @dataclass
@@ -97,50 +76,9 @@ class _Prediction:
     labeled: bool = False
 
 
-class _Quality:
-    """Totals and a rolling window of (true, predicted) for one source and model version."""
-
-    def __init__(self, window: int) -> None:
-        self.labeled = 0
-        self.correct = 0
-        self.confusion = [[0, 0, 0] for _ in range(3)]
-        self.window: deque[tuple[int, int]] = deque(maxlen=window)
-
-    def add(self, true: int, predicted: int) -> None:
-        self.labeled += 1
-        self.correct += int(true == predicted)
-        self.confusion[true][predicted] += 1
-        self.window.append((true, predicted))
-
-    def accuracy(self) -> float:
-        return sum(t == p for t, p in self.window) / len(self.window) if self.window else 0.0
-
-    def macro_f1(self) -> float:
-        return macro_f1([t for t, _ in self.window], [p for _, p in self.window]) if self.window else 0.0
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "labeled": self.labeled,
-            "correct": self.correct,
-            "confusion": self.confusion,
-            "window": "".join(f"{t}{p}" for t, p in self.window),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.labeled, self.correct = int(state["labeled"]), int(state["correct"])
-        self.confusion = [[int(x) for x in row] for row in state["confusion"]]
-        w = state["window"]
-        self.window.extend((int(w[i]), int(w[i + 1])) for i in range(0, len(w), 2))
-
-
 def record_key(r: BusRecord) -> str:
     """Identity of one delivered record: where it was read, and a checksum of what it was."""
     return f"{r.topic}:{r.partition}:{r.offset}:{zlib.crc32(r.value):08x}"
-
-
-def sampled_for_embedding(message_id: str, every: int) -> bool:
-    """Deterministic 1-in-``every`` choice of messages to embed (stable across replays and restarts)."""
-    return every <= 1 or zlib.crc32(message_id.encode("utf-8")) % every == 0
 
 
 def _event_id(*parts: Any) -> str:
@@ -150,7 +88,7 @@ def _event_id(*parts: Any) -> str:
 class _BatchWriter:
     """The store the worker loop sees: writes the batch's events and dead letters with the monitor's rows."""
 
-    def __init__(self, store: MonitorStore, monitor: Monitor) -> None:
+    def __init__(self, store: MonitorLedger, monitor: Monitor) -> None:
         self.store = store
         self.monitor = monitor
 
@@ -171,7 +109,7 @@ class Monitor(Worker):
     def __init__(
         self,
         bus: Bus,
-        store: MonitorStore,
+        store: MonitorLedger,
         topics: TopicSettings,
         settings: MonitorSettings,
         *,
@@ -189,17 +127,13 @@ class Monitor(Worker):
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
         )
-        from aet.storage.drift_store import MonitorBatch
-
-        self._new_batch = MonitorBatch
         self.current_batch = MonitorBatch()
         self.monitor_store = store
         self.settings = settings
         self.names = topics  # topic names (self.topics, set by Worker, is the list consumed)
         self.config = DriftConfig.from_settings(settings)
         self.engine = DriftEngine(self.config)
-        self.embedder = embedder
-        self.models = models
+        self.embedding = ChampionEmbedder(settings, self.config, embedder=embedder, models=models)
         self.rollback = rollback  # judges promotions on the live labels (pipeline/learning/rollback.py)
         self.clock = clock
         self.recent: OrderedDict[str, _Prediction] = OrderedDict()
@@ -207,7 +141,7 @@ class Monitor(Worker):
         self.seen = 0
         self.pending: dict[str, dict[str, Any]] = {}
         self.last_request_at: datetime | None = None
-        self.quality: dict[tuple[str, str], _Quality] = {}
+        self.quality = LiveQuality(settings.quality_window)
         self.applied: set[str] = set()
         self.latest_ts: dict[str, str] = {}
         self.checkpoints: dict[str, deque[tuple[int, str]]] = {}
@@ -221,8 +155,6 @@ class Monitor(Worker):
             "skipped_redelivered": 0,
         }
         self.raised: deque[ControlEvent] = deque(maxlen=1000)  # this process's latest events (summaries, tests)
-        self._last_champion_check = -float("inf")
-        self._warned_no_embedder = False
         self._restore()
 
     # ------------------------------------------------------------------ state
@@ -242,9 +174,7 @@ class Monitor(Worker):
                 self.last_request_at = (
                     datetime.fromisoformat(state["last_request_at"]) if state["last_request_at"] else None
                 )
-                for key, q in state["quality"].items():
-                    source, version = key.split("\x1f", 1)
-                    self._quality(source, version).restore(q)
+                self.quality.restore(state["quality"])
                 self.applied = set(state["applied"])
                 self.latest_ts = dict(state["latest_ts"])
                 self.checkpoints = {
@@ -258,7 +188,9 @@ class Monitor(Worker):
                     "monitor %s resumed at %s", self.group, {s: src.position for s, src in self.engine.sources.items()}
                 )
         for row in self.monitor_store.held_labels():
-            label = LabelRecord(message_id=row.message_id, label=row.label, ts=row.label_ts, annotator=row.annotator)
+            label = LabelRecord.model_validate(
+                {"message_id": row.message_id, "label": row.label, "ts": row.label_ts, "annotator": row.annotator}
+            )
             self.held[row.message_id] = (label, int(row.held_at or 0))
         metrics.HELD_LABELS.set(len(self.held))
 
@@ -269,7 +201,7 @@ class Monitor(Worker):
             "seen": self.seen,
             "pending": self.pending,
             "last_request_at": self.last_request_at.isoformat() if self.last_request_at else None,
-            "quality": {f"{s}\x1f{v}": q.state() for (s, v), q in self.quality.items()},
+            "quality": self.quality.state(),
             "applied": sorted(applied),
             "latest_ts": self.latest_ts,
             "checkpoints": {s: list(cp) for s, cp in self.checkpoints.items()},
@@ -277,99 +209,32 @@ class Monitor(Worker):
             "rollback": self.rollback.state() if self.rollback is not None else None,
         }
 
-    def _quality(self, source: str, version: str) -> _Quality:
-        key = (source, version)
-        if key not in self.quality:
-            self.quality[key] = _Quality(self.settings.quality_window)
-        return self.quality[key]
-
     # ------------------------------------------------------------------ the champion to embed with
 
-    def before_batch(self) -> None:
-        if self.models is None or "hotelling_embedding" not in self.config.detectors:
-            return
-        now = time.monotonic()
-        if now - self._last_champion_check < self.settings.champion_check_s:
-            return
-        self._last_champion_check = now
-        try:
-            version = self.models.champion_version()
-            if version is not None and (self.embedder is None or self.embedder.version != version):
-                log.info("monitor embeds with champion %s from now on", version)
-                self.embedder = self.models.load(version)
-        except Exception as exc:  # noqa: BLE001 - the monitor keeps running on the label-free signals it has
-            log.warning(
-                "cannot load the champion to embed with (%s: %s); keeping %s",
-                type(exc).__name__,
-                exc,
-                getattr(self.embedder, "version", None),
-            )
+    @property
+    def embedder(self) -> Embedder | None:
+        """The model the monitor embeds with now (the champion it follows, or the one it was given)."""
+        return self.embedding.embedder
 
-    def _embed(self, messages: list[ScoredMessage]) -> dict[str, np.ndarray]:
-        if "hotelling_embedding" not in self.config.detectors or not messages:
-            return {}
-        if self.embedder is None:
-            if not self._warned_no_embedder:
-                log.warning("the monitor has no model to embed with: the embedding detector is idle")
-                self._warned_no_embedder = True
-            return {}
-        chosen = [
-            m
-            for m in messages
-            if m.model_version == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)
-        ]
-        if not chosen:
-            return {}
-        try:
-            vectors = np.asarray(self.embedder.embed([m.text for m in chosen]), dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the monitor; the signal skips it
-            log.warning(
-                "embedding %d messages failed (%s: %s); the embedding signal skips them",
-                len(chosen),
-                type(exc).__name__,
-                exc,
-            )
-            return {}
-        return {m.id: v for m, v in zip(chosen, vectors)}
+    def before_batch(self) -> None:
+        self.embedding.follow()
 
     def _training_reference(self, source: str, version: str) -> None:
-        """With ``embedding_reference: training``, embed the champion's training texts as the reference."""
-        if self.settings.embedding_reference != "training" or "hotelling_embedding" not in self.config.detectors:
-            return
-        if self.embedder is None or self.embedder.version != version or self.models is None:
-            log.warning(
-                "no training reference for %s/%s (no matching model); using the stream's first messages",
-                source,
-                version,
-            )
-            return
-        try:
-            texts = self.models.training_texts(version)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("cannot read the training data of %s (%s); using the stream's first messages", version, exc)
-            return
-        if not texts:
-            log.warning(
-                "the registry names no readable training data for %s; using the stream's first messages", version
-            )
-            return
-        pool = texts.get(source) or [t for ts in texts.values() for t in ts]
-        pool = random.Random(self.config.seed).sample(pool, min(len(pool), self.config.reference_size))
-        if len(pool) < 20:
-            log.warning("only %d training texts for %s; using the stream's first messages", len(pool), source)
-            return
-        self.engine.set_reference(source, np.asarray(self.embedder.embed(pool), dtype=np.float32))
-        log.info("embedding reference of %s/%s: %d training texts", source, version, len(pool))
+        """With ``embedding_reference: training``, the champion's training texts are the embedding reference."""
+        reference = self.embedding.training_reference(source, version)
+        if reference is not None:
+            self.engine.set_reference(source, reference)
+            log.info("embedding reference of %s/%s: %d training texts", source, version, len(reference))
 
     # ------------------------------------------------------------------ the batch
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         out = Outputs()
-        batch = self._new_batch()
+        batch = MonitorBatch()
         self.current_batch = batch
         keys = [record_key(r) for r in records]
         decoded: list[tuple[BusRecord, ScoredMessage | LabelRecord]] = []
-        for r, key in zip(records, keys):
+        for r, key in zip(records, keys, strict=True):
             if key in self.applied:
                 self.counts["skipped_redelivered"] += 1
                 continue
@@ -393,12 +258,12 @@ class Monitor(Worker):
                         key=r.key,
                     )
                 )
-        embeddings = self._embed([m for _, m in decoded if isinstance(m, ScoredMessage)])
+        embeddings = self.embedding.embed([m for _, m in decoded if isinstance(m, ScoredMessage)])
         batch_ids = {m.id for _, m in decoded if isinstance(m, ScoredMessage)}
         lookup = [
-            l.message_id
-            for _, l in decoded
-            if isinstance(l, LabelRecord) and l.message_id not in self.recent and l.message_id not in batch_ids
+            item.message_id
+            for _, item in decoded
+            if isinstance(item, LabelRecord) and item.message_id not in self.recent and item.message_id not in batch_ids
         ]
         stored = self.monitor_store.predictions(lookup) if lookup else {}
         already = self.monitor_store.joined(lookup) if lookup else set()
@@ -411,23 +276,7 @@ class Monitor(Worker):
         self._expire_held(out, batch, touched)
         self._retrain_requests(out)
         self._auto_rollback(out)
-        for source, version in touched:
-            q = self._quality(source, version)
-            batch.quality.append(
-                {
-                    "source": source,
-                    "model_version": version,
-                    "labeled": q.labeled,
-                    "correct": q.correct,
-                    "window": len(q.window),
-                    "accuracy": q.accuracy(),
-                    "macro_f1": q.macro_f1(),
-                    "confusion": q.confusion,
-                }
-            )
-            metrics.LIVE_ACCURACY.labels(source, version).set(q.accuracy())
-            metrics.LIVE_MACRO_F1.labels(source, version).set(q.macro_f1())
-            metrics.LIVE_LABELED.labels(source, version).set(q.labeled)
+        batch.quality.extend(self.quality.report(touched))
         for name, src in self.engine.sources.items():
             metrics.STREAM_POSITION.labels(name).set(src.position)
         metrics.HELD_LABELS.set(len(self.held))
@@ -543,7 +392,7 @@ class Monitor(Worker):
         true = LABELS.index(label.label)
         self.counts["joined"] += 1
         metrics.LABEL_OUTCOMES.labels("joined").inc()
-        self._quality(pred.source, pred.version).add(true, pred.label)
+        self.quality.add(pred.source, pred.version, true, pred.label)
         touched.add((pred.source, pred.version))
         pending = self.pending.get(pred.source)
         if pending is not None and (pred.position if pred.position is not None else 0) > pending["position"]:
@@ -699,32 +548,3 @@ class Monitor(Worker):
             p["drift_event_id"],
             event.payload["window"],
         )
-
-
-class RegistryModels:
-    """Follows the registry's champion for the monitor: its version, a loaded copy, its training texts."""
-
-    def __init__(self, registry: Any, load: Callable[[Any], Embedder]) -> None:
-        self.registry = registry
-        self._load = load
-
-    def champion_version(self) -> str | None:
-        info = self.registry.champion()
-        return info.version if info is not None else None
-
-    def load(self, version: str) -> Embedder:
-        return self._load(self.registry.get(version))
-
-    def training_texts(self, version: str) -> dict[str, list[str]] | None:
-        """Texts of the labeled file the version was trained on (``info['trained_on']``), by source."""
-        from pathlib import Path
-
-        from aet.pipeline.learning.loop import load_examples
-
-        path = (self.registry.get(version).info or {}).get("trained_on")
-        if not path or not Path(path).is_file():
-            return None
-        texts: dict[str, list[str]] = {}
-        for e in load_examples(Path(path)):
-            texts.setdefault(e.source, []).append(e.text)
-        return texts

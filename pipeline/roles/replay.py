@@ -26,8 +26,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from aet.adapters.bus import Bus
 from aet.pipeline.config import ReplaySettings, TopicSettings
+from aet.pipeline.ports import Publisher
 from aet.pipeline.records import LABELS, BadRecord, DeadLetter, LabelRecord, Message, decode, parse_event_time
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def to_message_payload(row: dict[str, Any], synthetic_ts: datetime | None) -> di
     given_meta = row.get("meta")
     meta = dict(given_meta) if isinstance(given_meta, dict) else {}
     meta.update({k: v for k, v in row.items() if k not in MESSAGE_FIELDS | {"label", "entity"} and v not in (None, "")})
-    payload = {k: row[k] for k in ("id", "text", "source") if k in row}
+    payload: dict[str, Any] = {k: row[k] for k in ("id", "text", "source") if k in row}
     payload["channel"] = row.get("channel") or row.get("corpus") or "replay"
     payload["entities"] = entities or []
     # A ``meta`` that is not an object is left for validation to refuse (a dead letter, not a crash).
@@ -133,7 +133,7 @@ class Replay:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: Publisher,
         topics: TopicSettings,
         settings: ReplaySettings,
         *,

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aet.adapters.bus import Bus, BusRecord
 from aet.pipeline.config import ScorerSettings, TopicSettings
 from aet.pipeline.model import SentimentModel
+from aet.pipeline.ports import BatchStore, Bus, BusRecord
 from aet.pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
 from aet.pipeline.roles.hotswap import ModelSwapper
 from aet.pipeline.worker import Outputs, Worker
@@ -42,7 +42,7 @@ class Scorer(Worker):
     def __init__(
         self,
         bus: Bus,
-        store: object,
+        store: BatchStore,
         model: SentimentModel,
         topics: TopicSettings,
         settings: ScorerSettings,
@@ -80,7 +80,7 @@ class Scorer(Worker):
             except BadRecord as exc:
                 out.dead_letters.append(_dead_letter(r, exc.reason))
         model = self.model
-        for (_, message), probs in zip(decoded, self._predict(model, decoded, out)):
+        for (_, message), probs in zip(decoded, self._predict(model, decoded, out), strict=True):
             if probs is None:
                 continue
             scored = to_scored(message, probs, model.version)
@@ -96,7 +96,8 @@ class Scorer(Worker):
             return []
         texts = [m.text for _, m in decoded]
         try:
-            return _checked(model.predict_proba(texts), len(texts))
+            rows: list[np.ndarray | None] = [*_checked(model.predict_proba(texts), len(texts))]
+            return rows
         except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
             log.warning("batch of %d failed in the model (%s); scoring one by one", len(texts), exc)
         results: list[np.ndarray | None] = []

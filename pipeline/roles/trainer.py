@@ -24,7 +24,8 @@ delivered again and retried (up to ``max_attempts``, counted in the
 database, after which it is rejected with the last error). A request that
 was already handled is answered from the run log instead of training twice.
 
-Payload of a ``retrain_request`` (every field optional)::
+Payload of a ``retrain_request`` (every field optional; the schema is
+:class:`aet.pipeline.records.RetrainRequest`)::
 
     {"window": {"start": ISO, "end": ISO}   # or window_start / window_end, or since / until
      "source": "news" | "chat",             # only this source's labeled messages
@@ -43,97 +44,49 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from aet.adapters.bus import BusRecord
 from aet.pipeline import metrics
-from aet.pipeline.learning.loop import (
+from aet.pipeline.config import RetrainSettings, RoundSettings, TopicSettings
+from aet.pipeline.learning.examples import (
     Example,
     TrainingDataError,
-    TrainingInterrupted,
     check_trainable,
     load_examples,
     stratified_split,
 )
-from aet.pipeline.learning.objective import load_fisher, save_fisher
+from aet.pipeline.learning.fisher import load_fisher, save_fisher
+from aet.pipeline.learning.loop import TrainingInterrupted
 from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, score_slice
 from aet.pipeline.learning.rehearsal import Reservoir, split_holdout, text_key
-from aet.pipeline.learning.round import AdaptConfig, adapt
+from aet.pipeline.learning.round import adapt
 from aet.pipeline.model import ModelLoadError, SentimentModel, pick_device
-from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, decode, explain, parse_event_time
-from aet.pipeline.worker import Outputs, Worker
-from aet.storage.artifacts import ArtifactError
-from aet.storage.training_store import TrainingStore
-
-if TYPE_CHECKING:
-    from aet.pipeline.runtime import App
+from aet.pipeline.ports import (
+    ArtifactError,
+    Artifacts,
+    BatchStore,
+    Bus,
+    BusRecord,
+    ModelInfo,
+    ModelRef,
+    Registry,
+    TrainerStore,
+)
+from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, RetrainRequest, decode, explain
+from aet.pipeline.worker import DetachedBus, Outputs, Worker
 
 log = logging.getLogger(__name__)
 TRAINING_FACTS = "training.json"
+#: Loads a registered model, verified against its sha256, onto a device ("cpu", "cuda:1", ...).
+ModelLoader = Callable[[ModelRef, str], SentimentModel]
 
 
 class RequestError(ValueError):
     """A retrain request that cannot be served (corrupt, or nothing to train from); the message says why."""
-
-
-class RetrainRequest(BaseModel):
-    """The payload of a ``retrain_request`` control event."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    source: Literal["news", "chat"] | None = None
-    data: str | None = None
-    mode: Literal["full", "attention", "lora"] | None = None
-    max_examples: int | None = Field(default=None, ge=1)
-    drift_event_id: str | None = None
-    auto_promote: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _aliases(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise ValueError(f"the payload must be an object, not {type(value).__name__}")
-        v = dict(value)
-        window = v.pop("window", None)
-        if window is not None:
-            if not isinstance(window, dict):
-                raise ValueError("window must be an object with start and/or end")
-            v.setdefault("window_start", window.get("start"))
-            v.setdefault("window_end", window.get("end"))
-        if "since" in v:
-            v.setdefault("window_start", v.pop("since"))
-        if "until" in v:
-            v.setdefault("window_end", v.pop("until"))
-        drift = v.get("drift_event")
-        if isinstance(drift, dict) and "drift_event_id" not in v:
-            v["drift_event_id"] = drift.get("id")
-        return v
-
-    @field_validator("window_start", "window_end", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        return None if value is None else parse_event_time(value)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RetrainRequest:
-        if self.window_start and self.window_end and self.window_end <= self.window_start:
-            raise ValueError(
-                f"window end {self.window_end.isoformat()} is not after its start {self.window_start.isoformat()}"
-            )
-        return self
-
-    def window(self) -> dict[str, str | None]:
-        return {
-            "start": self.window_start.isoformat() if self.window_start else None,
-            "end": self.window_end.isoformat() if self.window_end else None,
-        }
 
 
 def parse_request(payload: Any) -> RetrainRequest:
@@ -147,47 +100,61 @@ def parse_request(payload: Any) -> RetrainRequest:
 class RoundData:
     """What :meth:`TrainerRole.prepare` builds for one round."""
 
-    champion: Any
+    champion: ModelInfo
     examples: list[Example]
     recent_train: list[Example]
     validation: list[Example]
     recent_holdout: list[Example]
     replay_train: list[Example]
     older_holdout: list[Example]
-    config: AdaptConfig
+    config: RoundSettings
     device: torch.device
 
 
 class TrainerRole(Worker):
-    """Consumes ``aet.control``; serves ``retrain_request`` events one at a time."""
+    """Consumes ``aet.control``; serves ``retrain_request`` events one at a time.
+
+    ``bus`` is ``None`` for a data-parallel follower (rank > 0), which never
+    touches the bus: rank 0 hands it each round (:meth:`follow`).
+    ``model_device`` is where training runs when ``settings.device`` is unset.
+    """
 
     role = "trainer"
 
     def __init__(
         self,
-        app: App,
+        bus: Bus | None,
+        store: BatchStore,
         *,
+        registry: Registry,
+        artifacts: Artifacts,
+        training: TrainerStore,
+        reservoir: Reservoir,
+        load_model: ModelLoader,
+        topics: TopicSettings,
+        settings: RetrainSettings,
+        model_device: str = "auto",
         progress: bool = True,
         retry_backoff_s: float = 1.0,
-        mode: str | None = None,
-        follower: bool = False,
     ) -> None:
-        s = app.settings
-        # A data-parallel follower (rank > 0) never touches the bus: rank 0 hands it each round.
         super().__init__(
-            None if follower else app.bus,
-            app.store,
-            group=s.retrain.group,
-            topics=[s.topics.control],
-            dlq_topic=s.topics.dlq,
+            bus if bus is not None else DetachedBus(),
+            store,
+            group=settings.group,
+            topics=[topics.control],
+            dlq_topic=topics.dlq,
             max_batch=1,
             max_wait_ms=0,
         )
-        self.app = app
-        self.settings = s.retrain if mode is None else s.retrain.model_copy(update={"mode": mode})
-        self.training = TrainingStore(app.db)
-        self.reservoir = Reservoir(self.training, self.settings.reservoir_per_source, self.settings.seed)
-        self.promoter = Promoter(app.registry)
+        self.settings = settings
+        self.control_topic = topics.control
+        self.registry = registry
+        self.artifacts = artifacts
+        self.training = training
+        self.reservoir = reservoir
+        self.load_model = load_model
+        self.model_device = model_device
+        self.promoter = Promoter(registry)
         self.progress = progress
         self.retry_backoff_s = retry_backoff_s
         self.failures = 0
@@ -244,7 +211,8 @@ class TrainerRole(Worker):
             try:
                 event = decode(ControlEvent, r.value)
             except BadRecord as exc:
-                ident = raw.get("id") if isinstance(raw.get("id"), str) else f"{r.topic}-{r.partition}-{r.offset}"
+                raw_id = raw.get("id")
+                ident = raw_id if isinstance(raw_id, str) else f"{r.topic}-{r.partition}-{r.offset}"
                 self._emit(out, self._reject(ident, f"corrupt retrain request: {exc.reason}", payload=raw))
                 continue
             for e in self.serve(event):
@@ -253,7 +221,7 @@ class TrainerRole(Worker):
 
     def _emit(self, out: Outputs, event: ControlEvent) -> None:
         out.events.append(event)
-        out.publish.append((self.app.settings.topics.control, event.kind, event.to_bytes()))
+        out.publish.append((self.control_topic, event.kind, event.to_bytes()))
 
     # ------------------------------------------------------------------ one request
 
@@ -270,7 +238,7 @@ class TrainerRole(Worker):
             request = parse_request(event.payload)
         except RequestError as exc:
             return [self._reject(request_id, str(exc), payload=event.payload)]
-        made = self.app.registry.find(request_id=request_id)
+        made = self.registry.find(request_id=request_id)
         if made:  # registered before a crash, but never announced: finish it instead of training again
             log.info("retrain request %s already produced %s; finishing it", request_id, made[0].version)
             self.training.begin_run(request_id, event.payload)
@@ -353,7 +321,7 @@ class TrainerRole(Worker):
     def prepare(self, request: RetrainRequest) -> RoundData:
         """The data and settings of one round."""
         s = self.settings
-        champion_info = self.app.registry.champion()
+        champion_info = self.registry.champion()
         if champion_info is None:
             raise RequestError("no champion is registered to adapt")
         examples = self._examples(request)
@@ -363,7 +331,7 @@ class TrainerRole(Worker):
         recent_texts = {text_key(e.text) for e in examples}
         held = [e for e in self.reservoir.examples() if text_key(e.text) not in recent_texts]
         replay_train, older_holdout = split_holdout(held, s.holdout_fraction)
-        config = AdaptConfig.from_settings(s, mode=request.mode or s.mode)
+        config = s.model_copy(update={"mode": request.mode or s.mode})
         # Early stopping follows the recent data; the older data is the gate's forgetting check.
         validation = recent_val
         return RoundData(
@@ -375,7 +343,7 @@ class TrainerRole(Worker):
             replay_train=replay_train,
             older_holdout=older_holdout,
             config=config,
-            device=pick_device(s.device or self.app.settings.model.device),
+            device=pick_device(s.device or self.model_device),
         )
 
     def _train(self, request_id: str, request: RetrainRequest, event: ControlEvent) -> list[ControlEvent]:
@@ -384,7 +352,7 @@ class TrainerRole(Worker):
             self.before_training(request_id, data)
         champion_info, config, device = data.champion, data.config, data.device
         champion = self._load(champion_info, device)
-        version = self.app.registry.next_version()
+        version = self.registry.next_version()
         log.info(
             "retrain %s: %s from %s in %s mode on %s (%d recent, %d replay, %d validation)",
             request_id,
@@ -400,9 +368,9 @@ class TrainerRole(Worker):
             champion,
             recent=data.recent_train,
             validation=data.validation,
-            replay=data.replay_train,
+            rehearsal=data.replay_train,
             champion_fisher=load_fisher(Path(champion_info.artifact_path)),
-            config=config,
+            settings=config,
             version=version,
             progress=self.progress,
             interrupt=self._stop.is_set,
@@ -438,7 +406,7 @@ class TrainerRole(Worker):
             "validation": result.train.history[-1] if result.train.history else {},
         }
         try:
-            info = self.app.registry.register(
+            info = self.registry.register(
                 version=version,
                 artifact_path=str(path.resolve()),
                 sha256=digest,
@@ -456,7 +424,7 @@ class TrainerRole(Worker):
         metrics.TRAINING_ROUNDS.labels("registered").inc()
         return self._conclude(request_id, request, info)
 
-    def _conclude(self, request_id: str, request: RetrainRequest, info: Any) -> list[ControlEvent]:
+    def _conclude(self, request_id: str, request: RetrainRequest, info: ModelInfo) -> list[ControlEvent]:
         """Announce a registered challenger, apply the gate, and close the request's run.
 
         Also used when a crash hit after registration: the gate's numbers are in the registry row.
@@ -482,15 +450,17 @@ class TrainerRole(Worker):
         ]
         auto = s.auto_promote if request.auto_promote is None else request.auto_promote
         if auto and info.status == "challenger":
-            recent, older = (_slice(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
+            recent, older = (SliceScores.from_dict(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
-            champion = self.app.registry.champion()
+            champion = self.registry.champion()
             if champion is not None and champion.version != info.parent:
                 decision = replace(
                     decision,
                     promote=False,
-                    reasons=decision.reasons
-                    + [f"the champion changed from {info.parent} to {champion.version} while {info.version} trained"],
+                    reasons=[
+                        *decision.reasons,
+                        f"the champion changed from {info.parent} to {champion.version} while {info.version} trained",
+                    ],
                 )
             events.append(
                 self.promoter.apply(
@@ -507,43 +477,31 @@ class TrainerRole(Worker):
 
     def follow(self, data: RoundData) -> None:
         """A non-zero data-parallel rank's share of a round (rank 0's data, this rank's device); writes nothing."""
-        device = pick_device(self.settings.device or self.app.settings.model.device)
+        device = pick_device(self.settings.device or self.model_device)
         data = replace(data, device=device)
         champion = self._load(data.champion, device)
         adapt(
             champion,
             recent=data.recent_train,
             validation=data.validation,
-            replay=data.replay_train,
+            rehearsal=data.replay_train,
             champion_fisher=load_fisher(Path(data.champion.artifact_path)),
-            config=replace(data.config, estimate_fisher=False),
+            settings=data.config,
+            new_fisher=False,
             version="follower",
             progress=False,
         )
 
-    def _load(self, info: Any, device: torch.device) -> SentimentModel:
+    def _load(self, info: ModelRef, device: torch.device) -> SentimentModel:
         """The champion in float32 on ``device`` (bf16 comes from autocast while training)."""
-        from aet.storage.artifacts import verify
-
-        try:
-            verify(Path(info.artifact_path), info.sha256)
-        except ArtifactError as exc:
-            raise ModelLoadError(f"champion {info.version}: {exc}") from exc
-        m = self.app.settings.model
-        model = SentimentModel.load(
-            info.artifact_path,
-            version=info.version,
-            max_length=m.max_length,
-            batch_size=m.batch_size,
-            device="cpu",
-            new_head=False,
-        )
-        model.model.to(device)
+        model = self.load_model(info, "cpu")
+        # transformers wraps PreTrainedModel.to in a decorator whose signature mypy misreads
+        model.model.to(device)  # type: ignore[arg-type]
         return model
 
     def _write_artifact(self, result: Any, version: str, facts: dict[str, Any]) -> tuple[Path, str]:
         """Stage, fill and seal the artifact; a crash on the way leaves no final directory."""
-        store = self.app.artifacts
+        store = self.artifacts
         final = store.path_of(version)
         if final.exists():
             self._clear_orphan(final, facts["request_id"])
@@ -560,7 +518,7 @@ class TrainerRole(Worker):
 
     def _clear_orphan(self, final: Path, request_id: str) -> None:
         """Remove a sealed artifact left by an earlier attempt at the same request that crashed before registering."""
-        if any(m.version == final.name for m in self.app.registry.list()):
+        if any(m.version == final.name for m in self.registry.list()):
             raise ArtifactError(f"artifact {final} already exists and is registered")
         facts_file = final / TRAINING_FACTS
         owner = json.loads(facts_file.read_text()).get("request_id") if facts_file.is_file() else None
@@ -578,10 +536,3 @@ def _world() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return 1
-
-
-def _slice(stored: dict[str, Any] | None) -> SliceScores | None:
-    """The gate's numbers for one slice, from a registry row's metrics."""
-    if not stored:
-        return None
-    return SliceScores(int(stored["n"]), float(stored["champion_macro_f1"]), float(stored["challenger_macro_f1"]))

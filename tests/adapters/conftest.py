@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from aet.adapters.bus import Bus
+from aet.pipeline.ports import Bus
 
 BusFactory = Callable[[], Bus]
 

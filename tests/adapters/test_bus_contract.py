@@ -1,4 +1,4 @@
-"""The Bus contract (adapters/bus.py), checked against every backend that ``bus_factory`` opens.
+"""The Bus contract (pipeline/ports.py), checked against every backend that ``bus_factory`` opens.
 
 Nothing here is backend-specific. Group joins on a real broker take seconds, so
 every wait is a poll loop bounded by a generous deadline rather than a fixed sleep;
@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
-from aet.adapters.bus import Bus, BusRecord, Consumer
+from aet.pipeline.ports import Bus, BusRecord, Consumer
 
 BusFactory = Callable[[], Bus]  # the bus_factory fixture of tests/adapters/conftest.py
 Unique = Callable[[str], str]

@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aet.adapters.bus import BusError, BusRecord, run_paused
 from aet.adapters.kafka_bus import KafkaBus, client_configs
 from aet.pipeline import metrics
 from aet.pipeline.config import BusSettings, ScorerSettings, TopicSettings
+from aet.pipeline.ports import BusError, BusRecord
 from aet.pipeline.records import Message
 from aet.pipeline.roles.scorer import Scorer
+from aet.pipeline.worker import run_paused
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from tests.kafka_broker import TansuBroker
@@ -381,10 +382,12 @@ def test_run_paused_keeps_the_member_in_its_group_through_long_work(kafka_broker
 
 def test_bench_bus_reports_both_kafka_settings_and_the_memory_bus(kafka_broker: TansuBroker, tmp_path: Path) -> None:
     """A tiny run of the benchmark behind `aet bench bus` (the numbers themselves are in docs/kafka.md)."""
-    from aet.pipeline.bench.common import bus_benchmark
+    from aet.pipeline.bench.bus import bus_benchmark
+    from aet.pipeline.cli.bench import bus_backends
 
     report = bus_benchmark(
         BusSettings(),
+        bus_backends(),
         bootstrap_servers=kafka_broker.bootstrap_servers,
         n=3000,
         repeats=1,

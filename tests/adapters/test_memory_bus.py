@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aet.adapters.bus import BusError, BusRecord
 from aet.adapters.memory_bus import MemoryBus, assign, partition_for
+from aet.pipeline.ports import BusError, BusRecord
 
 
 def _log(journal: Path, topic: str, partition: int = 0) -> Path:
@@ -191,7 +191,7 @@ def test_paused_consumer_gets_nothing_until_resumed() -> None:
 def test_consumer_lag_counts_its_uncommitted_records() -> None:
     """Consumer.lag counts records in the member's partitions not yet committed."""
     with MemoryBus(partitions=2) as bus:
-        for i in range(5):
+        for _ in range(5):
             bus.publish("t", b"x")
         consumer = bus.consumer("g", ["t"])
         assert consumer.lag() == 5
@@ -325,7 +325,7 @@ def test_second_bus_on_the_same_journal_is_refused(tmp_path: Path) -> None:
 def test_commit_after_close_does_not_touch_the_journal(tmp_path: Path) -> None:
     """A consumer of a closed bus cannot commit, so a journal released to another bus is not written."""
     bus = MemoryBus(partitions=1, journal_dir=tmp_path)
-    for i in range(3):
+    for _ in range(3):
         bus.publish("t", b"x")
     consumer = bus.consumer("g", ["t"])
     assert len(_poll_n(consumer, 3)) == 3

@@ -122,7 +122,12 @@ def receivers() -> Iterator[list[Receiver]]:
 
 
 def dispatcher(outbox: AlertStore, sink: Any, **kw: Any) -> SinkDispatcher:
-    options = dict(poll_s=0.05, backoff_s=0.05, max_backoff_s=0.2, since=T0 - timedelta(days=3650))
+    options: dict[str, Any] = {
+        "poll_s": 0.05,
+        "backoff_s": 0.05,
+        "max_backoff_s": 0.2,
+        "since": T0 - timedelta(days=3650),
+    }
     options.update(kw)
     return SinkDispatcher(outbox, sink, **options)
 

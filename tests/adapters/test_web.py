@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from aet.adapters.web import AnalystServer
+from aet.pipeline.ports import BucketSnapshot
 from aet.pipeline.records import Alert, ControlEvent
-from aet.pipeline.roles.alerts import BucketSnapshot
 from aet.storage.alert_store import AlertStore
 from aet.storage.db import Database
 from aet.storage.registry import ModelRegistry

@@ -28,7 +28,7 @@ from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from tests.cli_helpers import aet_env, run_aet, start_aet, wait_until
 from tests.conftest import shared_corpus
-from tests.kafka_broker import TansuBroker, fresh_kafka_broker  # noqa: F401 - the fixture
+from tests.kafka_broker import TansuBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from aet.adapters.bus import Bus, Consumer
 from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.ports import Bus, Consumer
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from aet.storage.tables import DeadLetterRow, LabelRow, ScoredMessageRow

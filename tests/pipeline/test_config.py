@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aet.pipeline.config import ScorerSettings, Settings, load_settings
+from aet.pipeline.config import (
+    LEARNING_RATE_BY_MODE,
+    FitSettings,
+    ObjectiveSettings,
+    RoundSettings,
+    ScorerSettings,
+    Settings,
+    TrainableSettings,
+    load_settings,
+)
+from aet.pipeline.learning.trainable import MODES
 
 YAML = """\
 log_level: warning
@@ -183,3 +193,84 @@ def test_overrides_are_validated() -> None:
         load_settings(scorer={"max_wait_ms": -1})
     with pytest.raises(ValidationError):
         load_settings(scorer={"max_batch_size": 5})
+
+
+RETRAIN_YAML = """\
+retrain:
+  mode: lora
+  epochs: 4
+  learning_rate: 0.001
+  lambda_ewc: 2.5
+  replay: false
+  replay_ratio: 0.25
+  fisher_samples: 64
+  min_examples: 30
+  promote_min_gain: 0.05
+"""
+
+
+def test_retrain_keys_stay_flat_and_the_old_replay_keys_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "aet.yaml"
+    path.write_text(RETRAIN_YAML)
+    r = load_settings(path).retrain
+    assert (r.mode, r.epochs, r.learning_rate, r.lambda_ewc, r.fisher_samples) == ("lora", 4, 0.001, 2.5, 64)
+    assert r.rehearsal is False and r.rehearsal_ratio == 0.25  # from replay / replay_ratio
+    assert (r.min_examples, r.promote_min_gain) == (30, 0.05)
+    assert r.describe() == "ce+ewc(2.5)+att(1)"
+    path.write_text("retrain:\n  rehearsal: false\n  rehearsal_ratio: 0.75\n")
+    r = load_settings(path).retrain
+    assert r.rehearsal is False and r.rehearsal_ratio == 0.75
+
+
+def test_retrain_env_variables_old_and_new_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AET_RETRAIN__EPOCHS", "5")
+    monkeypatch.setenv("AET_RETRAIN__LAMBDA_ATT", "0")
+    monkeypatch.setenv("AET_RETRAIN__REPLAY", "false")
+    monkeypatch.setenv("AET_RETRAIN__REPLAY_RATIO", "0.3")
+    r = load_settings().retrain
+    assert (r.epochs, r.lambda_att, r.rehearsal, r.rehearsal_ratio) == (5, 0.0, False, 0.3)
+    monkeypatch.delenv("AET_RETRAIN__REPLAY")
+    monkeypatch.setenv("AET_RETRAIN__REHEARSAL", "false")
+    assert load_settings().retrain.rehearsal is False
+    monkeypatch.setenv("AET_RETRAIN__REHEARSAL_RATIOO", "0.3")
+    with pytest.raises(ValidationError, match="rehearsal_ratioo"):
+        load_settings()
+
+
+def test_the_bootstrap_and_a_round_share_the_fit_with_their_own_defaults() -> None:
+    s = load_settings()
+    assert isinstance(s.train, FitSettings) and isinstance(s.retrain, RoundSettings)
+    assert isinstance(s.retrain, FitSettings) and isinstance(s.retrain, ObjectiveSettings)
+    assert isinstance(s.retrain, TrainableSettings)
+    train, retrain = s.train, s.retrain
+    assert (train.epochs, train.batch_size, train.patience, train.time_budget_s) == (3, 16, None, None)
+    assert (retrain.epochs, retrain.batch_size, retrain.patience, retrain.time_budget_s) == (2, 32, 1, 1800.0)
+    assert train.learning_rate_for("full") == 1e-4  # the bootstrap trains every weight
+    assert retrain.mode == "attention" and retrain.learning_rate_used == LEARNING_RATE_BY_MODE["attention"] == 5e-4
+    lora = retrain.model_copy(update={"mode": "lora"})
+    assert lora.learning_rate_used == 2e-3
+    assert lora.model_copy(update={"learning_rate": 1e-5}).learning_rate_used == 1e-5
+    assert (train.seed, train.validation_fraction) == (retrain.seed, retrain.validation_fraction) == (13, 0.15)
+
+
+def test_the_per_mode_learning_rates_are_described_from_their_one_mapping() -> None:
+    description = FitSettings.model_fields["learning_rate"].description or ""
+    assert all(f"{mode} {rate:g}" in description for mode, rate in LEARNING_RATE_BY_MODE.items())
+    assert set(LEARNING_RATE_BY_MODE) == set(MODES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "retrain:\n  mode: everything\n",
+        "retrain:\n  epochs: 0\n",
+        "retrain:\n  patience: 0\n",
+        "retrain:\n  lambda_ewcc: 1\n",
+        "train:\n  batch_size: 0\n",
+    ],
+)
+def test_invalid_training_values_are_refused(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ValidationError):
+        load_settings(path)

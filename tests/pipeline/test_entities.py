@@ -139,5 +139,5 @@ def test_gazetteer_files_load(tmp_path: Path) -> None:
     path.write_text('"not a list"')
     with pytest.raises(ValueError):
         Gazetteer.load(path)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="unknown_key"):
         Gazetteer([{"id": "$X", "unknown_key": 1}])

@@ -86,7 +86,7 @@ def test_missing_directory_error_names_the_path(tmp_path: Path) -> None:
 
 def test_directory_without_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         SentimentModel.load(tmp_path / "empty", version="x")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -217,17 +218,17 @@ def test_current_schema_version_accepted_and_unknown_fields_ignored() -> None:
 
 def test_alert_window_must_be_ordered() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    base = dict(
-        id="a",
-        entity="$A",
-        kind="negative_surge",
-        counts={},
-        shares={},
-        baseline={},
-        z=3.0,
-        severity="warning",
-        model_version="v1",
-    )
+    base: dict[str, Any] = {
+        "id": "a",
+        "entity": "$A",
+        "kind": "negative_surge",
+        "counts": {},
+        "shares": {},
+        "baseline": {},
+        "z": 3.0,
+        "severity": "warning",
+        "model_version": "v1",
+    }
     assert Alert(window_start=t, window_end=t + timedelta(minutes=5), **base).window_end > t
     reason = reason_of({**base, "window_start": t.isoformat(), "window_end": (t - timedelta(1)).isoformat()}, Alert)
     assert "window_end is before window_start" in reason

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 import aet.pipeline.worker as worker_mod
-from aet.adapters.bus import BusError, BusRecord, Consumer
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import ScorerSettings, TopicSettings
+from aet.pipeline.ports import BusError, BusRecord, Consumer
 from aet.pipeline.records import DeadLetter, ScoredMessage, decode
 from aet.pipeline.roles.scorer import Scorer
-from aet.pipeline.worker import Outputs, Worker, collect_batch
+from aet.pipeline.worker import DetachedBus, Outputs, Worker, collect_batch
 from aet.storage.store import ResultStore
 from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
 
@@ -296,3 +296,14 @@ def test_dead_letters_from_handle_are_published_and_stored(bus: MemoryBus, store
     rows = store.dead_letters()
     assert sorted(r.offset for r in rows) == [1, 3] and {r.stage for r in rows} == {"echo"}
     assert json.loads(bus.read_all("aet.dlq")[0].value)["raw"] == "!b"
+
+
+def test_a_detached_worker_refuses_every_bus_operation() -> None:
+    """A data-parallel follower's trainer has no bus: using it is an error, closing it is not."""
+    bus = DetachedBus()
+    with pytest.raises(BusError, match="detached"):
+        bus.publish("t", b"x")
+    with pytest.raises(BusError, match="detached"):
+        bus.consumer("g", ["t"])
+    with bus:
+        pass

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.examples import Example
 from aet.pipeline.model import SentimentModel, resolve_backbone
 from aet.pipeline.records import LABELS
 
@@ -36,7 +36,7 @@ def tiny_model(
         max_position_embeddings=64,
         num_labels=3,
         id2label=dict(enumerate(LABELS)),
-        label2id={l: i for i, l in enumerate(LABELS)},
+        label2id={label: i for i, label in enumerate(LABELS)},
     )
     net = BertForSequenceClassification(config)
     net.set_attn_implementation("eager")

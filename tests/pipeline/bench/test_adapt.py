@@ -47,10 +47,10 @@ def test_objectives_of_the_ablation() -> None:
     described = {c: _objective(c, 2.0, 3.0).describe() for c in CONFIGS}
     assert described == {
         "plain": "ce",
-        "replay": "ce+replay",
+        "replay": "ce+rehearsal",
         "ewc": "ce+ewc(2)",
         "att": "ce+att(3)",
-        "aet": "ce+replay+ewc(2)+att(3)",
+        "aet": "ce+rehearsal+ewc(2)+att(3)",
     }
 
 

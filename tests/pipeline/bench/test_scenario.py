@@ -12,7 +12,7 @@ import pytest
 from aet.pipeline.bench.scenario import Scenario, StreamItem, build_stream, load_scenario
 from aet.pipeline.bench.strategies import Strategy
 from aet.pipeline.bench.stream import phase_scores, post_drift_score, run_prequential, targets, windows
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.examples import Example
 from aet.pipeline.records import LABELS
 
 
@@ -137,7 +137,7 @@ def test_prequential_predicts_before_learning_and_scores_per_phase(data: Path) -
     assert sorted(rec.learned) == [it.index for it in stream.items if it.labeled]
     scores = phase_scores(stream, predictions)
     assert [p["phase"] for p in scores] == ["A", "B", "A2"]
-    for p, (start, end) in zip(scores, stream.phase_bounds):
+    for p, (start, end) in zip(scores, stream.phase_bounds, strict=True):
         labeled = [it for it in stream.items[start:end] if it.labeled]
         assert p["labeled"] == len(labeled)
         assert p["accuracy"] == pytest.approx(sum(it.truth == 1 for it in labeled) / len(labeled), abs=1e-4)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aet.pipeline.bench.common import score_benchmark
+from aet.pipeline.bench.score import score_benchmark
 from tests.conftest import EXAMPLES
 
 

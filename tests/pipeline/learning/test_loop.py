@@ -1,81 +1,123 @@
-"""Supervised training: data checks, seeded splits, the training loop and its extension point."""
+"""The training loop: seeded training, loss terms on their hooks, early stopping, time budget, length-grouped batches.
+
+Fast checks run on a tiny model; the slow ones train MiniLM.
+"""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from aet.pipeline.config import TrainSettings
-from aet.pipeline.learning.loop import (
-    Example,
-    Trainer,
-    TrainingDataError,
-    check_trainable,
-    evaluate,
-    load_examples,
-    stratified_split,
-)
+from aet.pipeline.config import FitSettings
+from aet.pipeline.learning.examples import Example, load_examples
+from aet.pipeline.learning.loop import TrainingInterrupted, TrainingLoop, length_grouped
+from aet.pipeline.learning.terms import LossTerm, Step
 from aet.pipeline.model import SentimentModel
 from tests.conftest import EXAMPLES
+from tests.pipeline.tiny_model import synthetic_examples, tiny_model
+
+DATA = synthetic_examples(48, seed=1)
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
+class Constant(LossTerm):
+    """A loss term that adds a constant."""
+
+    name = "constant"
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        return torch.tensor(5.0)
 
 
-def test_load_examples_skips_unlabeled_rows(tmp_path: Path) -> None:
-    path = write_jsonl(
-        tmp_path / "d.jsonl",
-        [
-            {"text": "up", "label": "positive", "source": "chat"},
-            {"text": "no label here"},
-            {"text": "down", "label": "negative"},
-        ],
+class Recorder(LossTerm):
+    """A loss term that needs attention maps, records its hooks and steps, and contributes a constant."""
+
+    name = "rec"
+    needs_attentions = True
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.seen: list[Step] = []
+        self.hooks: list[str] = []
+        self.fail_at = fail_at
+
+    def setup(self, student: SentimentModel) -> None:
+        self.hooks.append("setup")
+
+    def teardown(self) -> None:
+        self.hooks.append("teardown")
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        self.hooks.append("step")
+        self.seen.append(step)
+        if self.fail_at is not None and len(self.seen) == self.fail_at:
+            raise RuntimeError("injected failure")
+        return torch.tensor(0.25)
+
+
+def test_terms_get_the_step_with_the_batch_and_attention_maps_and_are_logged() -> None:
+    model, recorder = tiny_model(), Recorder()
+    result = TrainingLoop(model, FitSettings(epochs=1, batch_size=16, seed=1), terms=[recorder], progress=False).fit(
+        DATA
     )
-    examples = load_examples(path)
-    assert [(e.text, e.label, e.source) for e in examples] == [("up", 2, "chat"), ("down", 0, "news")]
+    assert len(recorder.seen) == 3 and result.steps == 3 and result.samples == 48
+    step = recorder.seen[0]
+    assert len(step.examples) == 16 and step.outputs.attentions is not None
+    assert len(step.outputs.attentions) == 2 and step.outputs.logits.shape == (16, 3)
+    assert step.model is model and step.labels.tolist() == [e.label for e in step.examples]
+    assert step.encoded["input_ids"].shape[0] == 16
+    assert sorted(e.id for s in recorder.seen for e in s.examples) == sorted(e.id for e in DATA)  # each once
+    assert result.history[0]["train_rec"] == 0.25
+    assert recorder.hooks == ["setup", "step", "step", "step", "teardown"]
 
 
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ('{"text": "x", "label": "bullish"}', "line 1: unknown label 'bullish'"),
-        ("not json", "line 1: not JSON"),
-        ('{"text": "  ", "label": "neutral"}', "line 1: no text"),
-    ],
-)
-def test_load_examples_names_the_bad_line(tmp_path: Path, line: str, message: str) -> None:
-    path = tmp_path / "bad.jsonl"
-    path.write_text(line + "\n")
-    with pytest.raises(TrainingDataError, match=message):
-        load_examples(path)
+def test_teardown_runs_when_training_fails_or_is_interrupted() -> None:
+    failing = Recorder(fail_at=2)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        TrainingLoop(tiny_model(), FitSettings(epochs=1, batch_size=16, seed=1), terms=[failing], progress=False).fit(
+            DATA
+        )
+    assert failing.hooks == ["setup", "step", "step", "teardown"]
+    stopped = Recorder()
+    loop = TrainingLoop(
+        tiny_model(),
+        FitSettings(epochs=1, batch_size=16, seed=1),
+        terms=[stopped],
+        progress=False,
+        interrupt=lambda: True,
+    )
+    with pytest.raises(TrainingInterrupted):
+        loop.fit(DATA)
+    assert stopped.hooks == ["setup", "step", "teardown"]
 
 
-def test_load_examples_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(TrainingDataError, match="not found"):
-        load_examples(tmp_path / "nope.jsonl")
+def test_the_learning_rate_defaults_to_the_full_mode_rate_without_a_trainable() -> None:
+    assert TrainingLoop(tiny_model(), FitSettings(), progress=False).learning_rate == 1e-4
+    assert TrainingLoop(tiny_model(), FitSettings(learning_rate=3e-3), progress=False).learning_rate == 3e-3
 
 
-def test_check_trainable_refuses_too_few_and_single_class() -> None:
-    with pytest.raises(TrainingDataError, match="only 3 labeled examples"):
-        check_trainable([Example("a", 0), Example("b", 1), Example("c", 2)])
-    with pytest.raises(TrainingDataError, match="all labeled examples have the label 'neutral'"):
-        check_trainable([Example(str(i), 1) for i in range(40)])
+def test_early_stopping_after_patience_epochs_without_gain() -> None:
+    model = tiny_model()
+    frozen = FitSettings(epochs=5, batch_size=16, learning_rate=1e-12, seed=1, patience=2)  # validation cannot improve
+    result = TrainingLoop(model, frozen, progress=False).fit(DATA, DATA[:12])
+    assert result.stopped == "early_stopping"
+    assert [h["epoch"] for h in result.history] == [0, 1, 2] and result.best_epoch == 0
 
 
-def test_stratified_split_is_seeded_and_keeps_class_shares() -> None:
-    examples = [Example(f"t{i}", i % 3) for i in range(300)]
-    train_a, val_a = stratified_split(examples, 0.2, seed=1)
-    train_b, val_b = stratified_split(examples, 0.2, seed=1)
-    _, val_c = stratified_split(examples, 0.2, seed=2)
-    assert (train_a, val_a) == (train_b, val_b)
-    assert val_a != val_c
-    assert len(val_a) == 60 and {c: sum(e.label == c for e in val_a) for c in range(3)} == {0: 20, 1: 20, 2: 20}
-    assert not {e.text for e in train_a} & {e.text for e in val_a}
+def test_time_budget_stops_training_and_keeps_the_best_weights() -> None:
+    model = tiny_model()
+    budget = FitSettings(epochs=3, batch_size=8, seed=1, time_budget_s=1e-9)  # any step outlasts it
+    result = TrainingLoop(model, budget, progress=False).fit(DATA, DATA[:12])
+    assert result.stopped == "time_budget" and result.steps == 1 and len(result.history) == 1
+    assert "val_macro_f1" in result.history[0]
+
+
+def test_length_grouped_batches_cover_every_example_once() -> None:
+    lengths = [len(e.text) for e in DATA] + [5] * 16 + [300] * 16
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    grouped = length_grouped(order, lengths, 16, torch.Generator().manual_seed(0), window=8)
+    assert sorted(grouped) == sorted(order)
+    batches = [grouped[i : i + 16] for i in range(0, len(grouped), 16)]
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert min(spreads) == 0  # the very short and very long texts end up in batches of their own
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +125,11 @@ def small_data() -> list[Example]:
     return load_examples(EXAMPLES / "train.jsonl")[:48]
 
 
-def _train_once(data: list[Example], extra: list = ()) -> tuple[SentimentModel, list[dict]]:
+def _train_once(data: list[Example], terms: list[LossTerm] | None = None) -> tuple[SentimentModel, list[dict]]:
     torch.manual_seed(0)
     model = SentimentModel.load("minilm", version="t", new_head=True, device="cpu")
-    result = Trainer(model, TrainSettings(epochs=1, batch_size=16, seed=3), loss_terms=extra, progress=False).fit(data)
+    fit = FitSettings(epochs=1, batch_size=16, seed=3)
+    result = TrainingLoop(model, fit, terms=terms or [], progress=False).fit(data)
     return model, result.history
 
 
@@ -94,26 +137,12 @@ def _train_once(data: list[Example], extra: list = ()) -> tuple[SentimentModel, 
 def test_training_is_deterministic_for_a_seed(small_data: list[Example]) -> None:
     a, _ = _train_once(small_data)
     b, _ = _train_once(small_data)
-    for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+    for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
 
 
 @pytest.mark.slow
 def test_extra_loss_terms_are_added_to_the_objective(small_data: list[Example]) -> None:
     _, plain = _train_once(small_data)
-    constant = ("constant", lambda model, enc, labels: torch.tensor(5.0))
-    _, with_term = _train_once(small_data, [constant])
+    _, with_term = _train_once(small_data, [Constant()])
     assert with_term[0]["train_loss"] == pytest.approx(plain[0]["train_loss"] + 5.0, abs=1e-4)
-
-
-@pytest.mark.slow
-def test_bootstrapped_champion_beats_an_untrained_head(champion_artifact: dict[str, str]) -> None:
-    """The session champion (trained on examples/train.jsonl) is measured on the unseen stream file."""
-    stream = load_examples(EXAMPLES / "stream.jsonl")
-    champion = SentimentModel.load(champion_artifact["artifact_path"], version="c", device="cpu")
-    torch.manual_seed(0)
-    untrained = SentimentModel.load("minilm", version="u", new_head=True, device="cpu")
-    trained_f1 = evaluate(champion, stream)["macro_f1"]
-    untrained_f1 = evaluate(untrained, stream)["macro_f1"]
-    assert trained_f1 > 0.6, trained_f1
-    assert trained_f1 > untrained_f1 + 0.2, (trained_f1, untrained_f1)

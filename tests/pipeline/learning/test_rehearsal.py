@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from aet.pipeline.learning.loop import Example
+from aet.pipeline.learning.examples import Example
 from aet.pipeline.learning.rehearsal import Reservoir, is_holdout, split_holdout
 from aet.storage.db import Database
 from aet.storage.training_store import TrainingStore

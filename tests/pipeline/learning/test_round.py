@@ -7,16 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from aet.pipeline.learning.objective import load_fisher, save_fisher
-from aet.pipeline.learning.round import AdaptConfig, Objective, adapt, replay_sample
+from aet.pipeline.config import LEARNING_RATE_BY_MODE, RoundSettings
+from aet.pipeline.learning.fisher import load_fisher, save_fisher
+from aet.pipeline.learning.round import adapt
 from aet.pipeline.learning.trainable import is_lora, trained_names
 from aet.pipeline.model import SentimentModel
 from aet.storage.artifacts import ArtifactStore, verify
 from tests.pipeline.tiny_model import synthetic_examples, tiny_model
 
 RECENT = synthetic_examples(48, seed=1, prefix="new ")
-REPLAY = synthetic_examples(30, seed=2, prefix="old ")
-FAST = AdaptConfig(epochs=1, batch_size=16, fisher_samples=12, fisher_batch_size=4, seed=5, learning_rate=1e-2)
+REHEARSAL = synthetic_examples(30, seed=2, prefix="old ")
+FAST = RoundSettings(
+    epochs=1, batch_size=16, fisher_samples=12, fisher_batch_size=4, seed=5, learning_rate=1e-2, time_budget_s=None
+)
 
 
 def _state(model: SentimentModel) -> dict[str, torch.Tensor]:
@@ -32,9 +35,9 @@ def test_a_round_returns_a_plain_model_and_the_merged_fisher_and_leaves_the_cham
         champion,
         recent=RECENT,
         validation=RECENT[:6],
-        replay=REPLAY,
+        rehearsal=REHEARSAL,
         champion_fisher=champion_fisher,
-        config=AdaptConfig(**{**FAST.__dict__, "mode": mode}),
+        settings=FAST.model_copy(update={"mode": mode}),
     )
 
     after = _state(champion)
@@ -49,16 +52,16 @@ def test_a_round_returns_a_plain_model_and_the_merged_fisher_and_leaves_the_cham
     assert set(result.fisher) == set(champion_fisher)  # merged: the stored keys, decayed or updated
     for n in names[:3]:
         assert torch.all(result.fisher[n] >= 0.9 * 0.5 - 1e-7)  # γ·F_old + F_new with F_new ≥ 0
-    assert result.counts == {"recent": 48, "replay": 24, "train": 72, "validation": 6}
+    assert result.counts == {"recent": 48, "rehearsal": 24, "train": 72, "validation": 6}
     assert result.train.history[0]["train_ewc"] > 0 and result.train.history[0]["train_att"] >= 0
     facts = result.facts()
-    assert facts["objective"] == "ce+replay+ewc(1)+att(1)" and facts["mode"] == mode
+    assert facts["objective"] == "ce+rehearsal+ewc(1)+att(1)" and facts["mode"] == mode
     assert facts["trainable_parameters"] == result.trainable_parameters > 0
 
 
 def test_rounds_are_deterministic_for_a_seed() -> None:
-    a = adapt(tiny_model(seed=0), recent=RECENT, replay=REPLAY, config=FAST)
-    b = adapt(tiny_model(seed=0), recent=RECENT, replay=REPLAY, config=FAST)
+    a = adapt(tiny_model(seed=0), recent=RECENT, rehearsal=REHEARSAL, settings=FAST)
+    b = adapt(tiny_model(seed=0), recent=RECENT, rehearsal=REHEARSAL, settings=FAST)
     sa, sb = a.model.model.state_dict(), b.model.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert all(torch.equal(a.fisher[k], b.fisher[k]) for k in a.fisher)
@@ -68,29 +71,30 @@ def test_switching_terms_off() -> None:
     plain = adapt(
         tiny_model(seed=0),
         recent=RECENT,
-        replay=REPLAY,
-        config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 0.0)}),
+        rehearsal=REHEARSAL,
+        settings=FAST.model_copy(update={"rehearsal": False, "lambda_ewc": 0.0, "lambda_att": 0.0}),
     )
-    assert plain.counts["replay"] == 0
+    assert plain.counts["rehearsal"] == 0
     assert set(plain.train.history[0]) == {"epoch", "train_loss"}
     att_only = adapt(
         tiny_model(seed=0),
         recent=RECENT,
-        replay=REPLAY,
-        config=AdaptConfig(**{**FAST.__dict__, "objective": Objective(False, 0.0, 1.0)}),
+        rehearsal=REHEARSAL,
+        settings=FAST.model_copy(update={"rehearsal": False, "lambda_ewc": 0.0, "lambda_att": 1.0}),
     )
-    assert att_only.counts["replay"] == 0 and att_only.train.history[0]["train_att"] > 0
+    assert att_only.counts["rehearsal"] == 0 and att_only.train.history[0]["train_att"] > 0
 
 
-def test_replay_sample_is_bounded_by_the_ratio_and_seeded() -> None:
-    assert len(replay_sample(REPLAY, 10, 0.5, seed=1)) == 5
-    assert len(replay_sample(REPLAY, 1000, 0.5, seed=1)) == len(REPLAY)
-    assert replay_sample(REPLAY, 20, 0.5, seed=1) == replay_sample(REPLAY, 20, 0.5, seed=1)
+def test_a_follower_skips_the_new_fisher_and_the_mode_sets_the_default_learning_rate() -> None:
+    settings = FAST.model_copy(update={"learning_rate": None, "mode": "lora"})
+    result = adapt(tiny_model(seed=0), recent=RECENT, rehearsal=REHEARSAL, settings=settings, new_fisher=False)
+    assert result.fisher is None and "fisher_new" not in result.seconds
+    assert result.facts()["learning_rate"] == LEARNING_RATE_BY_MODE["lora"] == 2e-3
 
 
 def test_the_artifact_round_trips_bit_exactly(tmp_path: Path) -> None:
     """Weights, config, tokenizer and Fisher come back from a sealed artifact exactly as they were."""
-    result = adapt(tiny_model(seed=0), recent=RECENT, replay=REPLAY, config=FAST, version="v0002")
+    result = adapt(tiny_model(seed=0), recent=RECENT, rehearsal=REHEARSAL, settings=FAST, version="v0002")
     store = ArtifactStore(tmp_path / "models")
     staged = store.stage()
     result.model.save(staged)

@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from aet.pipeline.config import TrainSettings
-from aet.pipeline.learning.loop import Trainer
+from aet.pipeline.config import FitSettings
+from aet.pipeline.learning.loop import TrainingLoop
 from aet.pipeline.learning.trainable import (
     TrainableError,
     attention_module_names,
+    effective_weights,
     head_parameter_names,
     is_lora,
     merge_lora,
     prepare,
+    trained_names,
 )
 from aet.pipeline.model import SentimentModel
 from tests.pipeline.tiny_model import synthetic_examples, tiny_model
@@ -26,7 +28,7 @@ def _is_attention(name: str) -> bool:
 
 
 def _is_head(name: str) -> bool:
-    return name.startswith("classifier.") or name.startswith("bert.pooler.")
+    return name.startswith(("classifier.", "bert.pooler."))
 
 
 def test_attention_projections_and_head_are_found() -> None:
@@ -56,10 +58,10 @@ def test_gradients_flow_only_into_the_chosen_parameters(mode: str) -> None:
     trainable = prepare(model.model, mode)
     before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
     captured: dict[str, bool] = {}
-    trainer = Trainer(
+    trainer = TrainingLoop(
         model,
-        TrainSettings(epochs=1, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0, seed=1),
-        parameters=trainable.parameters,
+        FitSettings(epochs=1, batch_size=8, learning_rate=1e-2, warmup_fraction=0.0, seed=1),
+        trainable=trainable,
         progress=False,
     )
     # Record gradients at the optimizer step by wrapping clip_grad_norm_ (called right after backward).
@@ -122,3 +124,27 @@ def test_lora_merges_into_a_plain_checkpoint_with_the_same_outputs(tmp_path: Pat
     assert not is_lora(loaded.model)  # a plain Hugging Face checkpoint: no peft needed to serve it
     with torch.no_grad():
         assert torch.allclose(loaded.model(**enc).logits, merged, atol=1e-5)
+
+
+def test_lora_effective_weight_is_base_plus_scaled_low_rank_update() -> None:
+    model = tiny_model(seed=5)
+    prepare(model.model, "lora", lora_r=2, lora_alpha=4.0)
+    layer = model.model.bert.encoder.layer[0].attention.self.query
+    with torch.no_grad():
+        layer.lora_B["default"].weight.fill_(0.1)
+    weights = dict(effective_weights(model.model))
+    expected = layer.base_layer.weight + (layer.lora_B["default"].weight @ layer.lora_A["default"].weight) * 2.0
+    assert torch.allclose(weights["bert.encoder.layer.0.attention.self.query.weight"], expected)
+    assert "bert.encoder.layer.0.attention.self.query.base_layer.weight" not in weights
+
+
+def test_trained_names_cover_what_a_mode_trains() -> None:
+    """What the Fisher of a round covers: the weights its mode changes, under their plain names."""
+    model = tiny_model()
+    attention = trained_names(model.model, "attention")
+    lora = trained_names(model.model, "lora")
+    assert "classifier.weight" in attention and "bert.pooler.dense.weight" in attention
+    assert "bert.encoder.layer.0.attention.self.key.bias" in attention
+    assert "bert.encoder.layer.0.attention.self.key.bias" not in lora  # LoRA adapts weights only
+    assert not any("intermediate" in n or "embeddings" in n for n in attention)
+    assert set(trained_names(model.model, "full")) == {n for n, _ in model.model.named_parameters()}

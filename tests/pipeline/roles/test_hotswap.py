@@ -16,10 +16,10 @@ import pytest
 from aet.pipeline.config import load_settings
 from aet.pipeline.learning.promotion import Promoter
 from aet.pipeline.model import SentimentModel
+from aet.pipeline.ports import ModelInfo
 from aet.pipeline.records import ScoredMessage, decode
 from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
 from aet.pipeline.runtime import App
-from aet.storage.registry import ModelInfo
 from tests.pipeline.pipeline_fakes import Running, encode, message_payload
 from tests.pipeline.tiny_model import register_tiny, tiny_model
 

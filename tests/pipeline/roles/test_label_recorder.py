@@ -79,7 +79,7 @@ def test_the_same_message_labelled_twice_in_one_batch_keeps_the_latest(
     assert drain(rec) == 3
     assert rec.batches == 1
     [write] = recording.writes
-    assert sorted(l.message_id for l in write["labels"]) == ["m1", "m2"]  # deduplicated before the store
+    assert sorted(lab.message_id for lab in write["labels"]) == ["m1", "m2"]  # deduplicated before the store
     rows = {r.message_id: r for r in label_rows(db)}
     assert set(rows) == {"m1", "m2"}
     assert (rows["m1"].label, rows["m1"].annotator) == ("positive", "second")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from aet.adapters.bus import BusRecord
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import MonitorSettings, TopicSettings
+from aet.pipeline.ports import BusRecord
 from aet.pipeline.records import ControlEvent, DeadLetter, Message, decode
 from aet.pipeline.roles.monitor import Monitor
 from aet.pipeline.roles.scorer import to_scored

@@ -126,7 +126,7 @@ def test_csv_input(tmp_path: Path, rbus: RecordingBus) -> None:
     assert out[1].text == "second, with a comma" and out[1].source == "chat" and out[1].channel == "room"
     assert out[1].entities == ["$AAA", "$BBB"] and out[1].meta == {"score": "0.5"}
     assert out[0].entities == [] and out[0].meta == {} and out[0].channel == "replay"
-    assert {(l.message_id, l.label) for l in labels(rbus)} == {("c1", "negative"), ("c2", "positive")}
+    assert {(lab.message_id, lab.label) for lab in labels(rbus)} == {("c1", "negative"), ("c2", "positive")}
     assert stats.published == 2 and stats.labels == 2
 
 
@@ -208,8 +208,8 @@ def test_labels_follow_their_message_by_the_event_time_delay(tmp_path: Path, rbu
         assert before == {i for i, ts in msg_ts.items() if ts < due}
         assert after == {i for i, ts in msg_ts.items() if ts >= due}
     expected = {f"r{i}": ["negative", "neutral", "positive"][i % 3] for i in range(len(rows))}
-    assert {l.message_id: l.label for l in labels(rbus)} == expected
-    assert {l.annotator for l in labels(rbus)} == {"replay:s.jsonl"}
+    assert {lab.message_id: lab.label for lab in labels(rbus)} == expected
+    assert {lab.annotator for lab in labels(rbus)} == {"replay:s.jsonl"}
     assert {r.key for r in rbus.inner.read_all("aet.labels")} == set(expected)  # keyed by message id
 
 
@@ -219,7 +219,7 @@ def test_label_fraction_is_seeded_and_roughly_respected(tmp_path: Path) -> None:
     def sampled(seed: int) -> set[str]:
         bus = RecordingBus(MemoryBus())
         stats = replay(bus, path, label_fraction=0.3, seed=seed)
-        ids = {l.message_id for l in labels(bus)}
+        ids = {lab.message_id for lab in labels(bus)}
         assert stats.labels == len(ids) and stats.published == 400
         bus.close()
         return ids
@@ -238,7 +238,7 @@ def test_label_fraction_zero_publishes_no_labels(tmp_path: Path, rbus: Recording
 def test_rows_without_label_get_none(tmp_path: Path, rbus: RecordingBus) -> None:
     rows = [row(1, 1, label=None), row(2, 2, label=""), row(3, 3)]
     stats = replay(rbus, write_jsonl(tmp_path / "s.jsonl", rows), label_fraction=1.0)
-    assert [l.message_id for l in labels(rbus)] == ["r3"] and stats.labels == 1 and stats.rejected == 0
+    assert [lab.message_id for lab in labels(rbus)] == ["r3"] and stats.labels == 1 and stats.rejected == 0
 
 
 # -- bad lines ---------------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_unknown_labels_do_not_shift_the_seeded_sample(tmp_path: Path) -> None:
         bus = RecordingBus(MemoryBus())
         replay(bus, write_jsonl(tmp_path / "s.jsonl", rows), label_fraction=0.5, seed=3)
         bus.close()
-        return {l.message_id for l in labels(bus)}
+        return {lab.message_id for lab in labels(bus)}
 
     clean, dirty = sampled(good), sampled(with_bad)
     assert dirty == {i for i in clean if int(i[1:]) % 5 != 0}

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from aet.pipeline.config import load_settings
-from aet.pipeline.learning.loop import Example
-from aet.pipeline.learning.objective import ElasticAnchor, load_fisher
+from aet.pipeline.learning.examples import Example
+from aet.pipeline.learning.fisher import load_fisher
 from aet.pipeline.learning.rehearsal import Reservoir
+from aet.pipeline.learning.terms.elastic import ElasticAnchor
 from aet.pipeline.learning.trainable import trained_names
 from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, ScoredMessage
 from aet.pipeline.roles.trainer import TrainerRole
@@ -73,7 +74,7 @@ def request(app: App, payload: Any, **fields: Any) -> ControlEvent:
 
 
 def run_trainer(app: App, **kwargs: Any) -> TrainerRole:
-    role = TrainerRole(app, progress=False, retry_backoff_s=0.0)
+    role = app.trainer(progress=False, retry_backoff_s=0.0)
     for k, v in kwargs.items():
         setattr(role, k, v)
     role.run(threading.Event(), drain=True)
@@ -119,7 +120,7 @@ def test_a_request_trains_registers_and_records_lineage(app: App, tmp_path: Path
     on_bus = [json.loads(r.value) for r in app.bus.read_all(app.settings.topics.control)]
     assert [e["kind"] for e in on_bus] == ["retrain_request", "training_result"]
 
-    shown = lineage(app, "v0002")
+    shown = lineage(app.registry, app.training_store, "v0002")
     assert shown["parent"] == "v0001" and shown["ancestors"] == ["v0001"]
     assert shown["drift_event"]["id"] == drift.id and shown["drift_event"]["payload"]["detector"] == "adwin"
     assert shown["training_request"]["id"] == req.id and shown["training_request"]["stored"] is False
@@ -127,7 +128,7 @@ def test_a_request_trains_registers_and_records_lineage(app: App, tmp_path: Path
     assert shown["training"]["mode"] == "attention" and shown["training"]["fisher"]["merged"] is True
     assert [d["kind"] for d in shown["decisions"]] == ["training_result"]
     assert shown["alerts"] == {"count": 0, "latest": []}
-    assert lineage(app, "v0001")["children"] == ["v0002"]
+    assert lineage(app.registry, app.training_store, "v0001")["children"] == ["v0002"]
 
     run = TrainingStore(app.db).get_run(req.id)
     assert run["status"] == "registered" and run["attempts"] == 1 and run["version"] == "v0002"
@@ -330,7 +331,7 @@ def test_a_stop_request_abandons_the_round_and_leaves_the_request_for_the_next_s
         return original(self, *args)
 
     monkeypatch.setattr(ElasticAnchor, "__call__", sigterm_during_training)
-    role = TrainerRole(app, progress=False, retry_backoff_s=0.0)
+    role = app.trainer(progress=False, retry_backoff_s=0.0)
     role.run(stop, drain=True)  # returns (exit 0) without finishing the round
     assert versions(app) == {"v0001": "champion"} and final_artifacts(app) == ["v0001"]
     assert TrainingStore(app.db).get_run(req.id)["attempts"] == 0  # not counted as a failure
@@ -387,7 +388,10 @@ def test_the_gate_promotes_or_rejects_the_challenger(
         assert len(event) == 1 and event[0].model_version == "v0002"
         assert event[0].payload["gate"]["recent"]["n"] > 0
         assert event[0].payload["champion"]["version"] == ("v0002" if status == "champion" else "v0001")
-        assert [e["kind"] for e in lineage(app, "v0002")["decisions"]] == ["training_result", outcome]
+        assert [e["kind"] for e in lineage(app.registry, app.training_store, "v0002")["decisions"]] == [
+            "training_result",
+            outcome,
+        ]
     finally:
         app.close()
 

@@ -1,0 +1,119 @@
+"""``aet run``: every role in one process on the memory bus, and the summary it prints at the end.
+
+The quickest way to see the whole loop (replay, score, store, alert, monitor)
+on a file; the daemons of the other command modules run the same roles one per
+process, on Kafka or a journaled memory bus.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from aet.pipeline.cli.alerts import KIND_LABEL
+from aet.pipeline.cli.common import fail, open_app, resolve_settings, stop_on_signals
+
+app = typer.Typer()
+
+
+@app.command()
+def run(
+    data: Path = typer.Option(..., "--data", "-d", help="Stream file to replay (JSONL or CSV, normalized format)."),
+    bootstrap_data: Path | None = typer.Option(
+        None, help="Labeled JSONL to train a first champion on, used only if none is registered."
+    ),
+    label_fraction: float | None = typer.Option(
+        None, help="Share of messages whose labels are replayed to aet.labels."
+    ),
+    label_delay: float | None = typer.Option(None, help="Event-time delay (s) before a replayed label is published."),
+    speed: float | None = typer.Option(None, help="Event-time speed-up of the replay; 0 = as fast as possible."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run every role in this process on the memory bus: replay DATA, score it, store it, summarise.
+
+    Bootstraps a champion from --bootstrap-data when none is registered; a
+    second run reuses the registered champion.
+    """
+    from aet.pipeline.learning.examples import TrainingDataError
+    from aet.pipeline.model import ModelLoadError
+    from aet.pipeline.runtime import NoChampionError, run_embedded
+
+    s = resolve_settings(replay={"label_fraction": label_fraction, "label_delay_s": label_delay, "speed": speed})
+    if s.bus.backend != "memory":
+        fail("`aet run` runs every role in one process on the memory bus; on Kafka run `aet replay` and `aet score`")
+    if not data.is_file():
+        fail(f"stream file not found: {data}")
+    with open_app(s) as application:
+        try:
+            summary = run_embedded(
+                application, data, bootstrap_data=bootstrap_data, progress=progress, stop=stop_on_signals()
+            )
+        except (NoChampionError, ModelLoadError, TrainingDataError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+    print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The end-of-run report of ``aet run``: what was replayed, scored, stored, alerted and detected."""
+    store = summary["store"]
+    replay = summary["replay"]
+    typer.echo("")
+    if summary["interrupted"]:
+        typer.secho("AET run interrupted: the stream was not fully processed (partial results below)", bold=True)
+    else:
+        typer.secho("AET run complete", bold=True)
+    typer.echo(f"  stream            {summary['stream']}")
+    typer.echo(f"  champion          {summary['champion']}")
+    typer.echo(
+        f"  published         {replay['published']} messages, {replay['labels']} labels, "
+        f"{replay['rejected']} rejected at replay"
+    )
+    typer.echo(f"  consumed          {summary['scored_this_run']} messages by the scorer this run")
+    typer.echo(f"  in the store      {store['scored']} scored messages")
+    typer.echo(f"    by model        {json.dumps(store['by_model_version'])}")
+    typer.echo(f"    by label        {json.dumps(store['by_label'])}")
+    typer.echo(f"    by source       {json.dumps(store['by_source'])}")
+    labeled = store["labeled"]
+    if labeled["n"]:
+        typer.echo(f"  accuracy          {labeled['accuracy']:.3f} on {labeled['n']} messages with ground-truth labels")
+    typer.echo(f"  dead letters      {json.dumps(store['dead_letters'])}")
+    if "alerts" in summary:
+        for line in alert_lines(summary["alerts"]):
+            typer.echo(line)
+    if "drift" in summary:
+        typer.echo(drift_line(summary["drift"]))
+    typer.echo(f"  database          {summary['database']}")
+    typer.echo(
+        "  inspect with      aet models list   |   "
+        "sqlite3 <database> 'select label, count(*) from scored_messages group by 1'"
+    )
+
+
+def alert_lines(alerts: dict[str, Any]) -> list[str]:
+    """The alerts of the run: a count, then at most ten of them."""
+    raised = alerts.get("raised_this_run", [])
+    lines = [f"  alerts            {len(raised)} raised this run, {alerts.get('in_store', 0)} in the store"]
+    for a in raised[:10]:
+        label = KIND_LABEL.get(a["kind"], "negative")
+        lines.append(
+            f"    {a['severity']:<9}{a['entity']} {a['kind']}: "
+            f"{a['counts'].get(label, 0)}/{a['counts'].get('total', 0)} {label}, z {a['z']}, "
+            f"window {a['window_start'][:16]}..{a['window_end'][11:16]} (model {a['model_version']})"
+        )
+    if len(raised) > 10:
+        lines.append(f"    ... and {len(raised) - 10} more (aet alerts list)")
+    return lines
+
+
+def drift_line(drift: dict[str, Any]) -> str:
+    """The drift events of the run (the first five placed) and how many retrain requests followed."""
+    events = [e for e in drift["events_this_run"] if e["kind"] == "drift"]
+    requests = len(drift["events_this_run"]) - len(events)
+    where = ", ".join(f"{e['source']}@{e['position']} ({e['detector']})" for e in events[:5])
+    return (
+        f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"
+        f"   (aet drift)"
+    )
