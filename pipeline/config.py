@@ -83,6 +83,11 @@ class ScorerSettings(_Section):
     max_batch: int = Field(default=64, ge=1)
     max_wait_ms: int = Field(default=100, ge=0)
     max_text_chars: int = Field(default=5000, ge=1)
+    features: bool = Field(
+        default=True,
+        description="attach each text's features (float16, about 2 KB a message) to aet.scored, from which the "
+        "fast path (adaptation.fast_path) learns without running the encoder again",
+    )
     hot_swap: bool = Field(
         default=True,
         description="follow promotions and rollbacks: load, verify and swap in the new champion between two batches",
@@ -288,6 +293,12 @@ class PromotionSettings(_Section):
 
     min_holdout: int = Field(default=20, ge=1, description="held-out recent examples the gate needs to decide")
     promote_min_gain: float = Field(default=0.01, description="recent macro-F1 must rise by at least this to promote")
+    gate_confidence: float = Field(
+        default=0.8,
+        gt=0,
+        lt=1,
+        description="and the paired bootstrap's interval of that gain at this confidence must lie above zero",
+    )
     forget_max_drop: float = Field(default=0.02, ge=0, description="older macro-F1 may fall by at most this")
     require_older_holdout: bool = Field(
         default=True, description="refuse to promote when no older data can check forgetting"
@@ -313,6 +324,40 @@ class RetrainSettings(RoundSettings, PromotionSettings):
     )
     max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
     device: str | None = Field(default=None, description="training device (default: model.device)")
+
+
+class FastPathSettings(_Section):
+    """The fast path (pipeline/roles/head_learner.py): per-source heads over the champion's features.
+
+    Learned from every label and served, versioned and hot-swapped like a
+    model, long before a retraining round has the labels it needs.
+    """
+
+    enabled: bool = Field(default=True, description="run the head learner (needs scorer.features)")
+    group: str = "aet-fast-path"
+    strengths: list[float] = Field(
+        default_factory=lambda: [3.0, 30.0, 300.0],
+        min_length=1,
+        description="elastic pulls toward the model's own layer fitted side by side; "
+        "the one with the best prequential log-loss serves",
+    )
+    window: int = Field(default=1000, ge=16, description="most recent labels per source a head is fitted on")
+    half_life: float = Field(default=100.0, gt=0, description="labels over which a candidate's record halves")
+    min_labels: int = Field(default=16, ge=4, description="labels of a source before its head may serve")
+    publish_every: int = Field(default=16, ge=1, description="labels of a source between two heads versions")
+    max_p_value: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="a head serves only when its prequential log-loss beats the model's own layer "
+        "with this one-sided p-value (paired t-test on the same labels)",
+    )
+    scaler_messages: int = Field(
+        default=64, ge=16, description="scored messages of a model whose features fix the head's standardisation"
+    )
+    track_messages: int = Field(
+        default=50000, ge=100, description="recent scored messages whose features are kept until their label arrives"
+    )
 
 
 DetectorName = Literal[
@@ -356,6 +401,12 @@ class MonitorSettings(_Section):
     embedding_window: int = Field(default=100, ge=10, description="recent embeddings compared with the reference")
     embed_every: int = Field(default=2, ge=1, description="embed one message in N (chosen by a hash of its id)")
     min_labels: int = Field(default=200, ge=1, description="labels since the drift point a retrain request needs")
+    followup_rounds: int = Field(
+        default=3,
+        ge=0,
+        description="retrain requests after the first in one drift episode, each after min_labels more labels "
+        "(the episode ends early when two of its challengers were rejected)",
+    )
     retrain_cooldown_s: float = Field(
         default=21600.0,
         ge=0,
@@ -409,6 +460,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    fast_path: FastPathSettings = Field(default_factory=FastPathSettings)
 
     @field_validator("log_level")
     @classmethod

@@ -5,15 +5,23 @@ the three sentiments (in any order, any case — FinBERT's ``positive,
 negative, neutral`` works), or a bare encoder, which gets a new, untrained
 3-label head. Weights load from safetensors only; a directory that offers
 only pickled weights is refused.
+
+A model can carry fast-path heads (:class:`~aet.pipeline.learning.heads.HeadSet`):
+per source, a linear head over the model's features that replaces the model's
+own final layer for that source's messages. The features of a text are the
+input of the final linear layer and the mean-pooled last hidden state, both
+read from the one forward pass that scores it (:meth:`SentimentModel.predict`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +34,7 @@ from transformers import (
 )
 
 from aet.pipeline.config import DEFAULT_BACKBONE
+from aet.pipeline.learning.heads import HeadSet, HeadWeights, softmax
 from aet.pipeline.records import LABELS
 
 log = logging.getLogger(__name__)
@@ -73,15 +82,45 @@ def _check_local_dir(path: Path) -> None:
         raise ModelLoadError(f"model directory {path} has no model.safetensors{hint}")
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """Probabilities (rows negative/neutral/positive) and, when asked for, the features they were computed from."""
+
+    probs: np.ndarray
+    features: np.ndarray | None = None
+
+
 @dataclass
 class SentimentModel:
-    """A tokenizer and classifier pair that returns (negative, neutral, positive) probabilities."""
+    """A tokenizer and classifier pair that returns (negative, neutral, positive) probabilities.
+
+    ``version`` is what serves (a model version, or a fast-path heads version
+    such as ``v0002.h3``); ``base_version`` is the version whose weights these are.
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     version: str
     max_length: int = 128
     batch_size: int = 32
+    heads: HeadSet | None = None
+    base_version: str | None = field(default=None)
+
+    @property
+    def base(self) -> str:
+        """The version of the weights (itself, unless heads on another version's weights serve)."""
+        return self.base_version or self.version
+
+    def with_heads(self, heads: HeadSet | None, version: str) -> SentimentModel:
+        """The same weights (shared, not copied) serving ``heads`` as ``version``."""
+        return replace(self, heads=heads, version=version, base_version=self.base)
+
+    def own_head(self) -> HeadWeights:
+        """The model's own final linear layer, as the prior every fast-path head starts from."""
+        layer = _final_linear(self.model)
+        if layer is None:
+            raise ModelLoadError("cannot find the model's final 3-way linear layer")
+        return HeadWeights.of_linear(layer)
 
     @classmethod
     def load(
@@ -141,25 +180,48 @@ class SentimentModel:
         )
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], sources: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities, shape (len(texts), 3), columns negative/neutral/positive.
 
         Texts are scored in length-sorted sub-batches of ``batch_size`` (less
-        padding) and returned in the input order.
+        padding) and returned in the input order. With ``sources``, a message
+        whose source has a fast-path head is scored by that head.
         """
+        return self.predict(texts, sources).probs
+
+    def predict(
+        self, texts: Sequence[str], sources: Sequence[str] | None = None, *, features: bool = False
+    ) -> Prediction:
+        """Probabilities and, with ``features`` (or when heads serve), each text's features, from one forward pass."""
+        need_features = features or (self.heads is not None and sources is not None)
+        if sources is not None and len(sources) != len(texts):
+            raise ValueError(f"{len(sources)} sources for {len(texts)} texts")
         if not texts:
-            return np.zeros((0, 3), dtype=np.float32)
+            return Prediction(
+                np.zeros((0, 3), dtype=np.float32), np.zeros((0, 0), dtype=np.float32) if features else None
+            )
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), 3), dtype=np.float32)
+        probs = np.empty((len(texts), 3), dtype=np.float32)
+        feats: np.ndarray | None = None
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _FeatureTap(self.model, enabled=need_features) as tap:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                logits = self.model(**self.encode([texts[i] for i in idx])).logits
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                enc = self.encode([texts[i] for i in idx])
+                logits = self.model(**enc).logits
+                probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                if need_features:
+                    rows = tap.features(enc["attention_mask"])
+                    if feats is None:
+                        feats = np.empty((len(texts), rows.shape[1]), dtype=np.float32)
+                    feats[idx] = rows
         self.model.train(was_training)
-        return out
+        if self.heads is not None and sources is not None and feats is not None:
+            head_logits = self.heads.logits(feats, sources)
+            served = ~np.isnan(head_logits).any(axis=1)
+            probs[served] = softmax(head_logits[served]).astype(np.float32)
+        return Prediction(probs, feats if features else None)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled last hidden state of the encoder, shape (len(texts), hidden), float32.
@@ -224,6 +286,57 @@ def _final_linear(model: PreTrainedModel) -> torch.nn.Linear | None:
         if isinstance(module, torch.nn.Linear) and module.out_features == 3:
             last = module
     return last
+
+
+class _FeatureTap:
+    """Reads a text's features off the forward pass that scores it: the final layer's input and the mean-pooled
+    last hidden state (hooks on the final linear layer and on the encoder, removed on exit).
+
+    Weights are shared between versions that differ only in their fast-path
+    heads, so other threads (a warm-up, the monitor's embedding) may run the
+    same modules meanwhile: the hooks keep only this thread's forward passes.
+    """
+
+    def __init__(self, model: PreTrainedModel, *, enabled: bool) -> None:
+        self.model, self.enabled = model, enabled
+        self.thread = threading.get_ident()
+        self.pooled: torch.Tensor | None = None
+        self.hidden: torch.Tensor | None = None
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _FeatureTap:
+        if not self.enabled:
+            return self
+        layer = _final_linear(self.model)
+        if layer is None:
+            raise ModelLoadError("cannot find the model's final 3-way linear layer to read its features")
+
+        def read_pooled(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if threading.get_ident() == self.thread:
+                self.pooled = args[0]
+
+        def read_hidden(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+            if threading.get_ident() == self.thread:
+                self.hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+        self.handles = [
+            layer.register_forward_pre_hook(read_pooled),
+            self.model.base_model.register_forward_hook(read_hidden),
+        ]
+        return self
+
+    def features(self, attention_mask: torch.Tensor) -> np.ndarray:
+        if self.pooled is None or self.hidden is None:
+            raise RuntimeError("the forward pass did not reach the final layer and the encoder")
+        pooled = self.pooled.float()
+        if pooled.dim() == 3:  # heads that read the first token themselves (e.g. RoBERTa's dense + out_proj)
+            pooled = pooled[:, 0]
+        mean = mean_pool(self.hidden, attention_mask)
+        return torch.cat([pooled, mean], dim=1).cpu().numpy()
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _set_canonical_labels(model: PreTrainedModel) -> None:

@@ -174,6 +174,13 @@ class ModelInfo(BaseModel):
     created_at: datetime
     promoted_at: datetime | None
 
+    @property
+    def weights_version(self) -> str:
+        """The version whose weights this one serves: the base of a fast-path heads version, else itself."""
+        if self.info.get("kind") == "heads" and self.info.get("base"):
+            return str(self.info["base"])
+        return self.version
+
 
 class ModelRef(Protocol):
     """What names a sealed artifact: a registry snapshot, or the target of a hot swap."""
@@ -397,6 +404,10 @@ class MonitorLedger(Protocol):
 
     def latest_control_ts(self, kinds: Sequence[str]) -> datetime | None:
         """Time of the newest control event of these kinds."""
+        ...
+
+    def count_control(self, kind: str, **payload: str) -> int:
+        """Control events of ``kind`` whose payload has these values (e.g. rejections of one drift episode)."""
         ...
 
 

@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -59,6 +60,19 @@ def parse_event_time(value: Any) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+MAX_FEATURES_CHARS = 65_536  # base64 of 24,576 float16 values: far above any encoder's feature width
+
+
+def pack_features(values: np.ndarray) -> str:
+    """A feature vector as base64 of little-endian float16 (2 bytes a value on the wire)."""
+    return base64.b64encode(np.asarray(values, dtype="<f2").tobytes()).decode("ascii")
+
+
+def unpack_features(text: str) -> np.ndarray:
+    """The float32 vector :func:`pack_features` packed."""
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f2").astype(np.float32)
 
 
 class Record(BaseModel):
@@ -123,13 +137,26 @@ class Probs(BaseModel):
 
 
 class ScoredMessage(Message):
-    """A message with its sentiment and the model version that produced it (``aet.scored``)."""
+    """A message with its sentiment and the model version that produced it (``aet.scored``).
+
+    ``base_version`` names the weights when a fast-path heads version served
+    (``model_version`` ``v0002.h3`` on ``v0002``); ``features`` carries the
+    model's features of the text (:func:`pack_features`) for the fast path to
+    learn from without running the encoder again.
+    """
 
     label: Sentiment
     probs: Probs
     score: float = Field(ge=-1.0, le=1.0, description="p_positive - p_negative")
     model_version: str
     scored_at: datetime = Field(default_factory=utcnow)
+    base_version: str | None = None
+    features: str | None = Field(default=None, max_length=MAX_FEATURES_CHARS)
+
+    @property
+    def base(self) -> str:
+        """The version of the weights that scored this message."""
+        return self.base_version or self.model_version
 
     @field_validator("text")
     @classmethod
@@ -156,6 +183,7 @@ ControlKind = Literal[
     "retrain_request",
     "training_result",
     "promotion",
+    "heads",
     "rollback",
     "rejection",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -24,12 +25,15 @@ from aet.adapters.sinks import SinkDispatcher, start_dispatchers
 from aet.pipeline.config import ModelSettings, Settings
 from aet.pipeline.learning.bootstrap import train_bootstrap_model
 from aet.pipeline.learning.examples import load_examples
+from aet.pipeline.learning.heads import HEADS_FILE, HeadSet, HeadWeights, load_heads, save_heads
+from aet.pipeline.learning.promotion import Promoter
 from aet.pipeline.learning.rehearsal import Reservoir, ReservoirStats
 from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
 from aet.pipeline.model import ModelLoadError, SentimentModel
 from aet.pipeline.ports import ArtifactError, Bus, ModelInfo, ModelRef
-from aet.pipeline.records import utcnow
+from aet.pipeline.records import ControlEvent, utcnow
 from aet.pipeline.roles.alerts import AlertWorker
+from aet.pipeline.roles.head_learner import HeadLearner
 from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper
 from aet.pipeline.roles.label_recorder import LabelRecorder
 from aet.pipeline.roles.monitor import Monitor
@@ -89,6 +93,8 @@ class App:
         self.monitor_store = MonitorStore(self.db)
         self.alert_store = AlertStore(self.db)
         self._bus: Bus | None = None
+        # Loaded serving weights by version, so that a heads version on them does not load them again.
+        self._serving_weights: weakref.WeakValueDictionary[str, SentimentModel] = weakref.WeakValueDictionary()
 
     @property
     def bus(self) -> Bus:
@@ -100,9 +106,39 @@ class App:
 
     # ------------------------------------------------------------------ models
 
-    def load_model(self, ref: ModelRef, device: str | None = None, *, name: str = "model") -> SentimentModel:
-        """Verify a registered artifact against its sha256 and load it (see :func:`load_verified_model`)."""
-        return load_verified_model(ref, self.settings.model, device, name=name)
+    def load_model(
+        self, ref: ModelRef, device: str | None = None, *, name: str = "model", share_weights: bool = False
+    ) -> SentimentModel:
+        """Verify a registered artifact against its sha256 and load it (see :func:`load_verified_model`).
+
+        A fast-path heads version loads its base's verified weights and adds
+        the heads. With ``share_weights``, weights already loaded for serving
+        in this process are reused instead of loaded again (never for a model
+        that will be trained: its weights must be its own).
+        """
+        path = Path(ref.artifact_path)
+        if not (path / HEADS_FILE).is_file():
+            model = load_verified_model(ref, self.settings.model, device, name=name)
+            if share_weights:
+                self._serving_weights[model.base] = model
+            return model
+        try:
+            verify(path, ref.sha256)
+        except ArtifactError as exc:
+            raise ModelLoadError(f"{name} {ref.version}: {exc}") from exc
+        heads = load_heads(path)
+        assert heads is not None
+        base = self._serving_weights.get(heads.base) if share_weights else None
+        if base is None:
+            base = load_verified_model(self.registry.get(heads.base), self.settings.model, device, name=name)
+        model = base.with_heads(heads, ref.version)
+        if share_weights:
+            self._serving_weights[heads.base] = model
+        return model
+
+    def serving_model(self, ref: ModelRef) -> SentimentModel:
+        """``ref`` loaded to serve: weights shared with what already serves in this process."""
+        return self.load_model(ref, share_weights=True)
 
     def bootstrap(self, data: Path, *, progress: bool = True) -> ModelInfo:
         """Train a first model on ``data`` and register it as the champion."""
@@ -163,7 +199,8 @@ class App:
 
     def swapper(self, model: SentimentModel) -> ModelSwapper:
         """Loads the versions a scorer serving ``model`` is asked to swap to, verified, in the background."""
-        return ModelSwapper(model, self.load_model)
+        self._serving_weights[model.base] = model
+        return ModelSwapper(model, self.serving_model)
 
     def champion_follower(self, swapper: ModelSwapper) -> ChampionFollower:
         """Keeps ``swapper`` wanting the registry's champion (not started)."""
@@ -225,7 +262,7 @@ class App:
             self.settings.topics,
             m,
             embedder=model,
-            models=RegistryModels(self.registry, self.load_model),
+            models=RegistryModels(self.registry, self.serving_model),
             rollback=rollback,
             clock=clock or utcnow,
         )
@@ -264,6 +301,16 @@ class App:
             retry_backoff_s=retry_backoff_s,
         )
 
+    @property
+    def fast_path_enabled(self) -> bool:
+        """The fast path runs when enabled and the scorers attach the features it learns from."""
+        return self.settings.fast_path.enabled and self.settings.scorer.features
+
+    def head_learner(self) -> HeadLearner:
+        """The fast-path role: per-source heads learned from every label, published as heads versions."""
+        s = self.settings
+        return HeadLearner(self.bus, self.store, s.topics, s.fast_path, FastPathRegistry(self))
+
     def sink_dispatchers(self, stop: threading.Event | None = None) -> list[SinkDispatcher]:
         """Started threads that feed the configured alert sinks (stdout, webhooks) from the outbox."""
         return start_dispatchers(self.alert_store, self.settings.alerts, stop)
@@ -272,6 +319,45 @@ class App:
         if self._bus is not None:
             self._bus.close()
         self.db.dispose()
+
+
+class FastPathRegistry:
+    """The registry and artifact directory as the fast path sees them (:class:`HeadsRegistry`)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.promoter = Promoter(app.registry)
+
+    def champion_base(self) -> str | None:
+        champion = self.app.registry.champion()
+        return None if champion is None else champion.weights_version
+
+    def own_head(self, base: str) -> HeadWeights:
+        return self.app.serving_model(self.app.registry.get(base)).own_head()
+
+    def publish(self, heads: HeadSet, info: dict[str, object]) -> ControlEvent:
+        registry, artifacts = self.app.registry, self.app.artifacts
+        prefix = f"{heads.base}.h"
+        k = 1 + max((int(m.version[len(prefix) :]) for m in registry.list() if m.version.startswith(prefix)), default=0)
+        version = f"{prefix}{k}"
+        staged = artifacts.stage()
+        try:
+            save_heads(heads, staged, info)
+            path, digest = artifacts.commit(staged, version)
+        except BaseException:
+            artifacts.discard(staged)
+            raise
+        base = registry.get(heads.base)
+        registry.register(
+            version=version,
+            artifact_path=str(path.resolve()),
+            sha256=digest,
+            backbone=base.backbone,
+            labels=list(base.labels),
+            parent=heads.base,
+            info={"kind": "heads", "base": heads.base, **info},
+        )
+        return self.promoter.promote(version, reason="fast path: heads beat the champion's own layer", kind="heads")
 
 
 class Runnable(Protocol):
@@ -329,16 +415,20 @@ def _run_roles(
     dispatchers = app.sink_dispatchers()
     monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests
     threads.append(WorkerThread(monitor, stop))
+    pending: list[tuple[Scorer | LabelRecorder | AlertWorker | Monitor | HeadLearner, list[str]]] = [
+        (scorer, [topics.messages]),
+        (labels, [topics.labels]),
+        (alerter, [topics.scored]),
+        (monitor, [topics.scored, topics.labels]),
+    ]
+    fast_path = app.head_learner() if app.fast_path_enabled else None  # heads learned from every label
+    if fast_path is not None:
+        threads.append(WorkerThread(fast_path, stop))
+        pending.append((fast_path, [topics.scored, topics.labels, topics.control]))
     for t in threads:
         t.start()
     try:
         stats = app.replay().run(stream, progress=progress)
-        pending: list[tuple[Scorer | LabelRecorder | AlertWorker | Monitor, list[str]]] = [
-            (scorer, [topics.messages]),
-            (labels, [topics.labels]),
-            (alerter, [topics.scored]),
-            (monitor, [topics.scored, topics.labels]),
-        ]
         while not stop.is_set() and any(app.bus.group_lag(w.group, ts) for w, ts in pending):
             for w, ts in pending:
                 if app.bus.group_lag(w.group, ts):
@@ -368,6 +458,8 @@ def _run_roles(
         "database": app.settings.db_url,
         "alerts": _alerts_summary(app.alert_store, alerter),
         "drift": _drift_summary(monitor),
+        "fast_path": dict(fast_path.counts) if fast_path is not None else None,
+        "accuracy_by_version": app.store.accuracy_by_version(),
     }
 
 

@@ -132,6 +132,12 @@ class MonitorStore:
         with self.db.session() as s:
             return s.scalar(select(func.max(ControlEventRow.ts)).where(ControlEventRow.kind.in_(list(kinds))))
 
+    def count_control(self, kind: str, **payload: str) -> int:
+        """Control events of ``kind`` whose payload has these values (e.g. rejections of one drift episode)."""
+        with self.db.session() as s:
+            rows = s.scalars(select(ControlEventRow.payload).where(ControlEventRow.kind == kind)).all()
+        return sum(1 for p in rows if all((p or {}).get(k) == v for k, v in payload.items()))
+
     def events(
         self,
         kinds: Sequence[str] = ("drift", "retrain_request"),

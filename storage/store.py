@@ -134,6 +134,25 @@ class ResultStore:
         with self.db.session() as s:
             return list(s.scalars(select(DeadLetterRow).order_by(DeadLetterRow.created_at)))
 
+    def accuracy_by_version(self) -> dict[str, dict[str, Any]]:
+        """Per model version that served, in the order they first served: labeled messages and accuracy."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(
+                    ScoredMessageRow.model_version,
+                    func.count(),
+                    func.sum(case((ScoredMessageRow.label == LabelRow.label, 1), else_=0)),
+                    func.min(ScoredMessageRow.scored_at),
+                )
+                .join(LabelRow, LabelRow.message_id == ScoredMessageRow.message_id)
+                .group_by(ScoredMessageRow.model_version)
+                .order_by(func.min(ScoredMessageRow.scored_at))
+            ).all()
+        return {
+            version: {"labeled": n, "accuracy": round((correct or 0) / n, 4) if n else None}
+            for version, n, correct, _ in rows
+        }
+
     def summary(self) -> dict[str, Any]:
         """Counts of scored messages by label, source and model version, accuracy where labels exist, dead letters."""
         with self.db.session() as s:

@@ -63,11 +63,31 @@ def write_report(report: Mapping[str, Any], out: Path, name: str, chart: Chart |
 
 
 def environment() -> dict[str, Any]:
-    """Python, torch, threads, CPUs and device: what a benchmark's numbers depend on besides the code."""
+    """Python, torch, threads, CPU model and vector flags, and device: what the numbers depend on besides the code.
+
+    Machines of one kind differ (e.g. AMD with AVX-512 VNNI, Intel without), and int8 or bf16 speed
+    depends on those flags, so every report names them.
+    """
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU's model name and its SIMD flags that matter for inference (AVX2, AVX-512*, VNNI, AMX)."""
+    model, flags = platform.processor() or platform.machine(), list[str]()
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = sorted(f for f in value.split() if f.startswith(("avx", "amx")) or "vnni" in f or f == "fma")
+    except OSError:
+        pass
+    return {"model": model, "flags": flags}

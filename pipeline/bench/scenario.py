@@ -34,7 +34,7 @@ from aet.pipeline.learning.examples import Example
 from aet.pipeline.records import LABELS, Message
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
-StrategyName = Literal["static", "river", "periodic", "aet", "oracle"]
+StrategyName = Literal["static", "river", "river-emb", "periodic", "aet", "oracle"]
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 

@@ -8,6 +8,10 @@ is known. ``evaluate`` scores its final model on a held-out test set.
 - :class:`Static`: the bootstrap champion, never retrained;
 - :class:`RiverText`: river's online TF-IDF + logistic regression, trained on
   the bootstrap set and then on every label as it arrives;
+- :class:`RiverEmbedding` (``river-emb``): the frozen bootstrap encoder's
+  sentence embeddings into river's online softmax regression, which learns the
+  bootstrap set and then every label — an online peer that reads what the
+  transformer reads;
 - :class:`Periodic`: plain fine-tuning (cross-entropy on the new labels only,
   no replay, no anchor, no distillation, no gate) every ``every`` labels;
 - :class:`Oracle`: the champion fine-tuned offline on every phase's streamed
@@ -160,4 +164,51 @@ class RiverText(Strategy):
 
     def _predict(self, text: str) -> int:
         label = self.model.predict_one(text)
+        return 1 if label is None else int(label)  # before any label: neutral
+
+
+class RiverEmbedding(Strategy):
+    """The frozen bootstrap encoder's embeddings into river's online softmax regression, learning every label.
+
+    The embedding is the encoder's mean-pooled last hidden state (what the
+    sentence-embedding backbone was trained to produce), standardised online;
+    the classifier learns the bootstrap set first, then each label as it arrives.
+    """
+
+    name = "river-emb"
+
+    def __init__(self, encoder: SentimentModel, bootstrap: Sequence[Example], learning_rate: float = 0.01) -> None:
+        super().__init__()
+        from river import linear_model, optim, preprocessing
+
+        self.encoder = encoder
+        model: Any = preprocessing.StandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(learning_rate))
+        self.model = model
+        self.embedded: dict[str, dict[int, float]] = {}
+        started = time.perf_counter()
+        for row, e in zip(self._rows([e.text for e in bootstrap]), bootstrap, strict=True):
+            self.model.learn_one(row, e.label)
+        self.train_seconds = time.perf_counter() - started
+
+    def _rows(self, texts: Sequence[str]) -> list[dict[int, float]]:
+        vectors = self.encoder.embed(list(texts))
+        return [{i: float(v) for i, v in enumerate(vector)} for vector in vectors]
+
+    def predict(self, items: Sequence[StreamItem]) -> list[int]:
+        rows = self._rows([it.message.text for it in items])
+        self.embedded.update({it.message.id: row for it, row in zip(items, rows, strict=True)})
+        return [self._predict(row) for row in rows]
+
+    def learn(self, items: Sequence[StreamItem], position: int) -> None:
+        started = time.perf_counter()
+        for it in items:
+            row = self.embedded.pop(it.message.id, None) or self._rows([it.message.text])[0]
+            self.model.learn_one(row, it.truth)
+        self.train_seconds += time.perf_counter() - started
+
+    def evaluate(self, examples: Sequence[Example]) -> Report:
+        return report([e.label for e in examples], [self._predict(r) for r in self._rows([e.text for e in examples])])
+
+    def _predict(self, row: dict[int, float]) -> int:
+        label = self.model.predict_one(row)
         return 1 if label is None else int(label)  # before any label: neutral

@@ -288,14 +288,17 @@ def bench_stream(
     quick: bool = typer.Option(False, help="The scenario's quick variant (smaller phases; the CI run)."),
     bus: str = typer.Option("memory", help="Bus of the AET loop: memory or kafka."),
     bootstrap_servers: str | None = typer.Option(None, help="Kafka for --bus kafka (default: a tansu broker)."),
-    strategies: str | None = typer.Option(None, help="Comma-separated subset of static,river,periodic,aet,oracle."),
+    strategies: str | None = typer.Option(
+        None, help="Comma-separated subset of static,river,river-emb,periodic,aet,oracle."
+    ),
+    seeds: int = typer.Option(1, min=1, help="Run the scenario with this many seeds; report mean and std."),
     data_dir: Path | None = typer.Option(
         None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."
     ),
     out: Path = typer.Option(Path("bench-results"), help="Directory for stream.json and stream.png."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Replay a scenario of real corpora through static, river, periodic, AET (the full loop) and oracle:
+    """Replay a scenario of real corpora through static, river, river-emb, periodic, AET (the full loop) and oracle:
     prequential accuracy and macro-F1 per phase, drift delay, retrains, training seconds, forgetting."""
     from aet.adapters.tansu import TansuBrokerError
     from aet.pipeline.bench.scenario import load_scenario
@@ -313,6 +316,7 @@ def bench_stream(
             s = type(s).model_validate(s.model_dump())
         result = stream_benchmark(
             s,
+            seeds=seeds,
             data_dir=data_dir,
             out=out,
             bus=bus,

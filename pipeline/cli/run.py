@@ -79,6 +79,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     labeled = store["labeled"]
     if labeled["n"]:
         typer.echo(f"  accuracy          {labeled['accuracy']:.3f} on {labeled['n']} messages with ground-truth labels")
+        for line in version_lines(summary.get("accuracy_by_version") or {}):
+            typer.echo(line)
+    if summary.get("fast_path") is not None:
+        fast = summary["fast_path"]
+        typer.echo(
+            f"  fast path         {fast.get('labels', 0)} labels learned, {fast.get('published', 0)} heads versions "
+            f"published, {fast.get('episodes', 0)} drift episodes"
+        )
     typer.echo(f"  dead letters      {json.dumps(store['dead_letters'])}")
     if "alerts" in summary:
         for line in alert_lines(summary["alerts"]):
@@ -90,6 +98,21 @@ def print_summary(summary: dict[str, Any]) -> None:
         "  inspect with      aet models list   |   "
         "sqlite3 <database> 'select label, count(*) from scored_messages group by 1'"
     )
+
+
+def version_lines(by_version: dict[str, dict[str, Any]]) -> list[str]:
+    """Accuracy on the labeled messages each model version served, in the order they first served.
+
+    Fast-path heads versions of one model (``v0001.h1``, ``v0001.h2``, ...) are
+    summed into one line after the model's own, so that the adaptation shows
+    as a before/after pair.
+    """
+    groups: dict[str, list[int]] = {}
+    for version, row in by_version.items():
+        key = f"{version.split('.h')[0]} + fast-path heads" if ".h" in version else version
+        n, correct = groups.setdefault(key, [0, 0])
+        groups[key] = [n + row["labeled"], correct + round((row["accuracy"] or 0) * row["labeled"])]
+    return [f"    {key:<28}{correct / n:.3f} on {n} labeled messages" for key, (n, correct) in groups.items() if n]
 
 
 def alert_lines(alerts: dict[str, Any]) -> list[str]:

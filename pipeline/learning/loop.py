@@ -43,11 +43,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate(model: SentimentModel, examples: Sequence[Example]) -> Report:
-    """Accuracy, macro-F1, count and predicted-label mix of ``model`` on ``examples`` (see evaluation.report)."""
+def evaluate(model: SentimentModel, examples: Sequence[Example], *, by_source: bool = False) -> Report:
+    """Accuracy, macro-F1, count and predicted-label mix of ``model`` on ``examples`` (see evaluation.report).
+
+    ``by_source``: each example is scored as its source is served (with that source's fast-path head, if any).
+    """
     if not examples:
         return report([], [])
-    probs = model.predict_proba([e.text for e in examples])
+    texts = [e.text for e in examples]
+    probs = model.predict_proba(texts, [e.source for e in examples]) if by_source else model.predict_proba(texts)
     return report([e.label for e in examples], probs.argmax(axis=1).tolist())
 
 

@@ -1,7 +1,10 @@
 """Champion/challenger: the promotion gate, and promotions, rejections and rollbacks as control events.
 
 A challenger is promoted only if, on a held-out slice of the recent labeled
-window, its macro-F1 beats the champion's by at least ``promote_min_gain``,
+window, its macro-F1 beats the champion's by at least ``promote_min_gain``
+*and* the paired bootstrap's lower confidence bound of that gain
+(``gate_confidence``, pipeline/learning/evidence.py) is above zero — a
+challenger better on a small slice by the luck of the draw is not promoted —
 and, on a held-out slice of older data (the reservoir's never-trained share),
 its macro-F1 is at most ``forget_max_drop`` below the champion's. Otherwise
 it is recorded as rejected with the numbers. Every decision, promotion and
@@ -20,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aet.pipeline.config import RetrainSettings
+from aet.pipeline.learning.evidence import paired_bootstrap
 from aet.pipeline.learning.examples import Example
-from aet.pipeline.learning.loop import evaluate
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.ports import ModelInfo, Registry
-from aet.pipeline.records import ControlEvent
+from aet.pipeline.records import ControlEvent, ControlKind
 
 log = logging.getLogger(__name__)
 EPS = 1e-9  # a difference exactly on a margin passes, whatever the float rounding
@@ -32,11 +35,14 @@ EPS = 1e-9  # a difference exactly on a margin passes, whatever the float roundi
 
 @dataclass(frozen=True)
 class SliceScores:
-    """Macro-F1 of champion and challenger on one held-out slice."""
+    """Macro-F1 of champion and challenger on one held-out slice; with the bootstrap, the gain's bounds."""
 
     n: int
     champion: float
     challenger: float
+    low: float | None = None
+    high: float | None = None
+    confidence: float | None = None
 
     @property
     def delta(self) -> float:
@@ -47,15 +53,27 @@ class SliceScores:
         """The scores kept in a registry row's metrics or a gate payload (see :meth:`to_dict`); ``None`` if absent."""
         if not stored:
             return None
-        return cls(int(stored["n"]), float(stored["champion_macro_f1"]), float(stored["challenger_macro_f1"]))
+        bounds = [stored.get(k) for k in ("delta_low", "delta_high", "confidence")]
+        low, high, confidence = (None if v is None else float(v) for v in bounds)
+        return cls(
+            int(stored["n"]),
+            float(stored["champion_macro_f1"]),
+            float(stored["challenger_macro_f1"]),
+            low,
+            high,
+            confidence,
+        )
 
     def to_dict(self) -> dict[str, float | int]:
-        return {
+        out: dict[str, float | int] = {
             "n": self.n,
             "champion_macro_f1": round(self.champion, 4),
             "challenger_macro_f1": round(self.challenger, 4),
             "delta": round(self.delta, 4),
         }
+        if self.low is not None and self.high is not None and self.confidence is not None:
+            out.update(delta_low=round(self.low, 4), delta_high=round(self.high, 4), confidence=self.confidence)
+        return out
 
 
 @dataclass(frozen=True)
@@ -78,14 +96,26 @@ class GateDecision:
         }
 
 
-def score_slice(champion: SentimentModel, challenger: SentimentModel, examples: Sequence[Example]) -> SliceScores:
+def score_slice(
+    champion: SentimentModel,
+    challenger: SentimentModel,
+    examples: Sequence[Example],
+    *,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> SliceScores:
+    """Both models on the same examples: macro-F1, and the paired bootstrap's interval of the difference.
+
+    The champion is judged by its weights (its fast-path heads, if any, are
+    left out: they have learned from these very examples).
+    """
     if not examples:
         return SliceScores(0, 0.0, 0.0)
-    return SliceScores(
-        len(examples),
-        float(evaluate(champion, examples)["macro_f1"]),
-        float(evaluate(challenger, examples)["macro_f1"]),
-    )
+    texts, truth = [e.text for e in examples], [e.label for e in examples]
+    a = champion.predict_proba(texts).argmax(axis=1)
+    b = challenger.predict_proba(texts).argmax(axis=1)
+    c = paired_bootstrap(truth, a, b, confidence=confidence, seed=seed)
+    return SliceScores(c.n, c.champion, c.challenger, c.low, c.high, confidence)
 
 
 def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSettings) -> GateDecision:
@@ -100,6 +130,13 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
         reasons.append(
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
             f"does not improve by the required {gain:+.3f}"
+        )
+    elif recent.low is not None and recent.low <= min(0.0, gain):  # a negative gain setting waives the bound
+        ok = False
+        reasons.append(
+            f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) on "
+            f"{recent.n} examples is not better with {recent.confidence:.0%} confidence "
+            f"(the gain's interval is {recent.low:+.3f} .. {recent.high:+.3f})"
         )
     else:
         reasons.append(
@@ -159,15 +196,17 @@ class Promoter:
             payload["champion"] = _serving(before)
         return ControlEvent(kind="rejection", model_version=version, payload=payload)
 
-    def promote(self, version: str, *, reason: str = "manual", **context: Any) -> ControlEvent:
-        """Make ``version`` the champion."""
+    def promote(
+        self, version: str, *, reason: str = "manual", kind: ControlKind = "promotion", **context: Any
+    ) -> ControlEvent:
+        """Make ``version`` the champion (``kind="heads"`` for a fast-path heads version)."""
         before = self.registry.champion()
         if before is not None and before.version == version:
             raise ValueError(f"{version} is already the champion")
         info = self.registry.promote(version)
         log.info("promoted %s (previous champion %s): %s", version, before.version if before else None, reason)
         return ControlEvent(
-            kind="promotion",
+            kind=kind,
             model_version=version,
             payload={
                 "reason": reason,

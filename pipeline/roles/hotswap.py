@@ -42,7 +42,7 @@ from aet.pipeline.ports import Bus, BusError, Consumer, ModelInfo, RegistryReade
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, decode
 
 log = logging.getLogger(__name__)
-SWAP_KINDS = ("promotion", "rollback")
+SWAP_KINDS = frozenset({"promotion", "rollback", "heads"})
 WARMUP_TEXTS = (
     "Shares of $ACME jumped 12% after the company beat quarterly earnings estimates.",
     "The bank cut its full-year guidance and announced 2,000 layoffs.",
@@ -76,6 +76,10 @@ def warm_up(model: SentimentModel, texts: Sequence[str] = WARMUP_TEXTS) -> None:
         raise SwapRefused(f"warm-up returned probabilities of shape {probs.shape}, expected ({len(texts)}, 3)")
     if not np.isfinite(probs).all() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise SwapRefused("warm-up returned non-finite probabilities or rows that do not sum to 1")
+    for source in model.heads.heads if model.heads is not None else ():
+        head_probs = np.asarray(model.predict_proba(list(texts), [source] * len(texts)), dtype=np.float64)
+        if not np.isfinite(head_probs).all() or not np.allclose(head_probs.sum(axis=1), 1.0, atol=1e-3):
+            raise SwapRefused(f"the fast-path head of {source!r} returned non-finite probabilities")
 
 
 def release_memory() -> None:

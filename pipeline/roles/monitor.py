@@ -298,15 +298,16 @@ class Monitor(Worker):
             self.counts["duplicate_scored"] += 1
             return
         src = self.engine.source(m.source)
-        if src.version != m.model_version and m.model_version not in src.retired:
-            src.follow(m.model_version)
-            self._training_reference(m.source, m.model_version)
+        # The detectors follow the weights: a fast-path heads version on the same weights is the same regime.
+        if src.version != m.base and m.base not in src.retired:
+            src.follow(m.base)
+            self._training_reference(m.source, m.base)
         probs = (m.probs.negative, m.probs.neutral, m.probs.positive)
         self.seen += 1
         ts = m.ts.isoformat()
         if ts > self.latest_ts.get(m.source, ""):
             self.latest_ts[m.source] = ts
-        alarms = self.engine.message(m.source, m.model_version, probs, embedding)
+        alarms = self.engine.message(m.source, m.base, probs, embedding)
         position = src.position
         if position % CHECKPOINT_EVERY == 1:
             self.checkpoints.setdefault(m.source, deque(maxlen=MAX_CHECKPOINTS)).append((position, ts))
@@ -494,6 +495,18 @@ class Monitor(Worker):
                 "labels": 0,
             }
 
+    def _follow_up(self, source: str, p: dict[str, Any]) -> None:
+        """Keep adapting while the episode lasts: another round after ``min_labels`` more labels (of messages
+        since the drift), on a window that still starts at the drift, so the gate's held-out slice grows."""
+        round_ = int(p.get("round", 1))
+        if round_ > self.settings.followup_rounds or source in self.pending:
+            return
+        self.pending[source] = {**p, "round": round_ + 1, "labels": 0}
+
+    def _rejections(self, drift_event_id: str) -> int:
+        """Challengers of this drift episode that the gate rejected."""
+        return self.monitor_store.count_control("rejection", drift_event_id=drift_event_id)
+
     def _auto_rollback(self, out: Outputs) -> None:
         if self.rollback is None:
             return
@@ -517,6 +530,9 @@ class Monitor(Worker):
             return
         source = min(ready, key=lambda s: self.pending[s]["position"])  # one request per cooldown
         p = self.pending.pop(source)
+        if p.get("round", 1) > 1 and self._rejections(p["drift_event_id"]) >= 2:
+            log.info("drift episode %s of %s ends: two rounds did not beat the champion", p["drift_event_id"], source)
+            return
         src = self.engine.source(source)
         end = datetime.fromisoformat(self.latest_ts[source]) + timedelta(microseconds=1)
         event = ControlEvent(
@@ -527,6 +543,7 @@ class Monitor(Worker):
             payload={
                 "source": source,
                 "drift_event_id": p["drift_event_id"],
+                "round": p.get("round", 1),
                 "detector": p["detector"],
                 "window": {"start": p["ts"], "end": end.isoformat()},
                 "from_position": p["position"],
@@ -540,6 +557,7 @@ class Monitor(Worker):
         out.publish.append((self.names.control, "retrain_request", event.to_bytes()))
         self.raised.append(event)
         self.last_request_at = now
+        self._follow_up(source, p)
         metrics.RETRAIN_REQUESTS.labels(source).inc()
         log.warning(
             "retrain request for %s: %d labels since drift %s, window %s",

@@ -112,7 +112,7 @@ class ChampionEmbedder:
         chosen = [
             m
             for m in messages
-            if m.model_version == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)
+            if m.base == self.embedder.version and sampled_for_embedding(m.id, self.config.embed_every)
         ]
         if not chosen:
             return {}
@@ -166,7 +166,7 @@ class RegistryModels:
 
     def champion_version(self) -> str | None:
         info = self.registry.champion()
-        return info.version if info is not None else None
+        return None if info is None else info.weights_version
 
     def load(self, version: str) -> Embedder:
         return self._load(self.registry.get(version))

@@ -10,15 +10,32 @@ import numpy as np
 from aet.pipeline.config import ScorerSettings, TopicSettings
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.ports import BatchStore, Bus, BusRecord
-from aet.pipeline.records import LABELS, BadRecord, DeadLetter, Message, Probs, ScoredMessage, decode, utcnow
+from aet.pipeline.records import (
+    LABELS,
+    BadRecord,
+    DeadLetter,
+    Message,
+    Probs,
+    ScoredMessage,
+    decode,
+    pack_features,
+    utcnow,
+)
 from aet.pipeline.roles.hotswap import ModelSwapper
 from aet.pipeline.worker import Outputs, Worker
 
 log = logging.getLogger(__name__)
 
 
-def to_scored(message: Message, probs: np.ndarray, model_version: str) -> ScoredMessage:
-    """Attach one prediction to its message."""
+def to_scored(
+    message: Message,
+    probs: np.ndarray,
+    model_version: str,
+    *,
+    base_version: str | None = None,
+    features: np.ndarray | None = None,
+) -> ScoredMessage:
+    """Attach one prediction (and, for the fast path, the features it was computed from) to its message."""
     p = [float(x) for x in probs]
     return ScoredMessage(
         **message.model_dump(),
@@ -27,6 +44,8 @@ def to_scored(message: Message, probs: np.ndarray, model_version: str) -> Scored
         score=max(-1.0, min(1.0, p[2] - p[0])),
         model_version=model_version,
         scored_at=utcnow(),
+        base_version=base_version if base_version != model_version else None,
+        features=pack_features(features) if features is not None else None,
     )
 
 
@@ -61,6 +80,7 @@ class Scorer(Worker):
         self.swapper = swapper
         self.out_topic = topics.scored
         self.max_text_chars = settings.max_text_chars
+        self.emit_features = settings.features
 
     def before_batch(self) -> None:
         """Swap in a model the swapper has ready; no batch is in flight here."""
@@ -80,34 +100,43 @@ class Scorer(Worker):
             except BadRecord as exc:
                 out.dead_letters.append(_dead_letter(r, exc.reason))
         model = self.model
-        for (_, message), probs in zip(decoded, self._predict(model, decoded, out), strict=True):
-            if probs is None:
+        for (_, message), row in zip(decoded, self._predict(model, decoded, out), strict=True):
+            if row is None:
                 continue
-            scored = to_scored(message, probs, model.version)
+            probs, features = row
+            scored = to_scored(message, probs, model.version, base_version=model.base, features=features)
             out.scored.append(scored)
             out.publish.append((self.out_topic, message.key, scored.to_bytes()))
         return out
 
     def _predict(
         self, model: SentimentModel, decoded: Sequence[tuple[BusRecord, Message]], out: Outputs
-    ) -> list[np.ndarray | None]:
+    ) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
         """Score the batch; if the batch fails, isolate the message that breaks the model."""
         if not decoded:
             return []
-        texts = [m.text for _, m in decoded]
         try:
-            rows: list[np.ndarray | None] = [*_checked(model.predict_proba(texts), len(texts))]
-            return rows
+            return list(self._score(model, [m for _, m in decoded]))
         except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
-            log.warning("batch of %d failed in the model (%s); scoring one by one", len(texts), exc)
-        results: list[np.ndarray | None] = []
+            log.warning("batch of %d failed in the model (%s); scoring one by one", len(decoded), exc)
+        results: list[tuple[np.ndarray, np.ndarray | None] | None] = []
         for r, m in decoded:
             try:
-                results.append(_checked(model.predict_proba([m.text]), 1)[0])
+                results.append(self._score(model, [m])[0])
             except Exception as exc:  # noqa: BLE001
                 results.append(None)
                 out.dead_letters.append(_dead_letter(r, f"model failed on this input: {exc}"))
         return results
+
+    def _score(self, model: SentimentModel, messages: Sequence[Message]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Probabilities (each source's fast-path head where it has one) and, if emitted, features, per message."""
+        prediction = model.predict(
+            [m.text for m in messages], [m.source for m in messages], features=self.emit_features
+        )
+        rows = _checked(prediction.probs, len(messages))
+        if prediction.features is None:
+            return [(row, None) for row in rows]
+        return list(zip(rows, prediction.features, strict=True))
 
 
 def _dead_letter(r: BusRecord, reason: str) -> DeadLetter:

@@ -346,6 +346,14 @@ class TrainerRole(Worker):
             device=pick_device(s.device or self.model_device),
         )
 
+    def _weights_artifact(self, info: ModelInfo) -> str:
+        """The artifact holding ``info``'s weights (and Fisher): its base's, for a fast-path heads version."""
+        return (
+            info.artifact_path
+            if info.weights_version == info.version
+            else self.registry.get(info.weights_version).artifact_path
+        )
+
     def _train(self, request_id: str, request: RetrainRequest, event: ControlEvent) -> list[ControlEvent]:
         data = self.prepare(request)
         if self.before_training is not None:  # data-parallel: hand the other ranks this round's exact data
@@ -369,14 +377,15 @@ class TrainerRole(Worker):
             recent=data.recent_train,
             validation=data.validation,
             rehearsal=data.replay_train,
-            champion_fisher=load_fisher(Path(champion_info.artifact_path)),
+            champion_fisher=load_fisher(Path(self._weights_artifact(champion_info))),
             settings=config,
             version=version,
             progress=self.progress,
             interrupt=self._stop.is_set,
         )
-        recent_scores = score_slice(champion, result.model, data.recent_holdout)
-        older_scores = score_slice(champion, result.model, data.older_holdout)
+        confidence, seed = self.settings.gate_confidence, self.settings.seed
+        recent_scores = score_slice(champion, result.model, data.recent_holdout, confidence=confidence, seed=seed)
+        older_scores = score_slice(champion, result.model, data.older_holdout, confidence=confidence, seed=seed)
         del champion
 
         facts = {
@@ -453,7 +462,9 @@ class TrainerRole(Worker):
             recent, older = (SliceScores.from_dict(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
             champion = self.registry.champion()
-            if champion is not None and champion.version != info.parent:
+            parent = self.registry.get(info.parent) if info.parent else None
+            # Fast-path heads versions come and go on the same weights while a round trains: only new weights count.
+            if champion is not None and parent is not None and champion.weights_version != parent.weights_version:
                 decision = replace(
                     decision,
                     promote=False,
@@ -485,7 +496,7 @@ class TrainerRole(Worker):
             recent=data.recent_train,
             validation=data.validation,
             rehearsal=data.replay_train,
-            champion_fisher=load_fisher(Path(data.champion.artifact_path)),
+            champion_fisher=load_fisher(Path(self._weights_artifact(data.champion))),
             settings=data.config,
             new_fisher=False,
             version="follower",

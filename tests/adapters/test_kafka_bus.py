@@ -25,6 +25,7 @@ import pytest
 from aet.adapters.kafka_bus import KafkaBus, client_configs
 from aet.pipeline import metrics
 from aet.pipeline.config import BusSettings, ScorerSettings, TopicSettings
+from aet.pipeline.model import Prediction
 from aet.pipeline.ports import BusError, BusRecord
 from aet.pipeline.records import Message
 from aet.pipeline.roles.scorer import Scorer
@@ -98,6 +99,13 @@ class TinyModel:
             self.blocked.set()
             assert self.release.wait(DEADLINE_S), "test never released the blocked batch"
         return np.tile(np.array([0.2, 0.3, 0.5]), (len(texts), 1))
+
+    base = version
+
+    def predict(
+        self, texts: Sequence[str], sources: Sequence[str] | None = None, *, features: bool = False
+    ) -> Prediction:
+        return Prediction(self.predict_proba(texts))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import select
 
 from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.model import Prediction
 from aet.pipeline.ports import Bus, Consumer
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
@@ -58,6 +59,16 @@ class FakeModel:
         if self.poison is not None and any(self.poison in t for t in texts):
             raise ValueError(f"cannot score {self.poison!r}")
         return np.array([self.probs_for(t) for t in texts], dtype=np.float32).reshape(len(texts), 3)
+
+    @property
+    def base(self) -> str:
+        return self.version
+
+    def predict(
+        self, texts: Sequence[str], sources: Sequence[str] | None = None, *, features: bool = False
+    ) -> Prediction:
+        """SentimentModel.predict without features: the scorer's entry point, through predict_proba."""
+        return Prediction(self.predict_proba(texts))
 
     @property
     def batch_sizes(self) -> list[int]:

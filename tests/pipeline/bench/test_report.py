@@ -33,4 +33,6 @@ def test_a_custom_chart_draws_on_the_axes_it_is_given(tmp_path: Path) -> None:
 
 
 def test_environment_names_what_the_numbers_depend_on() -> None:
-    assert set(environment()) == {"python", "torch", "threads", "cpu_count", "device"}
+    env = environment()
+    assert set(env) == {"python", "torch", "threads", "cpu_count", "device", "cpu"}
+    assert env["cpu"]["model"] and isinstance(env["cpu"]["flags"], list)  # machines of one kind differ in these

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aet.pipeline.config import RetrainSettings
-from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, decision_from_dict
+from aet.pipeline.learning.examples import Example
+from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, decision_from_dict, score_slice
 from aet.storage.db import Database
 from aet.storage.registry import ModelRegistry
 
@@ -38,6 +40,43 @@ def test_gate_without_older_data_when_allowed() -> None:
     lax = SETTINGS.model_copy(update={"require_older_holdout": False})
     decision = decide(SliceScores(100, 0.5, 0.6), None, lax)
     assert decision.promote and any("forgetting not checked" in r for r in decision.reasons)
+
+
+class Answers:
+    """A model that answers from a table: text -> class (the gate sees only predictions)."""
+
+    def __init__(self, answers: dict[str, int]) -> None:
+        self.answers = answers
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.eye(3)[[self.answers[t] for t in texts]]
+
+
+def slice_of(n: int, champion_right: int, challenger_right: int) -> tuple[list[Example], Answers, Answers]:
+    """``n`` examples; each model gets the first ``..._right`` of them right and the rest wrong."""
+    examples = [Example(text=f"t{i}", label=i % 3) for i in range(n)]
+    champion = Answers({e.text: e.label if i < champion_right else (i + 1) % 3 for i, e in enumerate(examples)})
+    challenger = Answers({e.text: e.label if i < challenger_right else (i + 1) % 3 for i, e in enumerate(examples)})
+    return examples, champion, challenger
+
+
+OLDER_OK = SliceScores(100, 0.80, 0.80)
+
+
+def test_a_challenger_better_by_chance_on_a_small_slice_is_not_promoted() -> None:
+    examples, champion, challenger = slice_of(24, 14, 16)  # two more right out of 24: +8 points of accuracy
+    recent = score_slice(champion, challenger, examples, confidence=0.8)  # type: ignore[arg-type]
+    assert recent.delta > SETTINGS.promote_min_gain and recent.low is not None and recent.low <= 0
+    decision = decide(recent, OLDER_OK, SETTINGS)
+    assert not decision.promote and any("not better with 80% confidence" in r for r in decision.reasons)
+    assert decision_from_dict(decision.to_dict()).recent == SliceScores.from_dict(recent.to_dict())
+
+
+def test_a_clearly_better_challenger_is_promoted() -> None:
+    examples, champion, challenger = slice_of(120, 60, 100)
+    recent = score_slice(champion, challenger, examples, confidence=0.8)  # type: ignore[arg-type]
+    assert recent.low is not None and recent.low > 0.1
+    assert decide(recent, OLDER_OK, SETTINGS).promote
 
 
 @pytest.fixture

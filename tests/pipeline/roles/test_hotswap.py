@@ -238,3 +238,72 @@ def test_promotion_and_rollback_under_a_full_speed_stream_score_every_message_on
     for i, m in enumerate(out):  # each output is exactly what its named version computes: no half-loaded model
         got = [m.probs.negative, m.probs.neutral, m.probs.positive]
         assert np.allclose(got, expected[m.model_version][i], atol=1e-4), (m.id, m.model_version)
+
+
+# ------------------------------------------------------------------ fast-path heads versions
+
+
+def publish_heads(app: App, base: ModelInfo, flip: bool = True) -> ModelInfo:
+    """Publish heads for source chat on ``base`` through the fast path's registry port; the new champion."""
+    from aet.pipeline.learning.heads import FeatureScaler, HeadSet, HeadWeights, widen
+    from aet.pipeline.runtime import FastPathRegistry
+
+    own = app.load_model(base).own_head()
+    pooled = own.weight.shape[1]
+    head = widen(own, pooled)
+    if flip:  # reads the classes backwards: visibly not the model's own layer
+        head = HeadWeights(-head.weight, -head.bias)
+    heads = HeadSet(base.version, FeatureScaler(pooled, np.zeros(pooled), np.ones(pooled)), {"chat": head})
+    event = FastPathRegistry(app).publish(heads, {"sources": ["chat"]})
+    assert event.kind == "heads" and event.model_version == f"{base.version}.h1"
+    champion = app.registry.champion()
+    assert champion is not None and champion.version == event.model_version
+    return champion
+
+
+def test_a_heads_version_serves_its_sources_on_the_weights_already_loaded(app: App) -> None:
+    v1 = register_tiny(app, seed=0)
+    serving = app.load_model(v1, share_weights=True)
+    h1 = publish_heads(app, v1)
+    assert h1.parent == v1.version and h1.weights_version == v1.version and h1.info["kind"] == "heads"
+    model = app.serving_model(h1)
+    assert model.version == h1.version and model.base == v1.version
+    assert model.model is serving.model  # the heads sit on the loaded weights: nothing loaded twice
+    news, chat = model.predict_proba(TEXTS, ["news"] * 3), model.predict_proba(TEXTS, ["chat"] * 3)
+    np.testing.assert_allclose(news, serving.predict_proba(TEXTS), atol=1e-6)  # no head for news: its own layer
+    assert not np.allclose(chat, news, atol=1e-3)
+    # Loaded for training, a heads version brings its own copy of the weights.
+    assert app.load_model(h1).model is not serving.model
+
+
+def test_a_tampered_heads_artifact_is_refused(app: App) -> None:
+    v1 = register_tiny(app, seed=0)
+    h1 = publish_heads(app, v1)
+    path = Path(h1.artifact_path) / "heads.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one bit of one weight, same size
+    path.write_bytes(bytes(data))
+    swapper = swapper_for(app, v1)
+    try:
+        assert_refused(swapper, SwapTarget.of(h1), "sha256")
+    finally:
+        swapper.close()
+
+
+def test_the_champion_follower_swaps_heads_versions_in_from_the_control_topic(app: App) -> None:
+    v1 = register_tiny(app, seed=0)
+    with app.serving_scorer(v1) as scorer:
+        publish_heads(app, v1)
+        champion = app.registry.champion()
+        assert champion is not None
+        from aet.pipeline.records import ControlEvent
+
+        app.bus.publish(
+            app.settings.topics.control, ControlEvent(kind="heads", model_version=champion.version).to_bytes()
+        )
+        assert scorer.swapper is not None and scorer.swapper.wait_until_idle(60)
+        deadline = time.monotonic() + 60
+        while scorer.model.version != champion.version and time.monotonic() < deadline:
+            scorer.before_batch()
+            scorer.swapper.wait_until_idle(1)
+        assert scorer.model.version == champion.version and scorer.model.base == v1.version

@@ -265,7 +265,7 @@ def test_retrain_request_waits_for_labels_and_for_the_cooldown(
     clock = Clock(T0 + timedelta(days=1))
     # Something retrained 10 minutes ago: the cooldown (1 h) has not passed.
     store.write(events=[ControlEvent(kind="training_result", ts=clock.now - timedelta(minutes=10))])
-    monitor = make(bus, mstore, topics, clock=clock, min_labels=20, retrain_cooldown_s=3600)
+    monitor = make(bus, mstore, topics, clock=clock, min_labels=20, retrain_cooldown_s=3600, followup_rounds=0)
     publish_scored(bus, topics, range(400))
     publish_scored(bus, topics, range(400, 700), SHIFTED)
     drain(monitor)
@@ -304,6 +304,45 @@ def test_retrain_request_waits_for_labels_and_for_the_cooldown(
     parsed = parse_request(p)
     assert parsed.source == "news" and parsed.drift_event_id == drift.id
     assert parsed.window_start == datetime.fromisoformat(p["window"]["start"])
+
+
+def test_an_episode_gets_follow_up_rounds_on_a_growing_window_until_two_are_rejected(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore, store: ResultStore
+) -> None:
+    monitor = make(bus, mstore, topics, min_labels=20, followup_rounds=5)
+    publish_scored(bus, topics, range(400))
+    publish_scored(bus, topics, range(400, 700), SHIFTED)
+    drain(monitor)
+    [drift] = control(bus, topics)
+    position = drift.payload["position"]
+
+    def label_next(n: int, start: int) -> int:
+        for i in range(start, start + n):
+            bus.publish(topics.labels, label(f"m{i}", "negative"), key=f"m{i}")
+        drain(monitor)
+        return start + n
+
+    def requests() -> list[ControlEvent]:
+        return [e for e in control(bus, topics) if e.kind == "retrain_request"]
+
+    next_id = label_next(20, position)
+    assert [r.payload["round"] for r in requests()] == [1]
+    next_id = label_next(19, next_id)
+    assert len(requests()) == 1, "a follow-up round waits for min_labels more labels"
+    next_id = label_next(1, next_id)
+    first, second = requests()
+    assert second.payload["round"] == 2 and second.payload["drift_event_id"] == drift.id
+    assert second.payload["window"]["start"] == first.payload["window"]["start"]  # the window grows
+    assert second.payload["labeled"] == 20
+
+    # Two rejected challengers of this episode end it; a rejection of another episode does not count.
+    store.write(events=[ControlEvent(kind="rejection", payload={"drift_event_id": drift.id})])
+    store.write(events=[ControlEvent(kind="rejection", payload={"drift_event_id": "another"})])
+    next_id = label_next(20, next_id)
+    assert [r.payload["round"] for r in requests()] == [1, 2, 3]
+    store.write(events=[ControlEvent(kind="rejection", payload={"drift_event_id": drift.id})])
+    label_next(40, next_id)
+    assert len(requests()) == 3 and "news" not in monitor.pending
 
 
 # ------------------------------------------------------------------ state, restarts, redelivery

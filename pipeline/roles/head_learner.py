@@ -1,0 +1,277 @@
+"""The fast-path role: per-source heads over the champion's features, learned from every label.
+
+A retraining round needs hundreds of labels and minutes of CPU; the first few
+dozen labels of a new language can already correct the champion's last layer.
+This role joins each label to the features the scorer attached to its message
+on ``aet.scored`` (the input of the model's final linear layer and the
+mean-pooled last hidden state), feeds them to that source's
+:class:`~aet.pipeline.learning.heads.OnlineHead` (several elastic pulls toward
+the champion's own layer, the best by prequential log-loss serves), and every
+``publish_every`` labels of a source decides what should serve it:
+
+- the selected head, when its log-loss on labels it had not yet learned beats
+  the champion's own layer with ``max_p_value`` (a paired test on the same
+  labels) — evidence, not a hunch, as for a promotion;
+- else nothing: the champion's own layer.
+
+A drift event of the source starts a new episode: the candidates' records
+are cleared and they are refit on the most recent labels only, so that a
+return to an earlier language is not served by the head of the last one.
+
+When that changes, the heads are published as a version of their own
+(``v0002.h3``: the champion's weights plus a ``heads.safetensors``), sealed
+and registered like a model, made the serving version, and announced on
+``aet.control`` as a ``heads`` event, which the scorers' hot swap follows
+(pipeline/roles/hotswap.py; the weights stay loaded, only the heads change).
+
+The heads belong to the champion whose features they read: a promotion or
+rollback to other weights starts them afresh from the new champion's layer
+(its next retraining round has learned what they knew). Features of messages
+scored by other weights are not learned from. The features are kept in memory
+for ``track_messages`` messages, and a label that comes before its message
+is held as long; after a restart, labels of messages scored before it are
+not learned (held, then dropped and counted as ``unjoined``). Bad records are counted
+and skipped: the scorer, label recorder and monitor dead-letter them already.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from aet.pipeline.config import FastPathSettings, TopicSettings
+from aet.pipeline.learning.heads import FeatureScaler, HeadSet, HeadWeights, OnlineHead, widen
+from aet.pipeline.ports import BatchStore, Bus, BusRecord
+from aet.pipeline.records import LABELS, BadRecord, ControlEvent, LabelRecord, ScoredMessage, decode, unpack_features
+from aet.pipeline.worker import Outputs, Worker
+
+log = logging.getLogger(__name__)
+
+#: Share of a source's recent predictions a new head must change to be worth a new version.
+MIN_CHANGED = 0.01
+#: Labels a head keeps from before a drift event (those the detector needed to notice it are already the new regime's).
+EPISODE_KEEP = 64
+#: Control events after which the champion's weights may have changed.
+WEIGHT_CHANGES = frozenset({"promotion", "rollback"})
+
+
+class HeadsRegistry(Protocol):
+    """What the fast path needs from the registry (implemented by the composition root)."""
+
+    def champion_base(self) -> str | None:
+        """The version of the serving champion's weights (itself, or the model a heads version sits on)."""
+
+    def own_head(self, base: str) -> HeadWeights:
+        """The final linear layer of version ``base``'s weights."""
+
+    def publish(self, heads: HeadSet, info: dict[str, Any]) -> ControlEvent:
+        """Seal and register ``heads`` as a version on their base, make it serve, and describe that as an event."""
+
+
+@dataclass(frozen=True)
+class _Seen:
+    source: str
+    base: str
+    features: np.ndarray
+
+
+class HeadLearner(Worker):
+    """Consumes ``aet.scored``, ``aet.labels`` and ``aet.control``; publishes heads versions."""
+
+    role = "fast-path"
+
+    def __init__(
+        self, bus: Bus, store: BatchStore, topics: TopicSettings, settings: FastPathSettings, registry: HeadsRegistry
+    ) -> None:
+        super().__init__(
+            bus,
+            store,
+            group=settings.group,
+            topics=[topics.scored, topics.labels, topics.control],
+            dlq_topic=topics.dlq,
+            max_batch=512,
+            max_wait_ms=100,
+        )
+        self.names = topics
+        self.settings = settings
+        self.registry = registry
+        self.counts: Counter[str] = Counter()
+        self.published: list[ControlEvent] = []
+        self.seen: OrderedDict[str, _Seen] = OrderedDict()
+        self.held: OrderedDict[str, LabelRecord] = OrderedDict()  # labels waiting for their scored message
+        self.dims: dict[str, int] = {}  # feature length by weights version: a row of another length is invalid
+        self.base: str | None = None
+        self._start(registry.champion_base())
+
+    def _start(self, base: str | None) -> None:
+        """Begin learning for the champion weights ``base``: no scaler, no heads, nothing serving yet."""
+        self.base = base
+        self.prior: HeadWeights | None = None
+        self.scaler: FeatureScaler | None = None
+        self.scaler_rows: list[np.ndarray] = []
+        self.waiting: list[tuple[str, np.ndarray, int]] = []  # labels that arrived before the scaler was fixed
+        self.heads: dict[str, OnlineHead] = {}
+        self.since_publish: Counter[str] = Counter()
+        self.serving: dict[str, HeadWeights] = {}
+        if base is not None:
+            log.info("fast path: learning heads on the features of %s", base)
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        learned: dict[str, list[tuple[np.ndarray, int]]] = {}
+        # Scored messages first: a poll mixes topics, and a label may come in the batch of its message.
+        order = {self.names.scored: 0, self.names.control: 1, self.names.labels: 2}
+        for r in sorted(records, key=lambda r: order.get(r.topic, 3)):
+            try:
+                if r.topic == self.names.scored:
+                    self._on_scored(decode(ScoredMessage, r.value), learned)
+                elif r.topic == self.names.labels:
+                    self._on_label(decode(LabelRecord, r.value), learned)
+                else:
+                    self._on_control(decode(ControlEvent, r.value))
+            except BadRecord:
+                self.counts["invalid"] += 1
+        for source, rows in learned.items():
+            self._learn(source, rows)
+        self._decide(out)
+        return out
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_scored(self, m: ScoredMessage, learned: dict[str, list[tuple[np.ndarray, int]]]) -> None:
+        if m.features is None:
+            self.counts["without_features"] += 1
+            return
+        try:
+            features = unpack_features(m.features)
+        except ValueError:
+            self.counts["invalid"] += 1
+            return
+        if not np.isfinite(features).all() or len(features) != self.dims.setdefault(m.base, len(features)):
+            self.counts["invalid"] += 1
+            return
+        self.seen[m.id] = _Seen(m.source, m.base, features)
+        self.seen.move_to_end(m.id)
+        while len(self.seen) > self.settings.track_messages:
+            self.seen.popitem(last=False)
+        if m.base == self.base and self.scaler is None:
+            self.scaler_rows.append(features)
+        held = self.held.pop(m.id, None)
+        if held is not None:  # its label came first (another partition, or a scorer restart)
+            self._on_label(held, learned)
+
+    def _on_label(self, label: LabelRecord, learned: dict[str, list[tuple[np.ndarray, int]]]) -> None:
+        seen = self.seen.get(label.message_id)
+        if seen is None:
+            self.held[label.message_id] = label
+            while len(self.held) > self.settings.track_messages:
+                self.held.popitem(last=False)
+                self.counts["unjoined"] += 1
+            return
+        if seen.base != self.base:
+            self.counts["other_weights"] += 1
+            return
+        learned.setdefault(seen.source, []).append((seen.features, LABELS.index(label.label)))
+        self.counts["labels"] += 1
+
+    def _on_control(self, event: ControlEvent) -> None:
+        if event.kind == "drift":
+            head = self.heads.get(str(event.payload.get("source")))
+            if head is not None:  # a new regime: its own labels decide which candidate serves
+                head.new_episode(keep_last=EPISODE_KEEP)
+                self.counts["episodes"] += 1
+            return
+        if event.kind not in WEIGHT_CHANGES:
+            return
+        base = self.registry.champion_base()
+        if base != self.base:
+            log.info("fast path: champion weights changed (%s -> %s); heads start afresh", self.base, base)
+            self._start(base)
+
+    # ------------------------------------------------------------------ learning
+
+    def _learn(self, source: str, rows: list[tuple[np.ndarray, int]]) -> None:
+        if self.base is None:
+            return
+        if self.scaler is None:
+            self.waiting.extend((source, f, y) for f, y in rows)
+            if len(self.scaler_rows) < self.settings.scaler_messages:
+                return
+            self._fix_scaler()
+            waiting, self.waiting = self.waiting, []
+            by_source: dict[str, list[tuple[np.ndarray, int]]] = {}
+            for s, f, y in waiting:
+                by_source.setdefault(s, []).append((f, y))
+            for s, r in by_source.items():
+                self._learn(s, r)
+            return
+        head = self.heads.get(source)
+        if head is None:
+            assert self.prior is not None
+            fp = self.settings
+            head = self.heads[source] = OnlineHead(
+                self.prior, strengths=fp.strengths, window=fp.window, half_life=fp.half_life, min_labels=fp.min_labels
+            )
+        features = self.scaler(np.stack([f for f, _ in rows]))
+        head.learn_many(features, [y for _, y in rows])
+        self.since_publish[source] += len(rows)
+
+    def _fix_scaler(self) -> None:
+        """Standardise the mean-pooled features by the champion's first scored messages; widen its own layer."""
+        assert self.base is not None
+        own = self.registry.own_head(self.base)
+        pooled_dim = own.weight.shape[1]
+        rows = np.stack(self.scaler_rows)
+        self.scaler = FeatureScaler.fit(rows, pooled_dim)
+        self.prior = widen(own, rows.shape[1] - pooled_dim)
+        self.scaler_rows = []
+
+    def _changed(self, source: str, head: HeadWeights | None) -> bool:
+        """Would serving ``head`` (``None``: the champion's own layer) change what serves the source?
+
+        A new head must change at least one prediction in a hundred of the
+        source's recent labels: a head that only sharpens the champion's
+        confidence is not worth a version.
+        """
+        if head is None:
+            return source in self.serving
+        old = self.serving.get(source, self.prior)
+        window = self.heads[source].features
+        if old is None or not window:
+            return old is None
+        x = np.asarray(window)
+        changed = old.logits(x).argmax(axis=1) != head.logits(x).argmax(axis=1)
+        return float(changed.mean()) >= MIN_CHANGED
+
+    def _decide(self, out: Outputs) -> None:
+        """Every ``publish_every`` labels of a source: serve its head if the evidence says so; publish changes."""
+        due = [s for s, n in self.since_publish.items() if n >= self.settings.publish_every]
+        if not due or self.scaler is None or self.base is None:
+            return
+        wanted = dict(self.serving)
+        evidence: dict[str, dict[str, Any]] = {}
+        for source in due:
+            self.since_publish[source] = 0
+            head = self.heads[source]
+            p = head.evidence()
+            evidence[source] = {"strength": head.strength, "p_value": round(p, 6), "labels": head.learned}
+            if p <= self.settings.max_p_value:
+                wanted[source] = head.weights
+            else:
+                wanted.pop(source, None)
+        if not any(self._changed(s, wanted.get(s)) for s in due):
+            return
+        event = self.registry.publish(
+            HeadSet(base=self.base, scaler=self.scaler, heads=wanted),
+            {"sources": sorted(wanted), "evidence": evidence},
+        )
+        self.serving = wanted
+        self.published.append(event)
+        out.events.append(event)
+        out.publish.append((self.names.control, event.kind, event.to_bytes()))
+        self.counts["published"] += 1
+        log.info("fast path: %s serves heads for %s (%s)", event.model_version, sorted(wanted) or "no source", evidence)

@@ -1,0 +1,161 @@
+"""The fast-path role: labels joined to the scorer's features, heads published only on evidence,
+started afresh when the champion's weights change, and no bad record stopping it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import FastPathSettings, TopicSettings
+from aet.pipeline.learning.heads import HeadSet, HeadWeights
+from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Message, ScoredMessage, decode
+from aet.pipeline.roles.head_learner import HeadLearner
+from aet.pipeline.roles.scorer import to_scored
+
+POOLED, MEAN = 4, 3
+rng = np.random.default_rng(0)
+
+
+class FakeRegistry:
+    """Champion weights by name; every publish recorded (the real one is tested in tests/pipeline/test_runtime.py)."""
+
+    def __init__(self, base: str = "v0001") -> None:
+        self.base = base
+        self.published: list[tuple[HeadSet, dict[str, Any]]] = []
+        # The champion's own layer reads the first pooled feature only: class = sign of it, never neutral.
+        weight = np.zeros((3, POOLED))
+        weight[0, 0], weight[2, 0] = -3.0, 3.0
+        self.layer = HeadWeights(weight, np.zeros(3))
+
+    def champion_base(self) -> str | None:
+        return self.base
+
+    def own_head(self, base: str) -> HeadWeights:
+        return self.layer
+
+    def publish(self, heads: HeadSet, info: dict[str, Any]) -> ControlEvent:
+        self.published.append((heads, info))
+        return ControlEvent(kind="heads", model_version=f"{heads.base}.h{len(self.published)}", payload=info)
+
+
+def features_for(label: int, *, shifted: bool) -> np.ndarray:
+    """Before the shift the first pooled feature carries the class; after it, the second mean-pooled one does."""
+    x = rng.normal(0, 1, POOLED + MEAN)
+    signal = (label - 1) * 2.0
+    if shifted:
+        x[POOLED + 1] += signal
+    else:
+        x[0] += signal
+    return x
+
+
+class Stream:
+    def __init__(self, bus: MemoryBus, topics: TopicSettings) -> None:
+        self.bus, self.topics, self.n = bus, topics, 0
+
+    def send(
+        self, label: int, *, shifted: bool, base: str = "v0001", source: str = "news", labeled: bool = True
+    ) -> str:
+        self.n += 1
+        message = Message(id=f"m{self.n}", text=f"message {self.n}", ts="2026-01-05T14:30:00+00:00", source=source)
+        scored = to_scored(message, np.array([0.2, 0.6, 0.2]), base, features=features_for(label, shifted=shifted))
+        self.bus.publish(self.topics.scored, scored.to_bytes(), key=message.id)
+        if labeled:
+            record = LabelRecord(message_id=message.id, label=LABELS[label], ts="2026-01-05T14:31:00+00:00")
+            self.bus.publish(self.topics.labels, record.to_bytes(), key=message.id)
+        return message.id
+
+
+@pytest.fixture
+def topics() -> TopicSettings:
+    return TopicSettings()
+
+
+def learner(bus: MemoryBus, topics: TopicSettings, registry: FakeRegistry, **settings: Any) -> HeadLearner:
+    s = FastPathSettings(**{"scaler_messages": 32, "publish_every": 16, "min_labels": 16, **settings})
+    return HeadLearner(bus, NoStore(), topics, s, registry)
+
+
+class NoStore:
+    def write(self, **kwargs: Any) -> None:
+        pass
+
+
+def drain(worker: HeadLearner) -> None:
+    worker.run(threading.Event(), drain=True)
+
+
+def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_seen(
+    topics: TopicSettings,
+) -> None:
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    for i in range(64):
+        stream.send(i % 3, shifted=False, labeled=False)  # fixes the scaler on the champion's own regime
+    for i in range(240):
+        stream.send(i % 3, shifted=True)
+    worker = learner(bus, topics, registry)
+    drain(worker)
+    assert worker.counts["labels"] == 240 and registry.published, "no heads were published after the shift"
+    heads, info = registry.published[-1]
+    assert heads.base == "v0001" and set(heads.heads) == {"news"}
+    assert info["evidence"]["news"]["p_value"] <= 0.05
+    # The published head classifies the shifted regime, which the champion's own layer cannot.
+    labels = np.array([i % 3 for i in range(300)])
+    x = np.stack([features_for(int(y), shifted=True) for y in labels])
+    accuracy = (np.nanargmax(heads.logits(x, ["news"] * len(x)), axis=1) == labels).mean()
+    own = (registry.layer.logits(x[:, :POOLED]).argmax(axis=1) == labels).mean()
+    assert accuracy > 0.7 > 0.5 > own  # the Bayes rate of this regime is about 0.79
+    events = [decode(ControlEvent, r.value) for r in bus.read_all(topics.control)]
+    assert [e.kind for e in events] == ["heads"] * len(registry.published)
+
+
+def test_a_stream_the_champion_already_predicts_publishes_nothing(topics: TopicSettings) -> None:
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    for i in range(300):
+        stream.send([0, 2][i % 2], shifted=False)  # the champion's own layer is right on these
+    worker = learner(bus, topics, registry)
+    drain(worker)
+    assert worker.counts["labels"] == 300 and registry.published == []
+
+
+def test_new_champion_weights_start_the_heads_afresh_and_old_features_are_not_learned(
+    topics: TopicSettings,
+) -> None:
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    for i in range(64):
+        stream.send(i % 3, shifted=False, labeled=False)
+    for i in range(64):
+        stream.send(i % 3, shifted=True)
+    worker = learner(bus, topics, registry)
+    drain(worker)
+    assert worker.heads
+    registry.base = "v0002"
+    promotion = ControlEvent(kind="promotion", model_version="v0002")
+    bus.publish(topics.control, promotion.to_bytes(), key="promotion")
+    for i in range(20):
+        stream.send(i % 3, shifted=True, base="v0001")  # in flight: scored by the old weights
+    drain(worker)
+    assert worker.base == "v0002" and worker.heads == {} and worker.counts["other_weights"] == 20
+
+
+def test_unjoined_bad_and_foreign_records_are_counted_and_skipped(topics: TopicSettings) -> None:
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    stream.send(0, shifted=False)
+    good = decode(ScoredMessage, bus.read_all(topics.scored)[0].value)
+    bus.publish(topics.labels, LabelRecord(message_id="never-scored", label="negative").to_bytes(), key="x")
+    bus.publish(topics.scored, b"\xff\x00 not json", key="y")
+    for bad in ("!!!not-base64!!!", "AAAA", "APw="):  # garbage, a wrong length, an infinity
+        bus.publish(topics.scored, good.model_copy(update={"id": f"bad-{bad}", "features": bad}).to_bytes(), key="z")
+    worker = learner(bus, topics, registry)
+    drain(worker)
+    assert list(worker.held) == ["never-scored"] and worker.counts["labels"] == 1
+    assert worker.counts["invalid"] == 4
+    assert bus.group_lag(worker.group, [topics.scored, topics.labels]) == 0
