@@ -104,6 +104,11 @@ class ReplaySettings(_Section):
     """How ``aet replay`` replays a recorded stream onto the bus (the rehearsal of old examples is ``retrain``'s)."""
 
     speed: float = Field(default=0.0, ge=0, description="event-time speed-up; 0 = as fast as possible")
+    rate: float = Field(
+        default=0.0,
+        ge=0,
+        description="most messages a second (0: no limit), e.g. to let what the loop learns serve the rest",
+    )
     label_fraction: float = Field(default=0.0, ge=0, le=1)
     label_delay_s: float = Field(default=0.0, ge=0, description="event-time delay before a label is emitted")
     seed: int = 7

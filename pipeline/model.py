@@ -88,6 +88,7 @@ class Prediction:
 
     probs: np.ndarray
     features: np.ndarray | None = None
+    base_probs: np.ndarray | None = None  # the weights' own probabilities where a fast-path head served, else NaN
 
 
 @dataclass
@@ -217,11 +218,14 @@ class SentimentModel:
                         feats = np.empty((len(texts), rows.shape[1]), dtype=np.float32)
                     feats[idx] = rows
         self.model.train(was_training)
+        base_probs = None
         if self.heads is not None and sources is not None and feats is not None:
             head_logits = self.heads.logits(feats, sources)
             served = ~np.isnan(head_logits).any(axis=1)
+            base_probs = np.full_like(probs, np.nan)
+            base_probs[served] = probs[served]
             probs[served] = softmax(head_logits[served]).astype(np.float32)
-        return Prediction(probs, feats if features else None)
+        return Prediction(probs, feats if features else None, base_probs)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled last hidden state of the encoder, shape (len(texts), hidden), float32.

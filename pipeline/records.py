@@ -151,6 +151,7 @@ class ScoredMessage(Message):
     model_version: str
     scored_at: datetime = Field(default_factory=utcnow)
     base_version: str | None = None
+    base_probs: Probs | None = None  # the weights' own probabilities, when a fast-path head served instead
     features: str | None = Field(default=None, max_length=MAX_FEATURES_CHARS)
 
     @property

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -118,6 +118,9 @@ class App:
         """
         path = Path(ref.artifact_path)
         if not (path / HEADS_FILE).is_file():
+            cached = self._serving_weights.get(ref.version) if share_weights else None
+            if cached is not None:  # its weights already serve here (they were verified when loaded)
+                return replace(cached, heads=None, version=ref.version, base_version=None)
             model = load_verified_model(ref, self.settings.model, device, name=name)
             if share_weights:
                 self._serving_weights[model.base] = model

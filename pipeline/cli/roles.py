@@ -21,6 +21,7 @@ app = typer.Typer()
 def replay(
     data: Path = typer.Argument(..., help="Stream file (JSONL or CSV, normalized format)."),
     speed: float | None = typer.Option(None, help="Event-time speed-up; 0 = as fast as possible."),
+    rate: float | None = typer.Option(None, help="Most messages a second; 0 = no limit."),
     label_fraction: float | None = typer.Option(None, help="Share of labels to publish to aet.labels."),
     label_delay: float | None = typer.Option(None, help="Event-time delay (s) of published labels."),
     limit: int | None = typer.Option(None, help="Replay at most this many messages."),
@@ -30,7 +31,9 @@ def replay(
     from aet.adapters.bus import open_bus
     from aet.pipeline.roles.replay import Replay
 
-    s = resolve_settings(replay={"speed": speed, "label_fraction": label_fraction, "label_delay_s": label_delay})
+    s = resolve_settings(
+        replay={"speed": speed, "rate": rate, "label_fraction": label_fraction, "label_delay_s": label_delay}
+    )
     if not data.is_file():
         fail(f"stream file not found: {data}")
     bus = open_bus(s.bus)
@@ -78,5 +81,34 @@ def score(
                 )
                 n = scorer.run(stop, drain=drain)
             log.info("scorer stopped after %d messages (serving %s at the end)", n, scorer.model.version)
+        except (NoChampionError, ModelLoadError) as exc:
+            fail(str(exc))
+
+
+@app.command("fast-path")
+def fast_path(
+    drain: bool = typer.Option(False, help="Exit once every available record is processed (batch mode)."),
+    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+) -> None:
+    """Run the fast path: learn per-source heads from aet.scored features and aet.labels; publish heads versions.
+
+    Run one per installation (its heads are its own). SIGTERM or Ctrl-C finishes the current batch, commits it
+    and exits 0.
+    """
+    from aet.pipeline.metrics import serve_metrics
+    from aet.pipeline.model import ModelLoadError
+    from aet.pipeline.runtime import NoChampionError
+
+    s = resolve_settings()
+    if not s.scorer.features:
+        fail("scorer.features is off: the scorers attach no features for the fast path to learn from")
+    with open_app(s) as application:
+        stop = stop_on_signals()
+        try:
+            application.ensure_champion(None)
+            learner = application.head_learner()
+            serve_metrics(metrics_port)
+            n = learner.run(stop, drain=drain)
+            log.info("fast path stopped after %d records: %s", n, dict(learner.counts))
         except (NoChampionError, ModelLoadError) as exc:
             fail(str(exc))

@@ -30,6 +30,7 @@ def run(
     ),
     label_delay: float | None = typer.Option(None, help="Event-time delay (s) before a replayed label is published."),
     speed: float | None = typer.Option(None, help="Event-time speed-up of the replay; 0 = as fast as possible."),
+    rate: float | None = typer.Option(None, help="Most messages a second the replay publishes; 0 = no limit."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run every role in this process on the memory bus: replay DATA, score it, store it, summarise.
@@ -41,7 +42,9 @@ def run(
     from aet.pipeline.model import ModelLoadError
     from aet.pipeline.runtime import NoChampionError, run_embedded
 
-    s = resolve_settings(replay={"label_fraction": label_fraction, "label_delay_s": label_delay, "speed": speed})
+    s = resolve_settings(
+        replay={"label_fraction": label_fraction, "label_delay_s": label_delay, "speed": speed, "rate": rate}
+    )
     if s.bus.backend != "memory":
         fail("`aet run` runs every role in one process on the memory bus; on Kafka run `aet replay` and `aet score`")
     if not data.is_file():

@@ -37,7 +37,7 @@ and skipped: the scorer, label recorder and monitor dead-letter them already.
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,7 +100,7 @@ class HeadLearner(Worker):
         self.settings = settings
         self.registry = registry
         self.counts: Counter[str] = Counter()
-        self.published: list[ControlEvent] = []
+        self.published: deque[ControlEvent] = deque(maxlen=1000)  # this process's latest (summaries, tests)
         self.seen: OrderedDict[str, _Seen] = OrderedDict()
         self.held: OrderedDict[str, LabelRecord] = OrderedDict()  # labels waiting for their scored message
         self.dims: dict[str, int] = {}  # feature length by weights version: a row of another length is invalid
@@ -199,6 +199,7 @@ class HeadLearner(Worker):
             return
         if self.scaler is None:
             self.waiting.extend((source, f, y) for f, y in rows)
+            del self.waiting[: -self.settings.window]
             if len(self.scaler_rows) < self.settings.scaler_messages:
                 return
             self._fix_scaler()

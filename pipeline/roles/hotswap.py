@@ -76,10 +76,23 @@ def warm_up(model: SentimentModel, texts: Sequence[str] = WARMUP_TEXTS) -> None:
         raise SwapRefused(f"warm-up returned probabilities of shape {probs.shape}, expected ({len(texts)}, 3)")
     if not np.isfinite(probs).all() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise SwapRefused("warm-up returned non-finite probabilities or rows that do not sum to 1")
-    for source in model.heads.heads if model.heads is not None else ():
-        head_probs = np.asarray(model.predict_proba(list(texts), [source] * len(texts)), dtype=np.float64)
-        if not np.isfinite(head_probs).all() or not np.allclose(head_probs.sum(axis=1), 1.0, atol=1e-3):
-            raise SwapRefused(f"the fast-path head of {source!r} returned non-finite probabilities")
+    if model.heads is not None:
+        check_heads(model)
+
+
+def check_heads(model: SentimentModel) -> None:
+    """Refuse fast-path heads that do not fit the model's features or give no probabilities."""
+    assert model.heads is not None
+    pooled = model.own_head().weight.shape[1]
+    scaler = model.heads.scaler
+    width = pooled + len(scaler.center)
+    if scaler.pooled_dim != pooled or len(scaler.scale) != len(scaler.center) or not (scaler.scale > 0).all():
+        raise SwapRefused(f"the heads' feature scaler does not fit the model's {pooled} pooled features")
+    for source, head in model.heads.heads.items():
+        if head.weight.shape != (3, width) or head.bias.shape != (3,):
+            raise SwapRefused(f"the head of {source!r} has shape {head.weight.shape}, the features {width}")
+        if not (np.isfinite(head.weight).all() and np.isfinite(head.bias).all()):
+            raise SwapRefused(f"the head of {source!r} has non-finite weights")
 
 
 def release_memory() -> None:
@@ -112,6 +125,7 @@ class ModelSwapper:
         role: str = "scorer",
     ) -> None:
         self.serving = current.version
+        self.serving_weights = current.model  # a heads version on these needs no warm-up forward pass
         self.role = role
         self.swaps = 0
         self.refused: dict[str, str] = {}  # version -> reason of its last refusal
@@ -156,6 +170,7 @@ class ModelSwapper:
             if model is None:
                 return None
             previous, self.serving, self._wanted = self.serving, model.version, None
+            self.serving_weights = model.model
             self.swaps += 1
             self._cond.notify_all()
         requested = self._requested_at.pop(model.version, None)
@@ -236,7 +251,10 @@ class ModelSwapper:
             model = self._load(target)
             if model.version != target.version:
                 raise SwapRefused(f"loaded version {model.version!r}, expected {target.version!r}")
-            warm_up(model, self._warmup_texts)
+            if model.heads is not None and model.model is self.serving_weights:
+                check_heads(model)  # the weights already serve: only the heads are new (milliseconds)
+            else:
+                warm_up(model, self._warmup_texts)
         except Exception as exc:  # noqa: BLE001 - whatever breaks, the current model keeps serving
             reason = f"{type(exc).__name__}: {exc}"
             with self._cond:

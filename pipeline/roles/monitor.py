@@ -302,7 +302,9 @@ class Monitor(Worker):
         if src.version != m.base and m.base not in src.retired:
             src.follow(m.base)
             self._training_reference(m.source, m.base)
-        probs = (m.probs.negative, m.probs.neutral, m.probs.positive)
+        # The label-free detectors watch the weights they follow: where a fast-path head served, its weights' own.
+        own = m.base_probs or m.probs
+        probs = (own.negative, own.neutral, own.positive)
         self.seen += 1
         ts = m.ts.isoformat()
         if ts > self.latest_ts.get(m.source, ""):
@@ -536,7 +538,8 @@ class Monitor(Worker):
         src = self.engine.source(source)
         end = datetime.fromisoformat(self.latest_ts[source]) + timedelta(microseconds=1)
         event = ControlEvent(
-            id=_event_id("retrain_request", p["drift_event_id"]),
+            # One id per round of the episode: the trainer handles each id once.
+            id=_event_id("retrain_request", p["drift_event_id"], *([p["round"]] if p.get("round", 1) > 1 else [])),
             kind="retrain_request",
             ts=now,
             model_version=p["model_version"],

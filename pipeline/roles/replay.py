@@ -161,7 +161,7 @@ class Replay:
         delay = timedelta(seconds=self.settings.label_delay_s)
         wall_start, event_start = time.monotonic(), rows[0].ts if rows else None
         for n, item in enumerate(tqdm(rows, desc=f"replay {path.name}", unit="msg", disable=not progress)):
-            self._pace(item.ts, event_start, wall_start)
+            self._pace(item.ts, event_start, wall_start, n)
             while pending and pending[0][0] <= item.ts:
                 self._publish_label(heapq.heappop(pending)[2], stats)
             row = {k: v for k, v in item.data.items() if k != "_synthetic"}
@@ -200,11 +200,12 @@ class Replay:
         self.bus.publish(self.topics.labels, record.to_bytes(), key=record.message_id)
         stats.labels += 1
 
-    def _pace(self, ts: datetime, event_start: datetime | None, wall_start: float) -> None:
-        """Hold a message back until its event time, scaled by ``speed``, has come (speed 0: no pacing)."""
-        if not self.settings.speed or event_start is None:
-            return
-        due = (ts - event_start).total_seconds() / self.settings.speed
+    def _pace(self, ts: datetime, event_start: datetime | None, wall_start: float, n: int) -> None:
+        """Hold the ``n``-th message back until its event time, scaled by ``speed``, has come, and as long as
+        ``rate`` messages a second allow (0: neither paces)."""
+        due = n / self.settings.rate if self.settings.rate else 0.0
+        if self.settings.speed and event_start is not None:
+            due = max(due, (ts - event_start).total_seconds() / self.settings.speed)
         wait = due - (time.monotonic() - wall_start)
         if wait > 0:
             time.sleep(wait)

@@ -34,17 +34,19 @@ def to_scored(
     *,
     base_version: str | None = None,
     features: np.ndarray | None = None,
+    base_probs: np.ndarray | None = None,
 ) -> ScoredMessage:
     """Attach one prediction (and, for the fast path, the features it was computed from) to its message."""
     p = [float(x) for x in probs]
     return ScoredMessage(
         **message.model_dump(),
         label=LABELS[int(np.argmax(p))],
-        probs=Probs(negative=p[0], neutral=p[1], positive=p[2]),
+        probs=_probs(probs),
         score=max(-1.0, min(1.0, p[2] - p[0])),
         model_version=model_version,
         scored_at=utcnow(),
         base_version=base_version if base_version != model_version else None,
+        base_probs=_probs(base_probs) if base_probs is not None and np.isfinite(base_probs).all() else None,
         features=pack_features(features) if features is not None else None,
     )
 
@@ -103,15 +105,17 @@ class Scorer(Worker):
         for (_, message), row in zip(decoded, self._predict(model, decoded, out), strict=True):
             if row is None:
                 continue
-            probs, features = row
-            scored = to_scored(message, probs, model.version, base_version=model.base, features=features)
+            probs, features, base_probs = row
+            scored = to_scored(
+                message, probs, model.version, base_version=model.base, features=features, base_probs=base_probs
+            )
             out.scored.append(scored)
             out.publish.append((self.out_topic, message.key, scored.to_bytes()))
         return out
 
     def _predict(
         self, model: SentimentModel, decoded: Sequence[tuple[BusRecord, Message]], out: Outputs
-    ) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    ) -> list[_Row | None]:
         """Score the batch; if the batch fails, isolate the message that breaks the model."""
         if not decoded:
             return []
@@ -119,7 +123,7 @@ class Scorer(Worker):
             return list(self._score(model, [m for _, m in decoded]))
         except Exception as exc:  # noqa: BLE001 - one input must not stop the worker
             log.warning("batch of %d failed in the model (%s); scoring one by one", len(decoded), exc)
-        results: list[tuple[np.ndarray, np.ndarray | None] | None] = []
+        results: list[_Row | None] = []
         for r, m in decoded:
             try:
                 results.append(self._score(model, [m])[0])
@@ -128,15 +132,25 @@ class Scorer(Worker):
                 out.dead_letters.append(_dead_letter(r, f"model failed on this input: {exc}"))
         return results
 
-    def _score(self, model: SentimentModel, messages: Sequence[Message]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Probabilities (each source's fast-path head where it has one) and, if emitted, features, per message."""
+    def _score(self, model: SentimentModel, messages: Sequence[Message]) -> list[_Row]:
+        """Probabilities (each source's fast-path head where it has one), the weights' own where a head served,
+        and, if emitted, the features, per message."""
+        n = len(messages)
         prediction = model.predict(
             [m.text for m in messages], [m.source for m in messages], features=self.emit_features
         )
-        rows = _checked(prediction.probs, len(messages))
-        if prediction.features is None:
-            return [(row, None) for row in rows]
-        return list(zip(rows, prediction.features, strict=True))
+        rows = _checked(prediction.probs, n)
+        features = prediction.features if prediction.features is not None else [None] * n
+        base = prediction.base_probs if prediction.base_probs is not None else [None] * n
+        return list(zip(rows, features, base, strict=True))
+
+
+def _probs(values: np.ndarray) -> Probs:
+    p = [float(x) for x in values]
+    return Probs(negative=p[0], neutral=p[1], positive=p[2])
+
+
+_Row = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # probabilities, features, base probabilities
 
 
 def _dead_letter(r: BusRecord, reason: str) -> DeadLetter:

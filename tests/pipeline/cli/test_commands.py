@@ -12,7 +12,20 @@ import typer
 from aet.pipeline.cli import app
 from tests.conftest import REPO
 
-ROOT = ["run", "replay", "score", "alert", "serve", "monitor", "drift", "train", "models", "bench", "alerts"]
+ROOT = [
+    "run",
+    "replay",
+    "score",
+    "fast-path",
+    "alert",
+    "serve",
+    "monitor",
+    "drift",
+    "train",
+    "models",
+    "bench",
+    "alerts",
+]
 MODELS = ["bootstrap", "list", "promote", "rollback", "show", "retrain-request"]
 BENCH = ["score", "swap", "bus", "alerts", "drift-detect", "adapt", "gpu-train", "stream"]
 

@@ -125,3 +125,20 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("run", "replay", "score", "models", "bench"):
         assert command in result.stdout
+
+
+def test_accuracy_per_version_sums_fast_path_heads_into_one_line_after_their_model() -> None:
+    from aet.pipeline.cli.run import version_lines
+
+    lines = version_lines(
+        {
+            "v0001": {"labeled": 100, "accuracy": 0.7},
+            "v0001.h1": {"labeled": 50, "accuracy": 0.8},
+            "v0001.h2": {"labeled": 150, "accuracy": 0.9},
+            "v0002": {"labeled": 0, "accuracy": None},
+        }
+    )
+    assert [line.split() for line in lines] == [
+        ["v0001", "0.700", "on", "100", "labeled", "messages"],
+        ["v0001", "+", "fast-path", "heads", "0.875", "on", "200", "labeled", "messages"],
+    ]

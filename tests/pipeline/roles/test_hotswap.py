@@ -111,6 +111,7 @@ def test_a_model_with_broken_outputs_is_refused(app: App) -> None:
 
     class NanModel:
         version = "v0003"
+        heads = None
 
         def predict_proba(self, texts: list[str]) -> np.ndarray:
             return np.full((len(texts), 3), np.nan)
@@ -272,6 +273,10 @@ def test_a_heads_version_serves_its_sources_on_the_weights_already_loaded(app: A
     news, chat = model.predict_proba(TEXTS, ["news"] * 3), model.predict_proba(TEXTS, ["chat"] * 3)
     np.testing.assert_allclose(news, serving.predict_proba(TEXTS), atol=1e-6)  # no head for news: its own layer
     assert not np.allclose(chat, news, atol=1e-3)
+    # What the weights alone say is kept beside what the head served (the drift monitor watches the weights).
+    both = model.predict(TEXTS, ["chat", "news", "chat"])
+    assert both.base_probs is not None and np.isnan(both.base_probs[1]).all()
+    np.testing.assert_allclose(both.base_probs[[0, 2]], news[[0, 2]], atol=1e-6)
     # Loaded for training, a heads version brings its own copy of the weights.
     assert app.load_model(h1).model is not serving.model
 

@@ -333,7 +333,7 @@ def test_an_episode_gets_follow_up_rounds_on_a_growing_window_until_two_are_reje
     first, second = requests()
     assert second.payload["round"] == 2 and second.payload["drift_event_id"] == drift.id
     assert second.payload["window"]["start"] == first.payload["window"]["start"]  # the window grows
-    assert second.payload["labeled"] == 20
+    assert second.payload["labeled"] == 20 and second.id != first.id  # the trainer handles each id once
 
     # Two rejected challengers of this episode end it; a rejection of another episode does not count.
     store.write(events=[ControlEvent(kind="rejection", payload={"drift_event_id": drift.id})])

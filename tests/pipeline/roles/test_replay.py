@@ -376,3 +376,14 @@ def test_pacing_subtracts_time_already_spent(tmp_path: Path, clock: FakeClock) -
 def test_speed_zero_never_sleeps(tmp_path: Path, rbus: RecordingBus, clock: FakeClock) -> None:
     replay(rbus, write_jsonl(tmp_path / "s.jsonl", PACED), speed=0)
     assert clock.sleeps == [] and len(messages(rbus)) == 5
+
+
+def test_a_rate_limit_spaces_messages_and_combines_with_the_speed(
+    tmp_path: Path, rbus: RecordingBus, clock: FakeClock
+) -> None:
+    replay(rbus, write_jsonl(tmp_path / "s.jsonl", PACED), rate=2)  # at most 2 a second: due at 0, .5, 1, 1.5, 2
+    assert clock.sleeps == pytest.approx([0.5] * 4)
+    clock.sleeps.clear()
+    # The later of the two dues: event time / 20 is due at 0, .5, 1.5, 1.55, 1.55 s, the rate at 0, .5, 1, 1.5, 2.
+    replay(rbus, write_jsonl(tmp_path / "t.jsonl", PACED), rate=2, speed=20)
+    assert clock.sleeps == pytest.approx([0.5, 1.0, 0.05, 0.45])
