@@ -5,9 +5,12 @@ it serves; this judges it on the live stream after. :class:`RollbackGuard` is
 the decision, in river's shape: ``learn_one(version, correct)`` for every
 labeled prediction, ``watch(new, previous)`` after a promotion, and
 ``verdict()`` once the new version has ``labels`` labeled predictions: roll
-back when its accuracy over them is below the previous champion's accuracy
-over that version's last ``labels`` labeled predictions by more than
-``margin``. Each promotion is judged once.
+back when its accuracy over them is below the accuracy of what served before
+the promotion, over the last ``labels`` labeled predictions before it, by more
+than ``margin``. What served before may be several versions (fast-path heads
+versions follow each other every few dozen labels on the same weights): the
+comparison is with the stream as it was served, never with a version's last
+handful of labels. Each promotion is judged once.
 
 :class:`AutoRollback` connects it to the registry for the drift monitor (which
 joins every label to its prediction): it notices promotions by polling the
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,6 +61,10 @@ class RollbackGuard:
         self.windows: dict[str, deque[int]] = {}
         self.watching: tuple[str, str] | None = None  # (new, previous)
         self.watched: list[str] = []  # versions judged before (a re-promoted one starts a fresh window)
+        # The last labeled predictions, whichever version served; and, for the watched promotion, those of every
+        # other version (what served before it, including its labels that arrive late).
+        self.served: deque[tuple[str, int]] = deque(maxlen=labels)
+        self.before: deque[int] = deque(maxlen=labels)
 
     def learn_one(self, version: str, correct: bool) -> None:
         if version not in self.windows:
@@ -65,10 +73,14 @@ class RollbackGuard:
                 if self.watching is None or old not in self.watching:
                     del self.windows[old]
         self.windows[version].append(int(correct))
+        self.served.append((version, int(correct)))
+        if self.watching is not None and version != self.watching[0]:
+            self.before.append(int(correct))
 
     def watch(self, new: str, previous: str) -> None:
         """Judge ``new`` against ``previous`` on labels of ``new``'s predictions from now on."""
         self.watching = (new, previous)
+        self.before = deque((c for v, c in self.served if v != new), maxlen=self.labels)
         if new in self.watched:  # promoted again after a rollback: judge it on new labels only
             self.windows.pop(new, None)
         kept = [v for v in self.watched if v != new][-KEEP_VERSIONS * 4 :]
@@ -83,7 +95,7 @@ class RollbackGuard:
         if len(mine) < self.labels:
             return None
         self.watching = None
-        theirs = self.windows.get(previous, ())
+        theirs: Sequence[int] = list(self.before) or list(self.windows.get(previous, ()))
         accuracy = sum(mine) / len(mine)
         if not theirs:
             return Verdict(
@@ -100,8 +112,8 @@ class RollbackGuard:
         before = sum(theirs) / len(theirs)
         fell = accuracy < before - self.margin
         words = (
-            f"live accuracy {accuracy:.3f} over {len(mine)} labeled messages vs {before:.3f} of {previous} "
-            f"over its last {len(theirs)}"
+            f"live accuracy {accuracy:.3f} over {len(mine)} labeled messages vs {before:.3f} over the last "
+            f"{len(theirs)} before the promotion (then serving {previous})"
         )
         if fell:
             return Verdict(
@@ -132,12 +144,16 @@ class RollbackGuard:
             "windows": {v: list(w) for v, w in self.windows.items()},
             "watching": list(self.watching) if self.watching else None,
             "watched": list(self.watched),
+            "served": [list(x) for x in self.served],
+            "before": list(self.before),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.windows = {v: deque(w, maxlen=self.labels) for v, w in state.get("windows", {}).items()}
         self.watching = tuple(state["watching"]) if state.get("watching") else None
         self.watched = list(state.get("watched", []))
+        self.served = deque(((str(v), int(c)) for v, c in state.get("served", [])), maxlen=self.labels)
+        self.before = deque(state.get("before", []), maxlen=self.labels)
 
 
 class AutoRollback:

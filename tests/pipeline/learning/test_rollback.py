@@ -50,6 +50,16 @@ def test_a_promotion_within_the_margin_stands_and_labels_of_the_old_version_keep
     assert v is not None and not v.rollback and v.previous_accuracy == pytest.approx(0.9)
 
 
+def test_a_promotion_is_judged_against_the_stream_as_served_not_the_last_heads_versions_few_labels() -> None:
+    guard = RollbackGuard(labels=40, margin=0.05)
+    feed(guard, "v1.h1", 30, 8)  # heads versions follow each other on the same weights: 30/38 ...
+    feed(guard, "v1.h2", 2, 0)  # ... and the last one had only 2 labels, both right
+    guard.watch("v2", "v1.h2")
+    feed(guard, "v2", 32, 8)  # 0.80 against 0.80 over the last 40 served before, not 1.0 over 2
+    v = guard.verdict()
+    assert v is not None and not v.rollback and v.previous_accuracy == pytest.approx(0.8) and v.previous_labeled == 40
+
+
 def test_without_a_baseline_the_promotion_stands() -> None:
     guard = RollbackGuard(labels=10)
     guard.watch("v2", "v1")
