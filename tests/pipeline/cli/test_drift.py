@@ -123,4 +123,5 @@ def test_run_embedded_also_monitors_and_still_ends(app_with_champion) -> None:
     assert app.bus.group_lag(app.settings.monitor.group, [app.settings.topics.scored, app.settings.topics.labels]) == 0
     quality = MonitorStore(app.db).quality()
     assert sum(q.labeled for q in quality) == summary["replay"]["labels"]
-    assert {q.model_version for q in quality} == {"v0001"}
+    # v0001 served, and the fast-path heads versions on its weights that came in while the stream ran.
+    assert {q.model_version.split(".h")[0] for q in quality} == {"v0001"}
