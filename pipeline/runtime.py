@@ -198,7 +198,9 @@ class App:
 
     def scorer(self, model: SentimentModel, swapper: ModelSwapper | None = None) -> Scorer:
         """The scorer role serving ``model``; with ``swapper``, it takes the models the swapper loads."""
-        return Scorer(self.bus, self.store, model, self.settings.topics, self.settings.scorer, swapper)
+        # Features feed only the fast path: with it off, the scorers do not compute or publish them.
+        scorer = self.settings.scorer.model_copy(update={"features": self.fast_path_enabled})
+        return Scorer(self.bus, self.store, model, self.settings.topics, scorer, swapper)
 
     def swapper(self, model: SentimentModel) -> ModelSwapper:
         """Loads the versions a scorer serving ``model`` is asked to swap to, verified, in the background."""

@@ -305,3 +305,15 @@ def test_real_model_scores_example_messages(app_with_champion: Any) -> None:
         assert row.score == pytest.approx(row.p_positive - row.p_negative, abs=1e-6)
     [letter] = [decode(DeadLetter, r.value) for r in app.bus.read_all(topics.dlq)]
     assert "missing field" in letter.reason
+
+
+def test_scorers_attach_features_only_while_the_fast_path_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aet.pipeline.config import load_settings
+    from aet.pipeline.runtime import App
+
+    for enabled in (True, False):
+        app = App(load_settings(home=tmp_path / str(enabled), fast_path={"enabled": enabled}))
+        try:
+            assert app.scorer(FakeModel()).emit_features is enabled  # type: ignore[arg-type]
+        finally:
+            app.close()
