@@ -27,6 +27,7 @@ import river
 from aet.pipeline.drift.config import DriftConfig
 from aet.pipeline.drift.detectors import Detector
 from aet.pipeline.drift.embedding import HotellingEmbedding
+from aet.pipeline.drift.new_source import NewSourceCheck
 
 STATE_VERSION = 1
 RIVER_VERSION = ".".join(river.__version__.split(".")[:2])
@@ -63,6 +64,7 @@ class SourceDrift:
         self.last_event_position: int | None = None
         self.events = 0
         self.suppressed = 0
+        self.novel: NewSourceCheck | None = None  # set by the monitor for a source the champion never saw
 
     def _reset_all(self) -> None:
         for d in self.detectors.values():
@@ -115,14 +117,27 @@ class SourceDrift:
                 raw.append((d, stat))
         return self._resolve(raw)
 
-    def label(self, version: str, message_position: int | None, correct: bool) -> list[Alarm]:
-        """Feed one joined label; labels of messages scored before the last reset are ignored."""
+    def label(
+        self,
+        version: str,
+        message_position: int | None,
+        correct: bool,
+        reference: tuple[int, int] | None = None,
+    ) -> list[Alarm]:
+        """Feed one joined label; labels of messages scored before the last reset are ignored.
+
+        ``reference`` is the (correct, labeled) of the champion on the other sources, for a
+        never-seen source's accuracy check (which counts every label of the source, whichever
+        version served it: it asks whether the source is served worse than the others).
+        """
         self.labeled += 1
-        if version != self.version:
-            return []
-        if message_position is not None and message_position <= self.baseline_position:
-            return []
-        raw = []
+        raw: list[tuple[Detector | NewSourceCheck, dict[str, Any]]] = []
+        if self.novel is not None:
+            stat = self.novel.update(correct, reference)
+            if stat is not None:
+                raw.append((self.novel, stat))
+        if version != self.version or (message_position is not None and message_position <= self.baseline_position):
+            return self._resolve(raw)
         for d in self.detectors.values():
             if d.signal == "error":
                 stat = d.update(0.0 if correct else 1.0)
@@ -130,7 +145,7 @@ class SourceDrift:
                     raw.append((d, stat))
         return self._resolve(raw)
 
-    def _resolve(self, raw: list[tuple[Detector, dict[str, Any]]]) -> list[Alarm]:
+    def _resolve(self, raw: Sequence[tuple[Detector | NewSourceCheck, dict[str, Any]]]) -> list[Alarm]:
         if not raw:
             return []
         cooling = (
@@ -152,7 +167,7 @@ class SourceDrift:
         self._reset_all()
         return [alarm]
 
-    def _alarm(self, d: Detector, stat: dict[str, Any], *, event: bool) -> Alarm:
+    def _alarm(self, d: Detector | NewSourceCheck, stat: dict[str, Any], *, event: bool) -> Alarm:
         return Alarm(
             source=self.source,
             detector=d.name,
@@ -176,6 +191,7 @@ class SourceDrift:
             "events": self.events,
             "suppressed": self.suppressed,
             "detectors": {name: d.get_state() for name, d in self.detectors.items()},
+            "novel": self.novel.get_state() if self.novel is not None else None,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -187,6 +203,9 @@ class SourceDrift:
         for name, d in self.detectors.items():
             if name in state["detectors"]:
                 d.set_state(state["detectors"][name])
+        if state.get("novel") is not None:
+            self.novel = NewSourceCheck()
+            self.novel.set_state(state["novel"])
 
 
 class DriftEngine:
@@ -206,8 +225,15 @@ class DriftEngine:
     ) -> list[Alarm]:
         return self.source(source).message(version, probs, embedding)
 
-    def label(self, source: str, version: str, message_position: int | None, correct: bool) -> list[Alarm]:
-        return self.source(source).label(version, message_position, correct)
+    def label(
+        self,
+        source: str,
+        version: str,
+        message_position: int | None,
+        correct: bool,
+        reference: tuple[int, int] | None = None,
+    ) -> list[Alarm]:
+        return self.source(source).label(version, message_position, correct, reference)
 
     def set_reference(self, source: str, vectors: np.ndarray) -> bool:
         """Give the embedding detector of ``source`` a fixed reference; ``False`` if it has none."""

@@ -52,6 +52,7 @@ import numpy as np
 from aet.pipeline import metrics
 from aet.pipeline.config import MonitorSettings, TopicSettings
 from aet.pipeline.drift import Alarm, DriftConfig, DriftEngine
+from aet.pipeline.drift.new_source import NewSourceCheck
 from aet.pipeline.learning.rollback import AutoRollback
 from aet.pipeline.live_quality import LiveQuality
 from aet.pipeline.ports import Bus, BusRecord, MonitorBatch, MonitorLedger
@@ -145,6 +146,9 @@ class Monitor(Worker):
         self.applied: set[str] = set()
         self.latest_ts: dict[str, str] = {}
         self.checkpoints: dict[str, deque[tuple[int, str]]] = {}
+        # Every source's latest labeled outcomes, whichever version served them: the reference a
+        # never-seen source's accuracy is compared with.
+        self.source_accuracy: dict[str, deque[int]] = {}
         self.counts = {
             "joined": 0,
             "held": 0,
@@ -182,6 +186,8 @@ class Monitor(Worker):
                     for s, cp in state["checkpoints"].items()
                 }
                 self.counts.update(state.get("counts", {}))
+                for source, outcomes in state.get("source_accuracy", {}).items():
+                    self._outcomes(source).extend(int(c) for c in outcomes)
                 if self.rollback is not None and state.get("rollback"):
                     self.rollback.restore(state["rollback"])
                 log.info(
@@ -206,6 +212,7 @@ class Monitor(Worker):
             "latest_ts": self.latest_ts,
             "checkpoints": {s: list(cp) for s, cp in self.checkpoints.items()},
             "counts": self.counts,
+            "source_accuracy": {s: "".join(map(str, d)) for s, d in self.source_accuracy.items()},
             "rollback": self.rollback.state() if self.rollback is not None else None,
         }
 
@@ -219,9 +226,9 @@ class Monitor(Worker):
     def before_batch(self) -> None:
         self.embedding.follow()
 
-    def _training_reference(self, source: str, version: str) -> None:
-        """With ``embedding_reference: training``, the champion's training texts are the embedding reference."""
-        reference = self.embedding.training_reference(source, version)
+    def _training_reference(self, source: str, version: str, *, always: bool = False) -> None:
+        """With ``embedding_reference: training`` (or ``always``), the champion's training texts are the reference."""
+        reference = self.embedding.training_reference(source, version, always=always)
         if reference is not None:
             self.engine.set_reference(source, reference)
             log.info("embedding reference of %s/%s: %d training texts", source, version, len(reference))
@@ -297,11 +304,14 @@ class Monitor(Worker):
             # not fed to the detectors a second time while the monitor remembers it.
             self.counts["duplicate_scored"] += 1
             return
+        first_sight = m.source not in self.engine.sources
         src = self.engine.source(m.source)
         # The detectors follow the weights: a fast-path heads version on the same weights is the same regime.
         if src.version != m.base and m.base not in src.retired:
             src.follow(m.base)
             self._training_reference(m.source, m.base)
+        if first_sight and self.settings.new_source_check and self._never_seen(m.source, m.base):
+            self._watch_new_source(m.source, m.base)
         # The label-free detectors watch the weights they follow: where a fast-path head served, its weights' own.
         own = m.base_probs or m.probs
         probs = (own.negative, own.neutral, own.positive)
@@ -363,6 +373,31 @@ class Monitor(Worker):
             }
         )
 
+    def _never_seen(self, source: str, version: str) -> bool:
+        """Whether the champion was not trained on ``source``: its training data say so, or (when they
+        cannot be read) the source appeared after another one had already passed its warm-up."""
+        known = self.embedding.training_sources(version)
+        if known is not None:
+            return source not in known
+        return any(s.position >= self.settings.warmup for name, s in self.engine.sources.items() if name != source)
+
+    def _watch_new_source(self, source: str, version: str) -> None:
+        """Compare a never-seen source with what the champion knows (module docstring of drift/new_source.py)."""
+        s = self.settings
+        self.engine.source(source).novel = NewSourceCheck(alpha=s.new_source_alpha, margin=s.new_source_margin)
+        log.info("source %s is new to %s: compared with its training data and its other sources", source, version)
+        self._training_reference(source, version, always=True)
+
+    def _outcomes(self, source: str) -> deque[int]:
+        if source not in self.source_accuracy:
+            self.source_accuracy[source] = deque(maxlen=self.settings.quality_window)
+        return self.source_accuracy[source]
+
+    def _accuracy_elsewhere(self, source: str) -> tuple[int, int]:
+        """(correct, labeled) of the latest labeled predictions on every source but ``source``."""
+        others = [d for s, d in self.source_accuracy.items() if s != source]
+        return sum(sum(d) for d in others), sum(len(d) for d in others)
+
     def _remember(self, mid: str, pred: _Prediction) -> None:
         self.recent[mid] = pred
         while len(self.recent) > self.settings.track_messages:
@@ -417,8 +452,11 @@ class Monitor(Worker):
         )
         if self.rollback is not None:
             self.rollback.learn_one(pred.version, true == pred.label)
+        novel = self.engine.source(pred.source).novel
+        reference = self._accuracy_elsewhere(pred.source) if novel is not None and not novel.done else None
+        self._outcomes(pred.source).append(int(true == pred.label))
         alarms = self.engine.label(
-            pred.source, pred.version, pred.position if pred.position is not None else 0, true == pred.label
+            pred.source, pred.version, pred.position if pred.position is not None else 0, true == pred.label, reference
         )
         self._emit(alarms, mid, pred.ts, out)
 

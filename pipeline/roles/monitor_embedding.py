@@ -73,6 +73,7 @@ class ChampionEmbedder:
         self.models = models
         self._last_champion_check = -float("inf")
         self._warned_no_embedder = False
+        self._training_sources: dict[str, set[str] | None] = {}
 
     @property
     def wanted(self) -> bool:
@@ -128,9 +129,21 @@ class ChampionEmbedder:
             return {}
         return {m.id: v for m, v in zip(chosen, vectors, strict=True)}
 
-    def training_reference(self, source: str, version: str) -> np.ndarray | None:
-        """With ``embedding_reference: training``, the embedded training texts of ``version`` (else ``None``)."""
-        if self.settings.embedding_reference != "training" or not self.wanted:
+    def training_sources(self, version: str) -> set[str] | None:
+        """The sources ``version`` was trained on, or ``None`` when its training data cannot be read."""
+        if version not in self._training_sources:
+            texts = None
+            if self.models is not None:
+                try:
+                    texts = self.models.training_texts(version)
+                except Exception as exc:  # noqa: BLE001 - a missing file only means the sources are unknown
+                    log.warning("cannot read the training data of %s (%s)", version, exc)
+            self._training_sources[version] = {s for s, ts in texts.items() if ts} if texts else None
+        return self._training_sources[version]
+
+    def training_reference(self, source: str, version: str, *, always: bool = False) -> np.ndarray | None:
+        """With ``embedding_reference: training`` (or ``always``), the embedded training texts of ``version``."""
+        if (self.settings.embedding_reference != "training" and not always) or not self.wanted:
             return None
         if self.embedder is None or self.embedder.version != version or self.models is None:
             log.warning(

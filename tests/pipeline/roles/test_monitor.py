@@ -515,3 +515,92 @@ def test_a_failing_embedder_does_not_stop_the_monitor(
     monitor = make(bus, mstore, topics, embedder=Broken(), detectors=["hotelling_embedding", "adwin_error"])
     assert drain(monitor) == 31
     assert monitor.engine.source("news").position == 30 and monitor.counts["joined"] == 1
+
+
+# ------------------------------------------------------------------ never-seen sources
+
+
+def publish_labeled(
+    bus: MemoryBus, topics: TopicSettings, ids: range, *, source: str, wrong_every: int, **kw: Any
+) -> None:
+    """Messages predicted neutral; one label in ``wrong_every`` says negative (so the prediction is wrong)."""
+    publish_scored(bus, topics, ids, source=source, **kw)
+    for i in ids:
+        bus.publish(topics.labels, label(f"m{i}", "negative" if i % wrong_every == 0 else "neutral"), key=f"m{i}")
+
+
+def drift_events(monitor: Monitor, source: str) -> list[ControlEvent]:
+    return [e for e in monitor.raised if e.kind == "drift" and e.payload["source"] == source]
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_new_source_served_worse_than_the_others_raises_drift(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore, check: bool
+) -> None:
+    """A source's detectors learn its first messages as its normal, so a source that is poor from its first
+    message never looks like a change to them; compared with the champion's accuracy elsewhere, it does."""
+    publish_labeled(bus, topics, range(300), source="news", wrong_every=10)  # 90 % right
+    publish_labeled(bus, topics, range(300, 600), source="chat", wrong_every=2)  # 50 % right from the start
+    monitor = make(bus, mstore, topics, detectors=["adwin_error"], hold_messages=1000, new_source_check=check)
+    drain(monitor)
+    events = drift_events(monitor, "chat")
+    if not check:
+        assert events == []  # what the monitor did before the check existed
+        return
+    [event] = events
+    stat = event.payload["statistic"]
+    assert event.payload["detector"] == "new_source_accuracy" and stat["labeled"] == 30
+    assert stat["accuracy"] == 0.5 and stat["reference_accuracy"] == 0.9 and stat["p"] < 0.01 / 4
+    assert drift_events(monitor, "news") == []
+    requests = [e for e in monitor.raised if e.kind == "retrain_request"]
+    assert requests and {e.payload["source"] for e in requests} == {"chat"}
+
+
+def test_a_new_source_served_as_well_as_the_others_raises_nothing(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
+    publish_labeled(bus, topics, range(300), source="news", wrong_every=10)
+    publish_labeled(bus, topics, range(300, 600), source="chat", wrong_every=9)
+    monitor = make(bus, mstore, topics, detectors=["adwin_error"], hold_messages=1000)
+    drain(monitor)
+    assert [e for e in monitor.raised if e.kind == "drift"] == []
+    check = monitor.engine.source("chat").novel
+    assert check is not None and check.done and check.last["labeled"] == 240  # every look taken, then retired
+    assert monitor.engine.source("news").novel is None  # the first source is the champion's own
+
+
+def test_the_new_source_check_survives_a_restart(bus: MemoryBus, topics: TopicSettings, db: Database) -> None:
+    publish_labeled(bus, topics, range(300), source="news", wrong_every=10)
+    publish_labeled(bus, topics, range(300, 320), source="chat", wrong_every=2)
+    first = make(bus, MonitorStore(db), topics, detectors=["adwin_error"], hold_messages=1000)
+    drain(first)
+    assert first.engine.source("chat").novel is not None and drift_events(first, "chat") == []
+    publish_labeled(bus, topics, range(320, 340), source="chat", wrong_every=2)
+    second = make(bus, MonitorStore(db), topics, detectors=["adwin_error"], hold_messages=1000)
+    drain(second)
+    [event] = drift_events(second, "chat")  # 20 labels before the restart + 10 after: the first look
+    assert event.payload["statistic"]["labeled"] == 30 and event.payload["statistic"]["reference_accuracy"] == 0.9
+
+
+def test_a_never_seen_source_is_compared_with_the_training_data_without_labels(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
+    """The champion was trained on news only: chat's embeddings are compared with its training texts, whatever
+    ``embedding_reference`` says, while news keeps its stream reference."""
+    publish_scored(bus, topics, range(300), source="news")
+    for i in range(300, 700):
+        bus.publish(topics.scored, scored(i, source="chat", text=f"a tweet {i}"), key="$ACME")
+    kw = {"detectors": ["hotelling_embedding"], "embed_every": 1, "reference_size": 100, "embedding_window": 20}
+    monitor = Monitor(bus, mstore, topics, settings(**kw), models=FakeModels())
+    drain(monitor)
+    [event] = [e for e in monitor.raised if e.kind == "drift"]
+    assert event.payload["source"] == "chat" and event.payload["statistic"]["reference"] == "fixed"
+    assert monitor.engine.source("chat").novel is not None and monitor.engine.source("news").novel is None
+
+    other = MonitorStore(Database(f"sqlite:///{mstore.db.url.split('///')[1]}.off"))
+    try:
+        off = Monitor(bus, other, topics, settings(**kw, group="off", new_source_check=False), models=FakeModels())
+        drain(off)
+        assert [e for e in off.raised if e.kind == "drift"] == []  # chat's first messages became its own normal
+    finally:
+        other.db.dispose()
