@@ -423,6 +423,17 @@ class MonitorSettings(_Section):
         description="a label whose message has not arrived after this many messages is dead-lettered",
     )
     quality_window: int = Field(default=500, ge=10, description="labeled messages in the rolling live accuracy/F1")
+    new_source_check: bool = Field(
+        default=True,
+        description="a source the champion was not trained on is compared with its training data (embeddings) "
+        "and with its live accuracy on the other sources (labels), and raises drift when it is off",
+    )
+    new_source_alpha: float = Field(
+        default=0.01, gt=0, lt=1, description="false-alarm rate of the new-source accuracy check (all its looks)"
+    )
+    new_source_margin: float = Field(
+        default=0.05, ge=0, le=1, description="accuracy below the other sources' that the new-source check flags"
+    )
     track_messages: int = Field(
         default=100000,
         ge=100,
