@@ -496,6 +496,54 @@ def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, An
     """Nested settings overrides: ``extra`` wins, sections (dicts) are merged key by key."""
     out = dict(base)
     for k, v in extra.items():
+class LimitsSettings(_Section):
+    """Limits every record is held to when it is decoded (pipeline/records.py), so that what passes can be
+    stored: the string lengths match the database columns on SQLite and PostgreSQL alike, and event times
+    lie in a window around the wall clock (outside it: a dead letter)."""
+
+    max_past_days: float = Field(
+        default=36525.0, gt=0, description="oldest event time accepted, in days before now (archives replay)"
+    )
+    max_future_s: float = Field(
+        default=900.0, ge=0, description="newest event time accepted, in seconds after now (clock skew)"
+    )
+    max_entities: int = Field(default=64, ge=0, description="entities one message may name")
+    max_meta_chars: int = Field(default=16384, ge=2, description="a message's meta, as JSON")
+    max_payload_chars: int = Field(default=262144, ge=2, description="a control event's payload, as JSON")
+
+
+class DeadLetterSettings(_Section):
+    """The dead-letter path: what a dead letter keeps, when an error gives up, the recorder role
+    (pipeline/roles/dead_letters.py)."""
+
+    group: str = "aet-dlq"
+    raw_bytes: int = Field(
+        default=4096, ge=64, description="bytes of a refused input kept in its dead letter (with its size and sha256)"
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="tries of a write that fails with a permanent error before it is dead-lettered"
+    )
+    max_record_bytes: int = Field(
+        default=1_000_000, ge=1024, description="largest record published (Kafka refuses over 1 MiB by default)"
+    )
+    max_backoff_s: float = Field(default=30.0, gt=0, description="longest wait between retries of a transient error")
+
+
+class ControlSettings(_Section):
+    """Authentication of ``aet.control`` (pipeline/signing.py).
+
+    With a ``signing_key`` every control event AET publishes carries an
+    HMAC-SHA256 signature of its canonical JSON, and the trainer dead-letters a
+    retrain request that is unsigned or wrongly signed. Without one, events are
+    neither signed nor checked, and the trainer warns once that the control
+    topic is not authenticated (the embedded default, one process and a memory bus).
+    """
+
+    signing_key: SecretStr | None = Field(
+        default=None, description="shared secret of every process that writes or trusts aet.control"
+    )
+
+
         previous = out.get(k)
         out[k] = merge_overrides(previous if isinstance(previous, dict) else {}, v) if isinstance(v, dict) else v
     return out
@@ -516,6 +564,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             cls,
             settings_cls: type[BaseSettings],
             init_settings: PydanticBaseSettingsSource,
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
             env_settings: PydanticBaseSettingsSource,
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,

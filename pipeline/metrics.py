@@ -25,6 +25,14 @@ CONSUMER_LAG = Gauge("aet_consumer_lag_records", "Uncommitted records in this me
 RETRIES = Counter(
     "aet_retries_total", "Retried operations (publish, store, commit) after a failure", ["role", "operation"]
 )
+DEGRADED = Gauge(
+    "aet_worker_degraded", "1 while an operation fails with a transient error and is retried", ["role", "operation"]
+)
+GAVE_UP = Counter(
+    "aet_gave_up_total", "Outputs dead-lettered after a permanent error outlived its tries", ["role", "operation"]
+)
+CONFLICTS = Counter("aet_conflicts_total", "Messages refused because their id is stored with another text")
+DEAD_LETTERS_RECORDED = Counter("aet_dead_letters_recorded_total", "Dead letters stored by the recorder", ["stage"])
 MODEL_VERSION = Info("aet_model", "The model version serving in this process")
 
 # Hot swap (pipeline/roles/hotswap.py) and automatic rollback (pipeline/learning/rollback.py).

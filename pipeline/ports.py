@@ -147,8 +147,12 @@ class BatchStore(Protocol):
         dead_letters: Sequence[DeadLetter] = (),
         events: Sequence[ControlEvent] = (),
         alerts: Sequence[Alert] = (),
-    ) -> None:
-        """Write the batch's results in one transaction; every write is an upsert on the record's key."""
+    ) -> Sequence[DeadLetter] | None:
+        """Write the batch's results in one transaction; every write is an upsert on the record's key.
+
+        Returns what it refused to write as dead letters (a message id taken by another text), for the worker
+        to publish to the dead-letter topic; None or empty when it refused nothing.
+        """
         ...
 
 

@@ -31,8 +31,9 @@ from aet.pipeline.learning.rehearsal import Reservoir, ReservoirStats
 from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
 from aet.pipeline.model import ModelLoadError, SentimentModel
 from aet.pipeline.ports import ArtifactError, Bus, ModelInfo, ModelRef
-from aet.pipeline.records import ControlEvent, utcnow
+from aet.pipeline.records import ControlEvent, configure, utcnow
 from aet.pipeline.roles.alerts import AlertWorker
+from aet.pipeline.roles.dead_letters import DeadLetterRecorder
 from aet.pipeline.roles.head_learner import HeadLearner
 from aet.pipeline.roles.hotswap import ChampionFollower, ModelSwapper
 from aet.pipeline.roles.label_recorder import LabelRecorder
@@ -84,6 +85,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        configure(settings.limits, settings.dead_letters)  # what every record is held to in this process
         settings.home.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_url)
         self.store = ResultStore(self.db)
@@ -243,6 +245,10 @@ class App:
     def label_recorder(self) -> LabelRecorder:
         """The label recorder role: ``aet.labels`` into the labels table."""
         return LabelRecorder(self.bus, self.store, self.settings.topics)
+
+    def dead_letter_recorder(self) -> DeadLetterRecorder:
+        """The dead-letter recorder role: ``aet.dlq`` (whichever stage wrote it) into the dead_letters table."""
+        return DeadLetterRecorder(self.bus, self.store, self.settings.topics, self.settings.dead_letters)
 
     def alert_worker(self) -> AlertWorker:
         """The alert role, with its baselines and cooldowns kept in this database."""
@@ -415,14 +421,19 @@ def _run_roles(
     topics = app.settings.topics
     labels = app.label_recorder()
     threads = [WorkerThread(scorer, stop), WorkerThread(labels, stop)]
+    recorder = app.dead_letter_recorder()  # consumes aet.dlq: every stage's dead letters into the store
+    threads.append(WorkerThread(recorder, stop))
     alerter = app.alert_worker()  # consumes aet.scored: sentiment alerts (pipeline/roles/alerts.py)
     threads.append(WorkerThread(alerter, stop))
     dispatchers = app.sink_dispatchers()
     monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests
     threads.append(WorkerThread(monitor, stop))
-    pending: list[tuple[Scorer | LabelRecorder | AlertWorker | Monitor | HeadLearner, list[str]]] = [
+    pending: list[
+        tuple[Scorer | LabelRecorder | AlertWorker | Monitor | HeadLearner | DeadLetterRecorder, list[str]]
+    ] = [
         (scorer, [topics.messages]),
         (labels, [topics.labels]),
+        (recorder, [topics.dlq]),
         (alerter, [topics.scored]),
         (monitor, [topics.scored, topics.labels]),
     ]

@@ -4,9 +4,19 @@ A role only implements :meth:`Worker.handle`, turning a batch of bus records
 into :class:`Outputs`. The loop guarantees the delivery contract
 (docs/architecture.md, "Delivery"): outputs are published and flushed, then
 stored, and only then is the batch committed, so a crash at any point
-re-delivers the batch and its keyed outputs overwrite instead of duplicating. A
-failing publish or store is retried with backoff, never skipped; a stop request
-(SIGTERM) finishes the current batch, commits it, and returns. A slow batch runs
+re-delivers the batch and its keyed outputs overwrite instead of duplicating.
+
+Failures are classified (:func:`is_transient`). A transient one (broker or
+database unreachable) is retried with backoff for as long as it lasts, and the
+worker's :attr:`Worker.health` and ``aet_worker_degraded`` say so. Any other
+(bad data, a record too large, a constraint the database enforces) is tried
+``dead_letters.max_attempts`` times; then the batch's outputs are published and
+stored one by one, and those that still fail become dead letters with the
+reason, so the rest of the batch is committed and no record is retried
+forever. An output over ``dead_letters.max_record_bytes`` is dead-lettered
+before it is published. A stop request (SIGTERM) finishes the current batch,
+commits it, and returns; a stop during an outage leaves the batch uncommitted.
+A slow batch runs
 while the consumer keeps polling with its partitions paused (:func:`run_paused`),
 so that Kafka does not evict the member from its group.
 """
@@ -20,11 +30,23 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from aet.pipeline import metrics
+from aet.pipeline.config import DeadLetterSettings
 from aet.pipeline.ports import BatchStore, Bus, BusError, BusRecord, Consumer
-from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, ScoredMessage
+from aet.pipeline.records import (
+    Alert,
+    ControlEvent,
+    DeadLetter,
+    LabelRecord,
+    Record,
+    ScoredMessage,
+    current_dead_letter_settings,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +62,77 @@ class Outputs:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events: list[ControlEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    #: Dead letters to store only: read from the dead-letter topic (the recorder), so not published again.
+    recorded: list[DeadLetter] = field(default_factory=list)
+
+
+# Exception class names, wherever they come from (pipeline/ imports no database or Kafka client), that say
+# whether trying again can help: a lost connection can come back, a refused value cannot.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "OperationalError",  # SQLAlchemy / DB-API: database unreachable, locked, restarted
+        "InterfaceError",
+        "DisconnectionError",
+        "ConnectionError",
+        "TimeoutError",
+        "KafkaTimeoutError",
+        "KafkaConnectionError",
+        "NoBrokersAvailable",
+        "NodeNotReadyError",
+        "BrokerNotAvailableError",
+        "LeaderNotAvailableError",
+        "NotLeaderForPartitionError",
+        "RequestTimedOutError",
+        "BusError",  # the bus's own error: the broker is away (unless its cause says otherwise)
+    }
+)
+PERMANENT_ERRORS = frozenset(
+    {
+        "IntegrityError",  # a constraint the database enforces
+        "DataError",  # NUL in text, a value over its column, out of range
+        "MessageSizeTooLargeError",
+        "RecordTooLargeError",
+        "InvalidTopicError",
+        "BadRecord",
+        "ValueError",
+        "TypeError",
+        "UnicodeError",
+        "OverflowError",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` may succeed if tried again (the broker or database is away) rather than never.
+
+    The exception and its causes are read from the innermost out: a permanent cause (a record too large for
+    Kafka inside a :class:`BusError`) wins over a transient wrapper. An error of no known kind is permanent,
+    so that it is tried a bounded number of times, never forever.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 16:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for error in reversed(chain):
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if names & PERMANENT_ERRORS or any(name in str(error) for name in ("MessageSizeTooLarge", "RecordTooLarge")):
+            return False
+        if names & TRANSIENT_ERRORS:
+            return True
+    return False
+
+
+@dataclass
+class Health:
+    """What a worker's loop is doing: ``ok``, or ``degraded`` while a transient failure is retried."""
+
+    state: str = "ok"
+    operation: str | None = None
+    error: str | None = None
+    since: datetime | None = None
+    retries: int = 0
+    gave_up: int = 0  # outputs dead-lettered after a permanent failure, since start
 
 
 def collect_batch(consumer: Consumer, max_records: int, max_wait_ms: int, stop: threading.Event) -> list[BusRecord]:
@@ -166,6 +259,8 @@ class Worker(abc.ABC):
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
         self.batches = 0
+        self.delivery: DeadLetterSettings = current_dead_letter_settings()
+        self.health = Health()
         self._committed = threading.Condition()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -220,7 +315,7 @@ class Worker(abc.ABC):
         # Kafka may refuse a commit while its broker is away: retry like publish and store.
         self._retry("commit", consumer.commit, stop)
         self.batches += 1
-        metrics.PROCESSED.labels(self.role).inc(len(batch) - len(out.dead_letters))
+        metrics.PROCESSED.labels(self.role).inc(max(0, len(batch) - len(out.dead_letters)))
         metrics.BATCH_SIZE.labels(self.role).observe(len(batch))
         metrics.BATCH_LATENCY.labels(self.role).observe(time.perf_counter() - started)
         with self._committed:
@@ -228,52 +323,238 @@ class Worker(abc.ABC):
         return len(batch)
 
     def _handle_publish_store(self, batch: list[BusRecord], stop: threading.Event) -> Outputs:
-        """Handle a batch, then publish and flush its outputs, then store them (retrying both)."""
+        """Handle a batch, then publish and flush its outputs, then store them (see the module's docstring)."""
         out = self.handle(batch)
+        self._refuse_oversized(out)
         for dl in out.dead_letters:
-            out.publish.append((self.dlq_topic, dl.key, dl.to_bytes()))
-            metrics.REJECTED.labels(self.role, dl.stage).inc()
-            log.warning("dead letter from %s at %s[%s]@%s: %s", dl.stage, dl.topic, dl.partition, dl.offset, dl.reason)
+            self._announce(dl)
+        out.publish.extend((self.dlq_topic, dl.key, dl.to_bytes()) for dl in out.dead_letters)
 
         def publish_all() -> None:
             for topic, key, value in out.publish:
                 self.bus.publish(topic, value, key=key)
             self.bus.flush()
 
-        self._retry("publish", publish_all, stop)
-        self._retry(
-            "store",
-            lambda: self.store.write(
-                scored=out.scored,
-                labels=out.labels,
-                dead_letters=out.dead_letters,
-                events=out.events,
-                alerts=out.alerts,
-            ),
-            stop,
+        self._deliver("publish", publish_all, stop, lambda exc: self._publish_one_by_one(out, exc, stop))
+        refused = self._deliver(
+            "store", lambda: self._write(out), stop, lambda exc: self._store_one_by_one(out, exc, stop)
         )
+        if refused:
+            for dl in refused:
+                self._announce(dl)
+            self._publish_refused(refused, stop)
         return out
+
+    def _write(self, out: Outputs) -> list[DeadLetter]:
+        refused = self.store.write(
+            scored=out.scored,
+            labels=out.labels,
+            dead_letters=[*out.dead_letters, *out.recorded],
+            events=out.events,
+            alerts=out.alerts,
+        )
+        return list(refused or [])
+
+    def _announce(self, dl: DeadLetter) -> None:
+        metrics.REJECTED.labels(self.role, dl.stage).inc()
+        log.warning("dead letter from %s at %s[%s]@%s: %s", dl.stage, dl.topic, dl.partition, dl.offset, dl.reason)
+
+    def _refuse_oversized(self, out: Outputs) -> None:
+        """Turn outputs the bus would refuse for their size into dead letters before anything is published."""
+        limit = self.delivery.max_record_bytes
+        kept: list[tuple[str, str | None, bytes]] = []
+        for topic, key, value in out.publish:
+            if len(value) <= limit:
+                kept.append((topic, key, value))
+                continue
+            reason = f"output to {topic} has {len(value)} bytes, over dead_letters.max_record_bytes ({limit})"
+            out.dead_letters.append(DeadLetter.of(value, stage=self.role, reason=reason, topic=topic, key=key))
+            self._gave_up("publish")
+        out.publish = kept
+
+    def _gave_up(self, operation: str, n: int = 1) -> None:
+        metrics.GAVE_UP.labels(self.role, operation).inc(n)
+        self.health.gave_up += n
+
+    def _deliver(
+        self, operation: str, fn: Callable[[], T], stop: threading.Event, isolate: Callable[[BaseException], T]
+    ) -> T:
+        """Run ``fn``: a transient failure is retried until it passes; a permanent one ``max_attempts`` times,
+        then ``isolate`` delivers what it can one by one and dead-letters the rest."""
+        attempts = 0
+        delay = 0.2
+        while True:
+            try:
+                result = fn()
+            except Exception as exc:
+                metrics.RETRIES.labels(self.role, operation).inc()
+                self.health.retries += 1
+                if stop.is_set():
+                    log.error("%s failed during shutdown, batch left uncommitted: %s", operation, exc)
+                    raise
+                if is_transient(exc):
+                    self._degraded(operation, exc)
+                    log.warning("%s failed (%s: %s); retrying in %.1fs", operation, type(exc).__name__, exc, delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.delivery.max_backoff_s)
+                    continue
+                attempts += 1
+                if attempts < self.delivery.max_attempts:
+                    log.warning(
+                        "%s failed (%s: %s), try %d of %d",
+                        operation,
+                        type(exc).__name__,
+                        exc,
+                        attempts,
+                        self.delivery.max_attempts,
+                    )
+                    stop.wait(0.05 * attempts)
+                    continue
+                log.error(
+                    "%s failed %d times with a permanent error (%s: %s): delivering the batch one output at a time",
+                    operation,
+                    attempts,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._recovered(operation)
+                return isolate(exc)
+            self._recovered(operation)
+            return result
+
+    def _degraded(self, operation: str, exc: BaseException) -> None:
+        if self.health.state != "degraded" or self.health.operation != operation:
+            self.health.since = utcnow()
+        self.health.state, self.health.operation = "degraded", operation
+        self.health.error = f"{type(exc).__name__}: {exc}"[:500]
+        metrics.DEGRADED.labels(self.role, operation).set(1)
+
+    def _recovered(self, operation: str) -> None:
+        if self.health.state == "degraded" and self.health.operation == operation:
+            self.health = Health(retries=self.health.retries, gave_up=self.health.gave_up)
+            metrics.DEGRADED.labels(self.role, operation).set(0)
+
+    def _until_not_transient(self, operation: str, fn: Callable[[], T], stop: threading.Event) -> T:
+        """Run ``fn``, retrying transient failures with backoff; a permanent one is raised at once."""
+        return self._deliver(operation, fn, stop, _raise)
+
+    def _publish_one_by_one(self, out: Outputs, first: BaseException, stop: threading.Event) -> None:
+        """Publish each output on its own; one the bus refuses for good becomes a dead letter, stored with the batch."""
+        refused: list[DeadLetter] = []
+        for topic, key, value in out.publish:
+
+            def one(topic: str = topic, key: str | None = key, value: bytes = value) -> None:
+                self.bus.publish(topic, value, key=key)
+                self.bus.flush()
+
+            try:
+                self._deliver("publish", one, stop, _raise)
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                reason = f"publish to {topic} failed for good: {type(exc).__name__}: {exc}"
+                refused.append(DeadLetter.of(value, stage=self.role, reason=reason, topic=topic, key=key))
+        self._gave_up("publish", len(refused))
+        for dl in refused:
+            self._announce(dl)
+            try:
+                self._deliver("publish", partial(self._publish_dead_letters, [dl]), stop, _raise)
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                log.error("dead letter could not be published, it is stored only (%s): %s", exc, dl.reason)
+        out.dead_letters.extend(refused)
+
+    def _publish_dead_letters(self, dead: list[DeadLetter]) -> None:
+        for dl in dead:
+            self.bus.publish(self.dlq_topic, dl.to_bytes(), key=dl.key)
+        self.bus.flush()
+
+    def _store_one_by_one(self, out: Outputs, first: BaseException, stop: threading.Event) -> list[DeadLetter]:
+        """Write each output in its own transaction; one the store refuses for good becomes a dead letter."""
+        refused: list[DeadLetter] = []
+        conflicts: list[DeadLetter] = []
+        singles: list[tuple[str, Record, dict[str, Any]]] = [
+            *(("scored", m, {"scored": [m]}) for m in out.scored),
+            *(("labels", m, {"labels": [m]}) for m in out.labels),
+            *(("events", m, {"events": [m]}) for m in out.events),
+            *(("alerts", m, {"alerts": [m]}) for m in out.alerts),
+            *(("dead_letters", m, {"dead_letters": [m]}) for m in [*out.dead_letters, *out.recorded]),
+        ]
+        for kind, record, rows in singles:
+            try:
+                conflicts.extend(self._deliver("store", partial(self._write_rows, rows), stop, _raise))
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                reason = f"the store refused this {kind} record for good: {type(exc).__name__}: {exc}"
+                refused.append(DeadLetter.of(record.to_bytes(), stage=self.role, reason=reason, key=_key_of(record)))
+        if refused:
+            self._gave_up("store", len(refused))
+            for dl in refused:
+                self._announce(dl)
+            try:
+                conflicts.extend(
+                    self._until_not_transient("store", partial(self._write_rows, {"dead_letters": refused}), stop)
+                )
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                log.error("%d dead letters could not be stored either (%s: %s)", len(refused), type(exc).__name__, exc)
+            self._publish_refused(refused, stop)
+        return conflicts
+
+    def _write_rows(self, rows: dict[str, Any]) -> list[DeadLetter]:
+        return list(self.store.write(**rows) or [])
+
+    def _publish_refused(self, dead: list[DeadLetter], stop: threading.Event) -> None:
+        """Publish dead letters that arose after the batch's publish (conflicts, refused writes) to the DLQ topic."""
+        try:
+            self._until_not_transient("publish", lambda: self._publish_dead_letters(dead), stop)
+        except Exception as exc:
+            if stop.is_set():
+                raise
+            log.error("%d dead letters were stored but not published (%s: %s)", len(dead), type(exc).__name__, exc)
 
     def wait_for_commit(self, timeout_s: float) -> None:
         """Block until the next batch is committed or ``timeout_s`` passes."""
         with self._committed:
             self._committed.wait(timeout_s)
 
-    def _retry(self, operation: str, fn: Callable[[], T], stop: threading.Event, max_backoff_s: float = 30.0) -> T:
+    def _retry(self, operation: str, fn: Callable[[], T], stop: threading.Event) -> T:
         """Run ``fn`` until it succeeds, backing off exponentially; a stop request does not skip it.
 
-        Giving up would mean committing a batch whose outputs are lost, so a
-        stop during an outage aborts the batch uncommitted instead.
+        Used for the commit, which only the bus can refuse. Giving up would mean
+        re-reading a batch whose outputs are out, so a stop during an outage
+        aborts the batch uncommitted instead.
         """
         delay = 0.2
         while True:
             try:
-                return fn()
+                result = fn()
             except Exception as exc:
                 metrics.RETRIES.labels(self.role, operation).inc()
+                self.health.retries += 1
                 if stop.is_set():
                     log.error("%s failed during shutdown, batch left uncommitted: %s", operation, exc)
                     raise
+                self._degraded(operation, exc)
                 log.warning("%s failed (%s: %s); retrying in %.1fs", operation, type(exc).__name__, exc, delay)
                 stop.wait(delay)
-                delay = min(delay * 2, max_backoff_s)
+                delay = min(delay * 2, self.delivery.max_backoff_s)
+                continue
+            self._recovered(operation)
+            return result
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _key_of(record: Record) -> str | None:
+    """The bus key of an output record, for its dead letter."""
+    for name in ("key", "message_id", "entity", "id"):
+        value = getattr(record, name, None)
+        if isinstance(value, str):
+            return value
+    return None

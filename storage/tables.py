@@ -10,7 +10,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -190,7 +204,12 @@ class EntitySentimentRow(Base):
 
 
 class DeadLetterRow(Base):
-    """Refused inputs, keyed by a digest of where they came from and what they were."""
+    """Refused inputs, keyed by a digest of where they came from and what they were.
+
+    ``raw``/``raw_base64`` hold a copy of at most ``dead_letters.raw_bytes`` of the input; ``raw_size`` and
+    ``raw_sha256`` describe the whole of it and ``truncated`` says the copy is only its beginning (all three
+    NULL/false for rows from before revision 0005). ``replayed_at``: when ``aet dlq replay`` re-published it.
+    """
 
     __tablename__ = "dead_letters"
 
@@ -199,10 +218,15 @@ class DeadLetterRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     topic: Mapped[str | None] = mapped_column(String(256), nullable=True)
     partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    offset: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # Kafka offsets are 64-bit
     raw: Mapped[str | None] = mapped_column(Text, nullable=True)
     raw_base64: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    raw_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    raw_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ReservoirExampleRow(Base):

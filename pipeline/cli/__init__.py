@@ -5,7 +5,7 @@ that put the groups together, in the order ``aet --help`` lists them. Each
 other module owns a ``typer.Typer`` with its commands: run.py (``aet run``),
 roles.py (the ``replay`` and ``score`` daemons), alerts.py (``alert``,
 ``serve``, ``alerts list|follow``), drift.py (``monitor``, ``drift``), train.py
-(``train``), models.py (``models ...``) and bench.py (``bench ...``); common.py
+(``train``), models.py (``models ...``), bench.py (``bench ...``) and dlq.py (``dlq ...``); common.py
 holds what they share (settings resolution, :func:`~aet.pipeline.cli.common.open_app`,
 errors, JSON output, signal handling). A new command goes into the module of its
 group; a new group gets its own module, added in main.py. The command line is,

@@ -28,7 +28,16 @@ from tqdm import tqdm
 
 from aet.pipeline.config import ReplaySettings, TopicSettings
 from aet.pipeline.ports import Publisher
-from aet.pipeline.records import LABELS, BadRecord, DeadLetter, LabelRecord, Message, decode, parse_event_time
+from aet.pipeline.records import (
+    LABELS,
+    BadRecord,
+    DeadLetter,
+    LabelRecord,
+    Message,
+    check_event_time,
+    decode,
+    parse_event_time,
+)
 
 log = logging.getLogger(__name__)
 SYNTHETIC_START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -114,7 +123,7 @@ def ordered_rows(path: Path, dead: list[DeadLetter], synthetic_interval_s: float
             untimed.append((line, row))
             continue
         try:
-            timed.append(_Row(parse_event_time(row["ts"]), line, row))
+            timed.append(_Row(check_event_time(parse_event_time(row["ts"])), line, row))  # in the window
         except ValueError as exc:
             dead.append(DeadLetter.of(raw, stage="replay", reason=f"{path.name} line {line}: {exc}"))
     timed.sort()

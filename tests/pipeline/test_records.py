@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from aet.pipeline.config import LimitsSettings
 from aet.pipeline.records import (
     DEFAULT_MAX_TEXT_CHARS,
     SCHEMA_VERSION,
@@ -270,16 +271,21 @@ def test_dead_letter_never_loses_bytes(raw: bytes) -> None:
 
 # -- property: any valid message round-trips -----------------------------------
 
+WIDE_WINDOW = LimitsSettings(max_past_days=200 * 366, max_future_s=200 * 366 * 86400.0)
+STORABLE = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))  # what a column can hold
+
 json_leaf = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**53), max_value=2**53),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    st.text(STORABLE, max_size=20),
 )
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(STORABLE, max_size=10), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
@@ -293,13 +299,13 @@ datetimes = st.one_of(
 def messages(draw: st.DrawFn) -> tuple[dict[str, object], datetime]:
     ts = draw(datetimes)
     payload = {
-        "id": draw(st.text(min_size=1, max_size=40)),
+        "id": draw(st.text(STORABLE, min_size=1, max_size=40)),
         "source": draw(st.sampled_from(["news", "chat"])),
-        "channel": draw(st.text(max_size=30)),
-        "text": draw(st.text(min_size=1, max_size=300).filter(lambda s: s.strip() != "")),
+        "channel": draw(st.text(STORABLE, max_size=30)),
+        "text": draw(st.text(STORABLE, min_size=1, max_size=300).filter(lambda s: s.strip() != "")),
         "ts": draw(st.sampled_from([ts.isoformat(), ts])),
-        "entities": draw(st.lists(st.text(max_size=12), max_size=4)),
-        "meta": draw(st.dictionaries(st.text(max_size=10), json_value, max_size=5)),
+        "entities": draw(st.lists(st.text(STORABLE, max_size=12), max_size=4)),
+        "meta": draw(st.dictionaries(st.text(STORABLE, max_size=10), json_value, max_size=5)),
     }
     return payload, ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
@@ -308,10 +314,10 @@ def messages(draw: st.DrawFn) -> tuple[dict[str, object], datetime]:
 @given(messages())
 def test_any_valid_message_round_trips(drawn: tuple[dict[str, object], datetime]) -> None:
     payload, instant = drawn
-    m = decode(Message, payload)
+    m = decode(Message, payload, limits=WIDE_WINDOW)
     assert m.ts == instant and m.ts.utcoffset() == timedelta(0)
     wire = m.to_bytes()
-    back = decode(Message, wire)
+    back = decode(Message, wire, limits=WIDE_WINDOW)
     assert back == m
     assert back.to_bytes() == wire
     assert (back.id, back.text, back.entities, back.meta) == (

@@ -25,6 +25,7 @@ ROOT = [
     "models",
     "bench",
     "alerts",
+    "dlq",
 ]
 MODELS = ["bootstrap", "list", "promote", "rollback", "show", "retrain-request"]
 BENCH = ["score", "swap", "bus", "alerts", "drift-detect", "adapt", "gpu-train", "stream"]
@@ -45,6 +46,7 @@ def test_every_command_is_where_users_expect_it() -> None:
     assert list(tree["models"]) == MODELS
     assert list(tree["bench"]) == BENCH
     assert list(tree["alerts"]) == ["list", "follow"]
+    assert list(tree["dlq"]) == ["record", "list", "show", "replay"]
 
 
 @pytest.mark.slow  # subprocesses

@@ -1,0 +1,63 @@
+"""The dead-letter recorder: every dead letter on aet.dlq stored once, whichever stage wrote it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from aet.adapters.memory_bus import MemoryBus
+from aet.pipeline.config import ReplaySettings, TopicSettings
+from aet.pipeline.records import DeadLetter
+from aet.pipeline.roles.dead_letters import DeadLetterRecorder
+from aet.pipeline.roles.label_recorder import LabelRecorder
+from aet.pipeline.roles.replay import Replay
+from aet.storage.store import ResultStore
+
+
+def drain(worker: DeadLetterRecorder | LabelRecorder) -> int:
+    return worker.run(threading.Event(), drain=True)
+
+
+def test_dead_letters_of_replay_are_stored(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore, tmp_path: Path
+) -> None:
+    """Replay has no store: before the recorder, its dead letters were only on aet.dlq and never stored."""
+    stream = tmp_path / "s.jsonl"
+    stream.write_bytes(
+        b'{"id": "ok", "text": "Acme beats", "source": "news", "ts": "2026-03-02T10:00:00Z"}\n'
+        b"not json at all\n"
+        b'{"id": "far", "text": "from the future", "source": "news", "ts": "9999-12-31T23:59:59Z"}\n'
+    )
+    stats = Replay(bus, topics, ReplaySettings()).run(stream, progress=False)
+    assert (stats.published, stats.rejected) == (1, 2)
+    recorder = DeadLetterRecorder(bus, store, topics)
+    assert drain(recorder) == 2
+    rows = store.list_dead_letters()
+    assert sorted(r.stage for r in rows) == ["replay", "replay"]
+    reasons = " | ".join(r.reason for r in rows)
+    assert "not JSON" in reasons and "in the future" in reasons
+    assert bus.group_lag(recorder.group, [topics.dlq]) == 0
+
+
+def test_a_dead_letter_stored_by_its_stage_and_by_the_recorder_is_one_row(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore
+) -> None:
+    bus.publish(topics.labels, b"\xff not a label", key="k")
+    assert drain(LabelRecorder(bus, store, topics)) == 1  # stores its dead letter and publishes it to aet.dlq
+    assert len(store.list_dead_letters()) == 1
+    assert drain(DeadLetterRecorder(bus, store, topics)) == 1
+    rows = store.list_dead_letters()
+    assert len(rows) == 1 and rows[0].stage == "labels" and rows[0].raw_size == len(b"\xff not a label")
+
+
+def test_garbage_on_the_dead_letter_topic_is_stored_and_not_published_again(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore
+) -> None:
+    bus.publish(topics.dlq, b"\x00\x01 garbage", key="g")
+    bus.publish(topics.dlq, DeadLetter.of(b"x", stage="score", reason="why", topic="aet.messages").to_bytes())
+    assert drain(DeadLetterRecorder(bus, store, topics)) == 2
+    rows = {r.stage: r for r in store.list_dead_letters()}
+    assert set(rows) == {"dlq", "score"}
+    assert rows["dlq"].reason.startswith("not a dead letter: not JSON")
+    assert rows["dlq"].raw is None and rows["dlq"].raw_base64  # NUL bytes are kept as base64 (PostgreSQL text)
+    assert len(bus.read_all(topics.dlq)) == 2  # nothing went round again
