@@ -20,7 +20,10 @@ time of the messages keyed by it (the producer's first entity: they share a
 partition, so they arrive in order while partitions drift apart; an entity only
 ever mentioned is driven by its mentions) minus ``allowed_lateness_s``. An event older than the
 watermark of an entity is too late for it: counted in ``stats["late"]`` and
-otherwise ignored. An event within the allowed lateness lands in its own (earlier)
+otherwise ignored. An event from the future (past ``limits.max_future_s`` after the
+wall clock, or too close to the end of the calendar to have a window) is counted
+in ``stats["future"]`` and ignored before it can move any watermark or expire the
+dedupe memory. An event within the allowed lateness lands in its own (earlier)
 bucket and re-evaluates every window that contains it. A message id seen before
 within two windows is a duplicate (an at-least-once re-delivery) and is not
 counted twice. An entity's windows are closed, folded and evicted lazily, when its
@@ -58,16 +61,16 @@ import heapq
 import math
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from aet.pipeline import metrics
-from aet.pipeline.config import AlertSettings
+from aet.pipeline.config import AlertSettings, LimitsSettings
 from aet.pipeline.entities import EntityExtractor, Gazetteer
 from aet.pipeline.ports import BaselineSnapshot, BucketSnapshot
-from aet.pipeline.records import Alert, ScoredMessage
+from aet.pipeline.records import Alert, ScoredMessage, current_limits, utcnow
 
 KINDS = {"negative_surge": "negative", "positive_surge": "positive"}
 GLOBAL = "*"  # the entity name under which the global prior is persisted
@@ -163,6 +166,7 @@ class EngineStats:
     without_entity: int = 0
     alerts: int = 0
     suppressed: int = 0
+    future: int = 0
 
 
 class _Entity:
@@ -182,7 +186,15 @@ class _Entity:
 class AlertEngine:
     """Windows, baselines, thresholds and cooldowns: scored messages in, alerts out (no I/O)."""
 
-    def __init__(self, settings: AlertSettings, extractor: EntityExtractor | None = None) -> None:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        extractor: EntityExtractor | None = None,
+        *,
+        limits: LimitsSettings | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        """``limits`` (default: this process's) and ``clock`` (the wall clock) bound how far ahead an event may be."""
         if settings.window_s < settings.step_s:
             raise ValueError("alerts.window_s must be at least alerts.step_s")
         self.s = settings
@@ -208,6 +220,12 @@ class AlertEngine:
         self._dirty_buckets: set[tuple[str, int]] = set()
         self._evicted_rows: list[BucketSnapshot] = []
         self._sweep_at = 0.0
+        self.limits = limits or current_limits()
+        self.clock = clock
+        # The last event time whose windows and expiry still fit in a datetime (year 9999).
+        self._last_representable = (
+            datetime.max.replace(tzinfo=UTC).timestamp() - 2 * settings.window_s - settings.step_s
+        )
 
     # -- state that survives restarts --------------------------------------------
 
@@ -275,12 +293,16 @@ class AlertEngine:
         """Count a batch of scored messages; return the alerts they raise, in order."""
         alerts: list[Alert] = []
         lateness = self.s.allowed_lateness_s
+        horizon = min(self.clock().timestamp() + self.limits.max_future_s, self._last_representable)
         for m in messages:
             self.stats.messages += 1
+            ts = m.ts.timestamp()
+            if ts > horizon:
+                self.stats.future += 1
+                continue
             if m.id in self._seen:
                 self.stats.duplicates += 1
                 continue
-            ts = m.ts.timestamp()
             entities = self.extractor.extract(m.text, m.entities)
             if not entities:
                 self.stats.without_entity += 1

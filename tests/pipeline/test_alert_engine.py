@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -252,3 +252,19 @@ def test_a_learned_baseline_sets_the_bar() -> None:
 
 
 # -- the role ----------------------------------------------------------------------------------
+
+
+def test_a_far_future_message_moves_no_watermark_and_forgets_nothing() -> None:
+    """Before: 9999-12-31T23:58Z moved $ACME's watermark to year 9999 (its real messages became late), expired the
+    dedupe memory, and a window past it overflowed (`year 10000 is out of range`)."""
+    engine = AlertEngine(settings())
+    burst = [msg(60 + i) for i in range(4)]
+    assert engine.process(burst) == []
+    watermark = engine.watermark("$ACME")
+    far = datetime(9999, 12, 31, 23, 58, tzinfo=UTC)
+    future = [msg(61).model_copy(update={"id": f"future-{i}", "ts": far}) for i in range(5)]  # skips validation
+    assert engine.process(future) == []
+    assert engine.stats.future == 5 and engine.watermark("$ACME") == watermark
+    assert engine.process([burst[0].model_copy()]) == [] and engine.stats.duplicates == 1  # still remembered
+    [alert] = engine.process([msg(64)])  # not late: the burst completes
+    assert alert.counts["total"] == 5 and engine.stats.late == 0
