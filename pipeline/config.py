@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+
+from aet.pipeline.redaction import endpoint_name, redact_url, url_secrets
 
 DEFAULT_BACKBONE = "minilm"
 
@@ -115,19 +117,34 @@ class ReplaySettings(_Section):
 
 
 class WebhookSettings(_Section):
-    """One HTTP endpoint that receives every alert as a JSON POST (alert id in ``Idempotency-Key``)."""
+    """One HTTP endpoint that receives every alert as a JSON POST (alert id in ``Idempotency-Key``).
 
-    url: str = Field(description="http(s) URL")
-    name: str | None = Field(default=None, description="sink name in the outbox (default: the URL)")
-    timeout_s: float = Field(default=5.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict, description="extra headers, e.g. Authorization")
+    The URL and the headers are secrets (a token may sit in either): they are never
+    printed; logs, metrics and the outbox name the sink by its origin and a hash of
+    the URL (``webhook:https://hooks.example.com#1a2b3c4d``) unless ``name`` is set.
+    """
+
+    url: SecretStr = Field(description="http(s) URL (a secret: may hold a token)")
+    name: str | None = Field(default=None, description="sink name in the outbox, logs and metrics")
+    timeout_s: float = Field(default=5.0, gt=0, description="total deadline of one attempt: connect, send, reply")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra headers, e.g. Authorization")
     backoff_s: float = Field(default=1.0, gt=0, description="first retry delay; doubles per failure")
     max_backoff_s: float = Field(default=300.0, gt=0)
-    max_attempts: int = Field(default=0, ge=0, description="0 = keep retrying until delivered")
+    max_attempts: int = Field(default=20, ge=0, description="attempts before the row is marked failed (0: no limit)")
+    max_age_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="seconds an alert may wait for delivery, then it is marked failed (0: no limit)",
+    )
+    max_response_bytes: int = Field(default=65536, ge=0, description="most bytes of a reply read (more: a failure)")
+    redirects: Literal["none", "same-origin"] = Field(
+        default="none",
+        description="a 3xx reply is a failed delivery; 'same-origin' follows 307/308 to the same scheme, host and port",
+    )
 
     @property
     def sink_name(self) -> str:
-        return self.name or f"webhook:{self.url}"
+        return self.name or endpoint_name("webhook", self.url.get_secret_value())
 
 
 AlertKind = Literal["negative_surge", "positive_surge"]
@@ -177,6 +194,12 @@ class AlertSettings(_Section):
     stdout: bool = Field(default=False, description="also print every alert on stdout")
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     dispatch_poll_s: float = Field(default=0.5, gt=0, description="how often sinks look for new or due alerts")
+    outbox_retention_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="delivered, rejected and failed outbox rows are purged this long after they were created; "
+        "alerts older than this are never offered to a sink",
+    )
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8765, ge=0, le=65535)
 
@@ -309,6 +332,10 @@ class PromotionSettings(_Section):
         default=True, description="refuse to promote when no older data can check forgetting"
     )
     auto_promote: bool = Field(default=True, description="apply the gate right after training; off: leave a challenger")
+    request_may_promote: bool = Field(
+        default=False,
+        description="let a retrain request switch auto_promote on when it is off (a request may always switch it off)",
+    )
 
 
 class RetrainSettings(RoundSettings, PromotionSettings):
@@ -328,6 +355,11 @@ class RetrainSettings(RoundSettings, PromotionSettings):
         default=3000, ge=3, description="rehearsal reservoir capacity per source (split evenly over the three labels)"
     )
     max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
+    allowed_data_dirs: list[Path] = Field(
+        default_factory=list,
+        description="directories a retrain request's 'data' file may lie in (symlinks resolved); "
+        "a request naming any other path is dead-lettered (empty: no request may name a file)",
+    )
     device: str | None = Field(default=None, description="training device (default: model.device)")
 
 
@@ -459,43 +491,6 @@ class MonitorSettings(_Section):
     seed: int = 0
 
 
-class Settings(BaseSettings):
-    """Everything a role needs to run."""
-
-    model_config = SettingsConfigDict(env_prefix="AET_", env_nested_delimiter="__", extra="forbid")
-
-    home: Path = Field(default=Path("aet-data"), description="models, journal and the default database")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in home")
-    log_level: str = "INFO"
-    bus: BusSettings = Field(default_factory=BusSettings)
-    topics: TopicSettings = Field(default_factory=TopicSettings)
-    model: ModelSettings = Field(default_factory=ModelSettings)
-    scorer: ScorerSettings = Field(default_factory=ScorerSettings)
-    train: FitSettings = Field(default_factory=FitSettings, description="bootstrapping the first champion")
-    replay: ReplaySettings = Field(default_factory=ReplaySettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
-    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
-    alerts: AlertSettings = Field(default_factory=AlertSettings)
-    fast_path: FastPathSettings = Field(default_factory=FastPathSettings)
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        return value.upper()
-
-    @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'aet.db').resolve()}"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
-
-
-def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Nested settings overrides: ``extra`` wins, sections (dicts) are merged key by key."""
-    out = dict(base)
-    for k, v in extra.items():
 class LimitsSettings(_Section):
     """Limits every record is held to when it is decoded (pipeline/records.py), so that what passes can be
     stored: the string lengths match the database columns on SQLite and PostgreSQL alike, and event times
@@ -544,6 +539,65 @@ class ControlSettings(_Section):
     )
 
 
+class Settings(BaseSettings):
+    """Everything a role needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="AET_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default=Path("aet-data"), description="models, journal and the default database")
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in home (a secret: may hold a password)"
+    )
+    log_level: str = "INFO"
+    bus: BusSettings = Field(default_factory=BusSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    scorer: ScorerSettings = Field(default_factory=ScorerSettings)
+    train: FitSettings = Field(default_factory=FitSettings, description="bootstrapping the first champion")
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    fast_path: FastPathSettings = Field(default_factory=FastPathSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, password included: to connect with, never to print (:attr:`db_url_display`)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'aet.db').resolve()}"
+
+    @property
+    def db_url_display(self) -> str:
+        """The database URL with its password masked."""
+        return redact_url(self.db_url)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings (for :func:`aet.pipeline.redaction.redact`)."""
+        out = url_secrets(self.db_url)
+        for hook in self.alerts.webhooks:
+            out += [hook.url.get_secret_value(), *(v.get_secret_value() for v in hook.headers.values())]
+        if self.control.signing_key is not None:
+            out.append(self.control.signing_key.get_secret_value())
+        return out
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+def merge_overrides(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings overrides: ``extra`` wins, sections (dicts) are merged key by key."""
+    out = dict(base)
+    for k, v in extra.items():
         previous = out.get(k)
         out[k] = merge_overrides(previous if isinstance(previous, dict) else {}, v) if isinstance(v, dict) else v
     return out
@@ -564,9 +618,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             cls,
             settings_cls: type[BaseSettings],
             init_settings: PydanticBaseSettingsSource,
-    control: ControlSettings = Field(default_factory=ControlSettings)
-    limits: LimitsSettings = Field(default_factory=LimitsSettings)
-    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
             env_settings: PydanticBaseSettingsSource,
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,

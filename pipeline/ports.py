@@ -459,11 +459,12 @@ class AlertState(Protocol):
 
 @dataclass(frozen=True)
 class Delivery:
-    """A claimed outbox row: the alert and how often it was tried before."""
+    """A claimed outbox row: the alert, how often it was tried before, and the lease it is held by."""
 
     alert: Alert
     sink: str
     attempts: int
+    lease: datetime | None = None  # the claim's expiry, which is also its token (renewed only while it holds)
 
 
 class AlertOutbox(Protocol):
@@ -475,9 +476,28 @@ class AlertOutbox(Protocol):
 
     def mark_delivered(self, alert_id: str, sink: str, attempts: int) -> None: ...
 
+    def renew(self, delivery: Delivery, *, lease_s: float) -> Delivery | None:
+        """A fresh lease on a claimed row, or ``None`` when its lease has been lost (expired and taken over)."""
+        ...
+
     def mark_failed(
-        self, alert_id: str, sink: str, attempts: int, error: str, *, retry_at: datetime | None
+        self,
+        alert_id: str,
+        sink: str,
+        attempts: int,
+        error: str,
+        *,
+        retry_at: datetime | None,
+        status: str = "rejected",
     ) -> None: ...
+
+    def expire(self, sink: str, created_before: datetime, reason: str) -> int:
+        """Mark ``failed`` the pending rows created before ``created_before``; returns how many."""
+        ...
+
+    def purge(self, sink: str, created_before: datetime) -> int:
+        """Delete finished rows (delivered, rejected, failed) created before ``created_before``; returns how many."""
+        ...
 
 
 class AlertQueries(Protocol):

@@ -4,7 +4,9 @@
   per-entity sentiment buckets, and recent alerts to restore cooldowns after a restart;
 - the outbox of the alert sinks (``alert_deliveries``): the alerts table itself is
   the durable queue; a sink enqueues the alerts it has no row for, claims due
-  rows with a short lease, and records delivery or the error and next attempt;
+  rows with a short lease (renewed row by row, compare-and-set on the lease),
+  records delivery or the error and next attempt, marks rows that waited too long
+  ``failed`` and purges finished rows after the retention;
 - queries for ``aet alerts`` and ``aet serve``: alerts (newest first, or since a
   time), an entity's sentiment over time, the busiest entities, model versions and
   control events (drift, promotion, rollback).
@@ -16,10 +18,11 @@ that raised them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, desc, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, desc, func, or_, select, update
 
 from aet.pipeline.ports import BaselineSnapshot, BucketSnapshot, Delivery
 from aet.pipeline.records import Alert, utcnow
@@ -32,6 +35,12 @@ from aet.storage.tables import (
     EntitySentimentRow,
     ModelRow,
 )
+
+FINISHED = ("delivered", "rejected", "failed")  # outbox rows no dispatcher will touch again
+
+
+def _rowcount(result: Any) -> int:
+    return cast("CursorResult[Any]", result).rowcount  # an UPDATE's or DELETE's result counts its rows
 
 
 def _alert(row: AlertRow) -> Alert:
@@ -147,6 +156,7 @@ class AlertStore:
             or_(AlertDeliveryRow.claimed_until.is_(None), AlertDeliveryRow.claimed_until < now),
         )
         out: list[Delivery] = []
+        lease = now + timedelta(seconds=lease_s)
         with self.db.session() as s, s.begin():
             due = s.execute(
                 select(AlertDeliveryRow.alert_id, AlertDeliveryRow.attempts, AlertRow)
@@ -159,12 +169,30 @@ class AlertStore:
                 claim = s.execute(
                     update(AlertDeliveryRow)
                     .where(AlertDeliveryRow.alert_id == alert_id, claimable)
-                    .values(claimed_until=now + timedelta(seconds=lease_s))
+                    .values(claimed_until=lease)
                 )
-                claimed = cast("CursorResult[Any]", claim).rowcount  # an UPDATE's result counts its rows
-                if claimed == 1:
-                    out.append(Delivery(_alert(row), sink, attempts))
+                if _rowcount(claim) == 1:
+                    out.append(Delivery(_alert(row), sink, attempts, lease))
         return out
+
+    def renew(self, delivery: Delivery, *, lease_s: float) -> Delivery | None:
+        """Extend ``delivery``'s lease if it still holds it (its ``claimed_until`` unchanged and not yet past)."""
+        now = utcnow()
+        if delivery.lease is None or delivery.lease <= now:
+            return None
+        lease = now + timedelta(seconds=lease_s)
+        with self.db.session() as s, s.begin():
+            renewed = s.execute(
+                update(AlertDeliveryRow)
+                .where(
+                    AlertDeliveryRow.alert_id == delivery.alert.id,
+                    AlertDeliveryRow.sink == delivery.sink,
+                    AlertDeliveryRow.status == "pending",
+                    AlertDeliveryRow.claimed_until == delivery.lease,
+                )
+                .values(claimed_until=lease)
+            )
+            return replace(delivery, lease=lease) if _rowcount(renewed) == 1 else None
 
     def mark_delivered(self, alert_id: str, sink: str, attempts: int) -> None:
         with self.db.session() as s, s.begin():
@@ -176,11 +204,20 @@ class AlertStore:
                 )
             )
 
-    def mark_failed(self, alert_id: str, sink: str, attempts: int, error: str, *, retry_at: datetime | None) -> None:
-        """Record a failed attempt: retry at ``retry_at``, or give up (``rejected``) when it is ``None``."""
+    def mark_failed(
+        self,
+        alert_id: str,
+        sink: str,
+        attempts: int,
+        error: str,
+        *,
+        retry_at: datetime | None,
+        status: str = "rejected",
+    ) -> None:
+        """Record a failed attempt: retry at ``retry_at``, or give up with ``status`` (``rejected`` or ``failed``)."""
         values: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000], "claimed_until": None}
         if retry_at is None:
-            values["status"] = "rejected"
+            values["status"] = status
         else:
             values["next_attempt_at"] = retry_at
         with self.db.session() as s, s.begin():
@@ -188,6 +225,34 @@ class AlertStore:
                 update(AlertDeliveryRow)
                 .where(AlertDeliveryRow.alert_id == alert_id, AlertDeliveryRow.sink == sink)
                 .values(**values)
+            )
+
+    def expire(self, sink: str, created_before: datetime, reason: str) -> int:
+        """Give up on pending rows of ``sink`` created before ``created_before`` (status ``failed``)."""
+        with self.db.session() as s, s.begin():
+            return _rowcount(
+                s.execute(
+                    update(AlertDeliveryRow)
+                    .where(
+                        AlertDeliveryRow.sink == sink,
+                        AlertDeliveryRow.status == "pending",
+                        AlertDeliveryRow.created_at < created_before,
+                    )
+                    .values(status="failed", last_error=reason[:2000], claimed_until=None)
+                )
+            )
+
+    def purge(self, sink: str, created_before: datetime) -> int:
+        """Delete the finished rows of ``sink`` created before ``created_before`` (the outbox's retention)."""
+        with self.db.session() as s, s.begin():
+            return _rowcount(
+                s.execute(
+                    delete(AlertDeliveryRow).where(
+                        AlertDeliveryRow.sink == sink,
+                        AlertDeliveryRow.status.in_(FINISHED),
+                        AlertDeliveryRow.created_at < created_before,
+                    )
+                )
             )
 
     def deliveries(self, sink: str | None = None) -> list[AlertDeliveryRow]:

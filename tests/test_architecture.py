@@ -25,7 +25,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
 ROOTS = ("aet.pipeline", "aet.adapters", "aet.storage")
-SHARED = {"aet.pipeline", "aet.pipeline.records", "aet.pipeline.ports", "aet.pipeline.config", "aet.pipeline.metrics"}
+SHARED = {
+    "aet.pipeline",
+    "aet.pipeline.records",
+    "aet.pipeline.ports",
+    "aet.pipeline.config",
+    "aet.pipeline.metrics",
+    "aet.pipeline.redaction",
+}
 
 
 def lint_imports(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
