@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
@@ -139,7 +140,12 @@ def _context_limits(info: ValidationInfo) -> tuple[LimitsSettings, datetime | No
 
 def check_strings(value: Any, where: str = "record", depth: int = 0) -> None:
     """Refuse what no column can hold, anywhere in ``value``: NUL characters (PostgreSQL refuses them in text),
-    lone surrogates (not UTF-8, so not serializable) and JSON nested deeper than ``MAX_NESTING``."""
+    lone surrogates (not UTF-8, so not serializable), NaN and infinities (not JSON) and JSON nested deeper than
+    ``MAX_NESTING``."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+        return
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"{where}: contains a NUL character")

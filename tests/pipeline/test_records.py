@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -12,12 +13,14 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+import aet.pipeline.records as records_mod
 from aet.pipeline.config import LimitsSettings
 from aet.pipeline.records import (
     DEFAULT_MAX_TEXT_CHARS,
     SCHEMA_VERSION,
     Alert,
     BadRecord,
+    ControlEvent,
     DeadLetter,
     LabelRecord,
     Message,
@@ -326,3 +329,164 @@ def test_any_valid_message_round_trips(drawn: tuple[dict[str, object], datetime]
         payload["entities"],
         payload["meta"],
     )
+
+
+# -- decoding is total (issue 13) -----------------------------------------------
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DECODERS = [Message, ScoredMessage, LabelRecord, ControlEvent, Alert, DeadLetter]
+
+
+@pytest.mark.parametrize("model", DECODERS)
+def test_a_tombstone_is_a_bad_record(model: type) -> None:
+    """Before: json.loads(None) raised TypeError out of the worker (a Kafka tombstone stopped `aet score`)."""
+    assert "tombstone" in reason_of(None, model)
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (json.dumps(valid(text="caf\ud800e")).encode(), "text: not valid Unicode"),  # escaped lone surrogate
+        (json.dumps(valid(text="a\x00b")).encode(), "text: contains a NUL character"),
+        (json.dumps(valid(meta={"k": ["\x00"]})).encode(), "meta.k: contains a NUL character"),
+        (json.dumps(valid(id="m\udfff")).encode(), "id: not valid Unicode"),
+        (json.dumps(valid(meta={"x": float("nan")})).encode(), "meta.x: nan is not a finite number"),
+        (b"[" * 50_000, "not JSON"),
+        (b"1" * 5000, "not JSON"),
+    ],
+)
+def test_what_no_column_can_hold_is_refused_at_decode(raw: bytes, needle: str) -> None:
+    """Before: a lone surrogate passed and failed later when the scored message was serialized; NUL passed and
+    PostgreSQL refused the write forever; deep JSON raised RecursionError."""
+    assert needle in reason_of(raw)
+
+
+@pytest.mark.parametrize(
+    ("ts", "needle"),
+    [
+        ("0001-01-01T00:00:00+01:00", "out of range in UTC"),  # before: OverflowError
+        ("9999-12-31T23:59:59+00:00", "in the future"),
+        ("9999-12-31T23:59:59-05:00", "out of range in UTC"),  # before: OverflowError
+        ("2026-12-01T12:16:00Z", "in the future"),
+        ("1900-01-01T00:00:00Z", "in the past"),
+    ],
+)
+def test_event_times_outside_the_window_are_refused(ts: str, needle: str) -> None:
+    limits = LimitsSettings(max_past_days=365 * 100, max_future_s=900)
+    assert needle in reason_of(valid(ts=ts), Message, limits=limits, now=NOW)
+    assert needle in reason_of({"message_id": "m", "label": "neutral", "ts": ts}, LabelRecord, limits=limits, now=NOW)
+
+
+def test_event_times_inside_the_window_pass() -> None:
+    limits = LimitsSettings(max_past_days=1, max_future_s=900)
+    assert decode(Message, valid(ts="2026-12-01T12:14:59Z"), limits=limits, now=NOW).ts.minute == 14
+    assert decode(Message, valid(ts="2026-11-30T12:00:01Z"), limits=limits, now=NOW).ts.day == 30
+
+
+@pytest.mark.parametrize(
+    ("model", "payload", "needle"),
+    [
+        (Message, valid(entities=["$" + "X" * 256]), "entities.0: String should have at most 256"),
+        (Message, valid(entities=[f"$E{i}" for i in range(65)]), "65 entities, over the limit of 64"),
+        (Message, valid(meta={"blob": "x" * 20_000}), "over the limit of 16384"),
+        (Message, valid(channel="c" * 257), "channel: String should have at most 256"),
+        (LabelRecord, {"message_id": "m", "label": "neutral", "annotator": "a" * 129}, "at most 128"),
+        (ControlEvent, {"kind": "drift", "id": "i" * 65}, "id: String should have at most 64"),
+        (ControlEvent, {"kind": "drift", "payload": {"x": "y" * 300_000}}, "payload has"),
+    ],
+)
+def test_field_limits_match_the_columns(model: type, payload: dict[str, Any], needle: str) -> None:
+    """Before: SQLite stored these and PostgreSQL refused the batch (entity over 256, annotator over 128), or they
+    were stored as is (2,000 entities, a 300 KB meta)."""
+    assert needle in reason_of(payload, model)
+
+
+def test_limits_come_from_configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records_mod, "_limits", LimitsSettings(max_entities=1))
+    assert "over the limit of 1" in reason_of(valid(entities=["$A", "$B"]))
+    assert decode(Message, valid(entities=["$A", "$B"]), limits=LimitsSettings()).entities == ["$A", "$B"]
+
+
+def test_a_large_input_becomes_a_small_dead_letter() -> None:
+    """Before: an 8 MB line became a multi-MB dead letter, over kafka-python's 1 MiB request size."""
+    raw = b'{"text": "' + "é".encode() * 4_000_000 + b'"}'
+    dl = DeadLetter.of(raw, stage="replay", reason="text too long", max_raw_bytes=4096)
+    wire = dl.to_bytes()
+    assert len(wire) < 6000 < 2**20
+    back = decode(DeadLetter, wire)
+    assert (back.raw_size, back.raw_sha256, back.truncated) == (len(raw), hashlib.sha256(raw).hexdigest(), True)
+    assert raw.startswith(back.kept) and len(back.kept) >= 4094  # a cut multi-byte character is dropped
+    assert not back.complete
+
+
+def test_a_small_input_is_kept_whole_and_complete() -> None:
+    dl = decode(DeadLetter, DeadLetter.of(b"\xff\x00 raw", stage="s", reason="r").to_bytes())
+    assert dl.kept == b"\xff\x00 raw" and dl.complete and not dl.truncated and dl.raw is None
+
+
+def test_a_dead_letter_reason_is_made_storable() -> None:
+    dl = DeadLetter.of(b"x", stage="s", reason="bad \x00 and \ud800 " + "r" * 5000, key="k\x00")
+    assert "\x00" not in dl.reason and len(dl.reason) <= 2000 and dl.key == "k\\x00"
+    dl.to_bytes()
+
+
+# -- property: every decoder returns a record or raises BadRecord, never anything else
+
+any_text = st.one_of(  # NUL and lone surrogates included
+    st.text(max_size=20),
+    st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3),
+    st.just("a\x00b"),
+)
+hostile_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    any_text,
+    st.sampled_from(["2026-03-02T10:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59Z", "news", "drift"]),
+)
+hostile_json = st.recursive(
+    hostile_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(any_text, inner, max_size=3))
+)
+
+
+def _fields(model: type) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects with the model's own field names (so validation, not just the first check, is exercised)."""
+    return st.dictionaries(st.sampled_from(sorted(model.model_fields)), hostile_json, max_size=len(model.model_fields))
+
+
+def _decodes_or_refuses(model: type, raw: Any) -> None:
+    try:
+        record = decode(model, raw)
+    except BadRecord as exc:
+        assert exc.reason and "\x00" not in exc.reason
+        return
+    assert isinstance(record, model)
+    assert decode(model, record.to_bytes()) == record  # what passes can be serialized and read back
+
+
+@pytest.mark.parametrize("model", DECODERS)
+@hsettings(max_examples=60, deadline=None)
+@given(raw=st.binary(max_size=300))
+def test_any_bytes(model: type, raw: bytes) -> None:
+    _decodes_or_refuses(model, raw)
+
+
+@pytest.mark.parametrize("model", DECODERS)
+@hsettings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_any_json(model: type, data: st.DataObject) -> None:
+    payload = data.draw(st.one_of(hostile_json, _fields(model)))
+    _decodes_or_refuses(model, json.dumps(payload).encode())  # lone surrogates travel as \\ud800 escapes
+    if isinstance(payload, dict):
+        _decodes_or_refuses(model, payload)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(raw=st.one_of(st.none(), st.binary(max_size=20_000)), limit=st.integers(64, 4096))
+def test_any_input_makes_a_bounded_dead_letter(raw: bytes | None, limit: int) -> None:
+    dl = DeadLetter.of(raw, stage="s", reason="r", max_raw_bytes=limit)
+    kept = dl.kept or b""
+    assert len(kept) <= limit and (raw or b"").startswith(kept)
+    assert dl.raw_size == len(raw or b"") and dl.truncated == (len(raw or b"") > limit)
+    assert decode(DeadLetter, dl.to_bytes()) == dl

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import StatementError
 
-from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, Probs, ScoredMessage
+from aet.pipeline import metrics
+from aet.pipeline.config import LimitsSettings
+from aet.pipeline.records import Alert, ControlEvent, DeadLetter, LabelRecord, Message, Probs, ScoredMessage, decode
 from aet.storage.store import ResultStore
 from aet.storage.tables import AlertRow, ControlEventRow, LabelRow
 
@@ -207,3 +209,68 @@ def test_summary_of_empty_store(store: ResultStore) -> None:
     assert summary["by_label"] == summary["by_source"] == summary["by_model_version"] == {}
     assert summary["dead_letters"] == {}
     assert summary["labeled"] == {"n": 0, "accuracy": None}
+
+
+# -- conflicts and dead letters (issue 13) ---------------------------------------
+
+
+def test_same_id_with_another_text_is_a_conflict_and_the_first_is_kept(
+    store: ResultStore, make_scored: ScoredFactory
+) -> None:
+    """Before: the second text silently overwrote the first in the store while the monitor kept the first label."""
+    first = make_scored("m-1", text="Acme beats estimates")
+    assert store.write(scored=[first]) == []
+    before = metrics.CONFLICTS._value.get()
+    [conflict] = store.write(scored=[make_scored("m-1", text="Acme misses estimates", model_version="v0002")])
+    row = store.scored("m-1")
+    assert row is not None and (row.text, row.model_version) == ("Acme beats estimates", "v0001")
+    assert conflict.stage == "store" and "stored with a different text" in conflict.reason
+    assert decode(Message, conflict.kept).text == "Acme misses estimates"  # the refused message, as it came in
+    assert [r.stage for r in store.dead_letters()] == ["store"]
+    assert metrics.CONFLICTS._value.get() == before + 1
+    assert store.write(scored=[first]) == []  # the same text again is an idempotent redelivery
+    assert len(store.dead_letters()) == 1
+
+
+def test_a_conflict_within_one_batch_keeps_the_first(store: ResultStore, make_scored: ScoredFactory) -> None:
+    conflicts = store.write(scored=[make_scored("m-1", text="first"), make_scored("m-1", text="second")])
+    assert len(conflicts) == 1 and store.scored("m-1").text == "first"  # type: ignore[union-attr]
+
+
+def test_records_at_every_limit_are_stored(store: ResultStore, make_scored: ScoredFactory) -> None:
+    """What decode lets through fits the columns on SQLite and PostgreSQL (which enforces String lengths)."""
+    payload = {
+        "id": "i" * 256,
+        "source": "chat",
+        "channel": "c" * 256,
+        "text": "t" * 5000,
+        "ts": "2026-03-02T10:00:00Z",
+        "entities": ["e" * 256] * LimitsSettings().max_entities,
+        "meta": {"m": "x" * (LimitsSettings().max_meta_chars - 20)},
+    }
+    m = decode(Message, payload)
+    scored = make_scored(m.id, **m.model_dump(exclude={"id"}), model_version="v" * 64)
+    label = decode(LabelRecord, {"message_id": m.id, "label": "neutral", "annotator": "a" * 128})
+    dead = DeadLetter.of(b"\x00" * 10_000, stage="s" * 64, reason="r" * 5000, topic="t" * 256, key="k" * 300)
+    assert store.write(scored=[scored], labels=[label], dead_letters=[dead]) == []
+    assert store.scored(m.id) is not None and store.dead_letters()[0].raw_size == 10_000
+
+
+def test_dead_letters_are_listed_found_and_marked_replayed(store: ResultStore) -> None:
+    store.write(
+        dead_letters=[
+            DeadLetter.of(b"a", stage="score", reason="text is empty", topic="aet.messages", partition=0, offset=1),
+            DeadLetter.of(b"b", stage="labels", reason="unknown label", topic="aet.labels", partition=0, offset=2),
+            DeadLetter.of(b"c", stage="score", reason="not JSON", topic="aet.messages", partition=0, offset=3),
+        ]
+    )
+    assert {r.raw for r in store.list_dead_letters(stage="score")} == {"a", "c"}
+    assert [r.raw for r in store.list_dead_letters(reason="label")] == ["b"]
+    assert len(store.list_dead_letters(limit=2)) == 2
+    assert store.list_dead_letters(since=datetime(2999, 1, 1, tzinfo=UTC)) == []
+    first = store.list_dead_letters(stage="labels")[0]
+    [found] = store.find_dead_letters(first.id[:12])
+    assert found.id == first.id and store.find_dead_letters("zz") == []
+    store.mark_replayed([first.id])
+    assert [r.raw for r in store.list_dead_letters(replayed=True)] == ["b"]
+    assert {r.raw for r in store.list_dead_letters(replayed=False)} == {"a", "c"}
