@@ -471,7 +471,7 @@ def _run_roles(
         "scored_this_run": threads[0].processed,
         "labels_this_run": threads[1].processed,
         "store": totals,
-        "database": app.settings.db_url,
+        "database": app.settings.db_url_display,
         "alerts": _alerts_summary(app.alert_store, alerter),
         "drift": _drift_summary(monitor),
         "fast_path": dict(fast_path.counts) if fast_path is not None else None,

@@ -89,7 +89,7 @@ def serve(
             fail(f"cannot listen on {s.alerts.serve_host}:{s.alerts.serve_port}: {exc}")
         thread = threading.Thread(target=server.serve_forever, name="aet-serve", daemon=True)
         thread.start()
-        typer.echo(f"serving {server.url}  (database {s.db_url}; Ctrl-C to stop)")
+        typer.echo(f"serving {server.url}  (database {s.db_url_display}; Ctrl-C to stop)")
         try:
             stop.wait()
         finally:
@@ -142,7 +142,7 @@ def alerts_follow(
             for a in reversed(store.list_alerts(limit=recent, entity=entity) if recent else []):
                 show(a)
             if not as_json:
-                typer.echo(f"-- following new alerts in {s.db_url} (Ctrl-C to stop)", err=True)
+                typer.echo(f"-- following new alerts in {s.db_url_display} (Ctrl-C to stop)", err=True)
             shown = 0
             while not stop.is_set():
                 try:

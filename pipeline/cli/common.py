@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from aet.pipeline.config import Settings, load_settings, merge_overrides
+from aet.pipeline.redaction import explain_settings_error, redact
 
 if TYPE_CHECKING:
     from aet.pipeline.runtime import App
@@ -58,8 +60,10 @@ def resolve_settings(**overrides: Any) -> Settings:
     merged = merge_overrides(_options.overrides, overrides)
     try:
         s = load_settings(_options.config, **merged)
-    except Exception as exc:  # noqa: BLE001 - a settings error is a usage error
-        fail(f"invalid settings: {exc}")
+    except ValidationError as exc:  # a settings error is a usage error; it never quotes the values (secrets)
+        fail(f"invalid settings: {explain_settings_error(exc)}")
+    except Exception as exc:  # noqa: BLE001
+        fail(f"invalid settings: {redact(str(exc))}")
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if s.log_level != "DEBUG":  # kafka-python logs every connection at INFO
@@ -86,7 +90,7 @@ def open_app(s: Settings) -> Iterator[App]:
     try:
         application = App(s)
     except Exception as exc:  # noqa: BLE001 - whatever stops the installation from opening is reported as such
-        fail(f"cannot open AET home {s.home} / database {s.db_url}: {exc}")
+        fail(f"cannot open AET home {s.home} / database {s.db_url_display}: {redact(str(exc), s.secrets())}")
     try:
         yield application
     finally:

@@ -72,3 +72,28 @@ def test_global_options_are_those_of_this_invocation(tmp_path: Path) -> None:
     options = GlobalOptions(config=tmp_path / "aet.yaml")
     use_global_options(options)
     assert common.global_options() is options
+
+
+def test_the_database_password_never_shows_when_the_installation_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "hunter2-Pw"
+    s = load_settings(home=tmp_path / "home", database_url=f"postgresql+psycopg://aet:{password}@127.0.0.1:1/aet")
+    assert password not in repr(s) and password not in str(s.model_dump())
+    with pytest.raises(typer.Exit), open_app(s):
+        pytest.fail("nothing listens on port 1")
+    err = capsys.readouterr().err
+    assert "postgresql+psycopg://aet:***@127.0.0.1:1/aet" in err  # still says which database
+    assert password not in err and password not in caplog.text
+
+
+def test_a_settings_error_does_not_quote_the_secrets_it_was_given(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AET_DATABASE_URL", "postgresql+psycopg://aet:hunter2-Pw@db/aet")
+    monkeypatch.setenv("AET_ALERTS__WEBHOOKS", '[{"headers": {"A": "tok-5e6f7a8b"}}]')  # short: quoted whole
+    with pytest.raises(typer.Exit):
+        resolve_settings()  # the webhook has no url
+    err = capsys.readouterr().err
+    assert "alerts.webhooks.0.url: missing" in err
+    assert "tok-5e6f7a8b" not in err and "hunter2-Pw" not in err
