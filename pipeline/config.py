@@ -242,6 +242,11 @@ class FitSettings(_Section):
     )
     patience: Patience = None
     time_budget_s: TimeBudget = None
+    class_weighting: Literal["none", "sqrt", "balanced"] = Field(
+        default="none",
+        description="cross-entropy weight per class from the training set's label counts: none, the inverse "
+        "square root of the count, or its inverse (balanced); normalised so the mean example weight is 1",
+    )
     seed: int = 13
 
     def learning_rate_for(self, mode: str) -> float:
@@ -394,6 +399,17 @@ class FastPathSettings(_Section):
     )
     track_messages: int = Field(
         default=50000, ge=100, description="recent scored messages whose features are kept until their label arrives"
+    )
+    prior_shift: bool = Field(
+        default=True,
+        description="before a source's head has evidence, serve the model's own layer corrected for the source's "
+        "class mix as estimated by EM on its unlabeled messages (pipeline/learning/prior_shift.py)",
+    )
+    prior_window: int = Field(
+        default=256, ge=32, description="a source's latest messages the class mix is estimated on (and the reference)"
+    )
+    prior_min_shift: float = Field(
+        default=0.1, gt=0, le=1, description="total-variation change of the class mix below which nothing is corrected"
     )
 
 

@@ -327,3 +327,37 @@ def bench_stream(
     except (FileNotFoundError, ValueError, TansuBrokerError) as exc:
         fail(str(exc))
     print_json(result)
+
+
+@app.command("recipe")
+def bench_recipe(
+    corpus: str = typer.Option("twitter_financial_news_sentiment", help="Shared corpus to bootstrap on."),
+    data_dir: Path | None = typer.Option(
+        None, help="Shared data directory (default: AET_SHARED_DATA or ../shared/data)."
+    ),
+    n: int = typer.Option(1500, help="Labeled train examples (validation is carved out of them)."),
+    n_test: int = typer.Option(1000, help="Test examples from the corpus's own test split."),
+    variants: str = typer.Option("", help="Comma-separated variants (default: all; see pipeline/bench/recipe.py)."),
+    max_length: int = typer.Option(64, help="Token limit per text."),
+    out: Path = typer.Option(Path("bench-results"), help="Directory for recipe.json and recipe.png."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Bootstrap recipes side by side (class weighting, epochs, learning rate): validation curve, test macro-F1."""
+    from aet.pipeline.bench.recipe import recipe_benchmark
+
+    s = resolve_settings()
+    try:
+        result = recipe_benchmark(
+            base=s.train,
+            corpus=corpus,
+            data_dir=data_dir,
+            n=n,
+            n_test=n_test,
+            variants=[v for v in variants.split(",") if v] or None,
+            max_length=max_length,
+            out=out,
+            progress=progress,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    print_json(result)

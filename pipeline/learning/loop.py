@@ -28,6 +28,7 @@ from aet.pipeline.learning.examples import Example
 from aet.pipeline.learning.terms import LossTerm, Step
 from aet.pipeline.learning.trainable import Trainable
 from aet.pipeline.model import SentimentModel
+from aet.pipeline.records import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class TrainingLoop:
             if device.type == "cuda"
             else torch.autocast("cpu", enabled=False)
         )
+        weights = class_weights([e.label for e in train], s.class_weighting, len(LABELS))
+        weights = weights.to(device) if weights is not None else None
         result, best_score, best_state = TrainResult(best_epoch=s.epochs - 1), -1.0, None
         started = time.perf_counter()
         bar = tqdm(total=steps, desc="train", unit="step", disable=not self.progress or rank != 0)
@@ -151,7 +154,7 @@ class TrainingLoop:
                 labels = torch.tensor([e.label for e in batch], device=device)
                 with autocast:
                     outputs = forward(**enc, output_attentions=True) if want_attentions else forward(**enc)
-                    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
+                    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
                     step = Step(model=self.model, encoded=enc, labels=labels, examples=batch, outputs=outputs)
                     for term in self.terms:
                         value = term(step)
@@ -199,6 +202,23 @@ class TrainingLoop:
         result.seconds = time.perf_counter() - started
         result.samples_per_s = result.samples * world / result.seconds if result.seconds else 0.0
         return result
+
+
+def class_weights(labels: Sequence[int], how: str, classes: int) -> torch.Tensor | None:
+    """Cross-entropy weights per class from the label counts (``none``: ``None``).
+
+    ``balanced`` weighs each class by the inverse of its count, ``sqrt`` by the
+    inverse square root (a milder correction); classes absent from ``labels``
+    get weight 0. Normalised so that the mean weight over the examples is 1, so
+    the loss keeps its scale and the learning rate its meaning.
+    """
+    if how == "none" or not labels:
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes).astype(np.float64)
+    power = {"balanced": 1.0, "sqrt": 0.5}[how]
+    raw = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0) ** power, 0.0)
+    raw *= counts.sum() / float((raw * counts).sum())
+    return torch.tensor(raw, dtype=torch.float32)
 
 
 def length_grouped(
