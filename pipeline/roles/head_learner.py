@@ -12,6 +12,10 @@ the champion's own layer, the best by prequential log-loss serves), and every
 - the selected head, when its log-loss on labels it had not yet learned beats
   the champion's own layer with ``max_p_value`` (a paired test on the same
   labels) — evidence, not a hunch, as for a promotion;
+- else, when the source's class mix has moved (``prior_shift``), the
+  champion's own layer corrected for the new mix, estimated by EM on the
+  source's latest unlabeled messages (:mod:`aet.pipeline.learning.prior_shift`)
+  and withdrawn when its labels say it predicts worse;
 - else nothing: the champion's own layer.
 
 A drift event of the source starts a new episode: the candidates' records
@@ -45,6 +49,7 @@ import numpy as np
 
 from aet.pipeline.config import FastPathSettings, TopicSettings
 from aet.pipeline.learning.heads import FeatureScaler, HeadSet, HeadWeights, OnlineHead, widen
+from aet.pipeline.learning.prior_shift import PriorShift
 from aet.pipeline.ports import BatchStore, Bus, BusRecord
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, LabelRecord, ScoredMessage, decode, unpack_features
 from aet.pipeline.worker import Outputs, Worker
@@ -117,6 +122,13 @@ class HeadLearner(Worker):
         self.heads: dict[str, OnlineHead] = {}
         self.since_publish: Counter[str] = Counter()
         self.serving: dict[str, HeadWeights] = {}
+        # Prior shift: the first messages' mean posterior (the mix the model is at home with), each source's
+        # latest features, its verdict, and messages since its mix was last looked at.
+        self.reference_rows: list[np.ndarray] = []
+        self.reference: np.ndarray | None = None
+        self.recent: dict[str, deque[np.ndarray]] = {}
+        self.shifts: dict[str, PriorShift] = {}
+        self.since_mix: Counter[str] = Counter()
         if base is not None:
             log.info("fast path: learning heads on the features of %s", base)
 
@@ -158,8 +170,16 @@ class HeadLearner(Worker):
         self.seen.move_to_end(m.id)
         while len(self.seen) > self.settings.track_messages:
             self.seen.popitem(last=False)
-        if m.base == self.base and self.scaler is None:
-            self.scaler_rows.append(features)
+        if m.base == self.base:
+            if self.scaler is None:
+                self.scaler_rows.append(features)
+                if len(self.scaler_rows) >= self.settings.scaler_messages:
+                    self._fix_scaler()
+                    for s, f, y in self.waiting:  # labels that came before the scaler, learned with this batch's
+                        learned.setdefault(s, []).append((f, y))
+                    self.waiting = []
+            if self.settings.prior_shift:
+                self._on_mix(m.source, features)
         held = self.held.pop(m.id, None)
         if held is not None:  # its label came first (another partition, or a scorer restart)
             self._on_label(held, learned)
@@ -192,23 +212,24 @@ class HeadLearner(Worker):
             log.info("fast path: champion weights changed (%s -> %s); heads start afresh", self.base, base)
             self._start(base)
 
+    def _on_mix(self, source: str, features: np.ndarray) -> None:
+        window = self.settings.prior_window
+        if len(self.reference_rows) < window:
+            self.reference_rows.append(features)
+        if source not in self.recent:
+            self.recent[source] = deque(maxlen=window)
+            self.shifts[source] = PriorShift(min_shift=self.settings.prior_min_shift, min_messages=window // 2)
+        self.recent[source].append(features)
+        self.since_mix[source] += 1
+
     # ------------------------------------------------------------------ learning
 
     def _learn(self, source: str, rows: list[tuple[np.ndarray, int]]) -> None:
         if self.base is None:
             return
-        if self.scaler is None:
+        if self.scaler is None:  # fixed once ``scaler_messages`` messages of these weights were scored
             self.waiting.extend((source, f, y) for f, y in rows)
             del self.waiting[: -self.settings.window]
-            if len(self.scaler_rows) < self.settings.scaler_messages:
-                return
-            self._fix_scaler()
-            waiting, self.waiting = self.waiting, []
-            by_source: dict[str, list[tuple[np.ndarray, int]]] = {}
-            for s, f, y in waiting:
-                by_source.setdefault(s, []).append((f, y))
-            for s, r in by_source.items():
-                self._learn(s, r)
             return
         head = self.heads.get(source)
         if head is None:
@@ -218,8 +239,31 @@ class HeadLearner(Worker):
                 self.prior, strengths=fp.strengths, window=fp.window, half_life=fp.half_life, min_labels=fp.min_labels
             )
         features = self.scaler(np.stack([f for f, _ in rows]))
-        head.learn_many(features, [y for _, y in rows])
+        labels = np.asarray([y for _, y in rows])
+        self._judge_mix(source, features, labels)
+        head.learn_many(features, labels)
         self.since_publish[source] += len(rows)
+
+    def _mix_offset(self, source: str) -> np.ndarray | None:
+        """The bias correction for ``source``'s class mix, when there is one to make (see prior_shift.py)."""
+        if self.scaler is None or self.prior is None or source not in self.recent:
+            return None
+        if self.reference is None:
+            if len(self.reference_rows) < self.settings.prior_window:
+                return None
+            self.reference = self.prior.proba(self.scaler(np.stack(self.reference_rows))).mean(axis=0)
+            self.reference_rows = []
+        probs = self.prior.proba(self.scaler(np.stack(self.recent[source])))
+        return self.shifts[source].offset(probs, self.reference)
+
+    def _judge_mix(self, source: str, features: np.ndarray, labels: np.ndarray) -> None:
+        """Let the labels judge the mix correction: its log-loss and the plain layer's on the same messages."""
+        offset = self._mix_offset(source) if self.settings.prior_shift else None
+        if offset is None or self.prior is None:
+            return
+        plain = self.prior.logits(features)
+        rows = np.arange(len(labels))
+        self.shifts[source].judge(_log_loss(plain, labels, rows), _log_loss(plain + offset, labels, rows))
 
     def _fix_scaler(self) -> None:
         """Standardise the mean-pooled features by the champion's first scored messages; widen its own layer."""
@@ -235,33 +279,52 @@ class HeadLearner(Worker):
         """Would serving ``head`` (``None``: the champion's own layer) change what serves the source?
 
         A new head must change at least one prediction in a hundred of the
-        source's recent labels: a head that only sharpens the champion's
+        source's recent labels (its latest messages while it has none): a head that only sharpens the champion's
         confidence is not worth a version.
         """
         if head is None:
             return source in self.serving
         old = self.serving.get(source, self.prior)
-        window = self.heads[source].features
+        learner = self.heads.get(source)
+        window = list(learner.features) if learner is not None and learner.features else None
+        if window is None and self.scaler is not None and self.recent.get(source):
+            window = list(self.scaler(np.stack(self.recent[source])))
         if old is None or not window:
             return old is None
         x = np.asarray(window)
         changed = old.logits(x).argmax(axis=1) != head.logits(x).argmax(axis=1)
         return float(changed.mean()) >= MIN_CHANGED
 
+    def _choose(self, source: str) -> tuple[HeadWeights | None, dict[str, Any]]:
+        """What should serve ``source`` (``None``: the champion's own layer), and why."""
+        facts: dict[str, Any] = {}
+        head = self.heads.get(source)
+        if head is not None:
+            p = head.evidence()
+            facts = {"strength": head.strength, "p_value": round(p, 6), "labels": head.learned}
+            if p <= self.settings.max_p_value:
+                return head.weights, facts
+        offset = self._mix_offset(source) if self.settings.prior_shift else None
+        if offset is not None and self.prior is not None:
+            facts["mix_offset"] = [round(float(v), 3) for v in offset]
+            return HeadWeights(self.prior.weight, self.prior.bias + offset), facts
+        return None, facts
+
     def _decide(self, out: Outputs) -> None:
-        """Every ``publish_every`` labels of a source: serve its head if the evidence says so; publish changes."""
-        due = [s for s, n in self.since_publish.items() if n >= self.settings.publish_every]
+        """Every ``publish_every`` labels (or ``prior_window / 4`` messages) of a source: choose what serves it
+        (:meth:`_choose`); publish a heads version when that changes predictions."""
+        due = {s for s, n in self.since_publish.items() if n >= self.settings.publish_every}
+        due |= {s for s, n in self.since_mix.items() if n >= self.settings.prior_window // 4}
         if not due or self.scaler is None or self.base is None:
             return
         wanted = dict(self.serving)
         evidence: dict[str, dict[str, Any]] = {}
-        for source in due:
+        for source in sorted(due):
             self.since_publish[source] = 0
-            head = self.heads[source]
-            p = head.evidence()
-            evidence[source] = {"strength": head.strength, "p_value": round(p, 6), "labels": head.learned}
-            if p <= self.settings.max_p_value:
-                wanted[source] = head.weights
+            self.since_mix[source] = 0
+            chosen, evidence[source] = self._choose(source)
+            if chosen is not None:
+                wanted[source] = chosen
             else:
                 wanted.pop(source, None)
         if not any(self._changed(s, wanted.get(s)) for s in due):
@@ -276,3 +339,9 @@ class HeadLearner(Worker):
         out.publish.append((self.names.control, event.kind, event.to_bytes()))
         self.counts["published"] += 1
         log.info("fast path: %s serves heads for %s (%s)", event.model_version, sorted(wanted) or "no source", evidence)
+
+
+def _log_loss(logits: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per-row log-loss of ``labels`` under ``logits``."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - z[rows, labels]

@@ -159,3 +159,33 @@ def test_unjoined_bad_and_foreign_records_are_counted_and_skipped(topics: TopicS
     assert list(worker.held) == ["never-scored"] and worker.counts["labels"] == 1
     assert worker.counts["invalid"] == 4
     assert bus.group_lag(worker.group, [topics.scored, topics.labels]) == 0
+
+
+def test_a_changed_class_mix_is_corrected_before_any_label(topics: TopicSettings) -> None:
+    """The home regime is a uniform mix; then the source sends mostly negative messages, unlabeled: EM sees the
+    mix move and the champion's own layer, with its bias corrected, serves the source."""
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    for i in range(256):
+        stream.send(i % 3, shifted=False, labeled=False)
+    for i in range(256):
+        stream.send(0 if i % 8 else 1, shifted=False, labeled=False, source="chat")
+    worker = learner(bus, topics, registry, prior_window=128)
+    drain(worker)
+    assert worker.counts["labels"] == 0 and registry.published, "nothing was published for the changed mix"
+    heads, info = registry.published[-1]
+    assert set(heads.heads) == {"chat"}  # news keeps its home mix: nothing to correct
+    assert "mix_offset" not in info["evidence"].get("news", {})
+    offset = np.asarray(info["evidence"]["chat"]["mix_offset"])
+    assert offset[0] > 0 > offset[2]  # more negative messages, fewer positive ones than at home
+    assert np.allclose(heads.heads["chat"].weight, worker.prior.weight)  # the champion's layer, only its bias moved
+
+    off = MemoryBus(partitions=1)
+    replay = Stream(off, topics)
+    for i in range(256):
+        replay.send(i % 3, shifted=False, labeled=False)
+    for i in range(256):
+        replay.send(0 if i % 8 else 1, shifted=False, labeled=False, source="chat")
+    plain = FakeRegistry()
+    drain(learner(off, topics, plain, prior_window=128, prior_shift=False))
+    assert plain.published == []  # without the correction nothing serves before labels
