@@ -73,8 +73,7 @@ TRANSIENT_ERRORS = frozenset(
         "OperationalError",  # SQLAlchemy / DB-API: database unreachable, locked, restarted
         "InterfaceError",
         "DisconnectionError",
-        "ConnectionError",
-        "TimeoutError",
+        "OSError",  # sockets, files: ConnectionError, TimeoutError, ...
         "KafkaTimeoutError",
         "KafkaConnectionError",
         "NoBrokersAvailable",
@@ -394,28 +393,26 @@ class Worker(abc.ABC):
                     raise
                 if is_transient(exc):
                     self._degraded(operation, exc)
-                    log.warning("%s failed (%s: %s); retrying in %.1fs", operation, type(exc).__name__, exc, delay)
+                    log.warning("%s failed (%s); retrying in %.1fs", operation, brief(exc), delay)
                     stop.wait(delay)
                     delay = min(delay * 2, self.delivery.max_backoff_s)
                     continue
                 attempts += 1
                 if attempts < self.delivery.max_attempts:
                     log.warning(
-                        "%s failed (%s: %s), try %d of %d",
+                        "%s failed (%s), try %d of %d",
                         operation,
-                        type(exc).__name__,
-                        exc,
+                        brief(exc),
                         attempts,
                         self.delivery.max_attempts,
                     )
                     stop.wait(0.05 * attempts)
                     continue
                 log.error(
-                    "%s failed %d times with a permanent error (%s: %s): delivering the batch one output at a time",
+                    "%s failed %d times with a permanent error (%s): delivering the batch one output at a time",
                     operation,
                     attempts,
-                    type(exc).__name__,
-                    exc,
+                    brief(exc),
                 )
                 self._recovered(operation)
                 return isolate(exc)
@@ -426,7 +423,7 @@ class Worker(abc.ABC):
         if self.health.state != "degraded" or self.health.operation != operation:
             self.health.since = utcnow()
         self.health.state, self.health.operation = "degraded", operation
-        self.health.error = f"{type(exc).__name__}: {exc}"[:500]
+        self.health.error = brief(exc)
         metrics.DEGRADED.labels(self.role, operation).set(1)
 
     def _recovered(self, operation: str) -> None:
@@ -452,7 +449,7 @@ class Worker(abc.ABC):
             except Exception as exc:
                 if stop.is_set():
                     raise
-                reason = f"publish to {topic} failed for good: {type(exc).__name__}: {exc}"
+                reason = f"publish to {topic} failed for good: {brief(exc)}"
                 refused.append(DeadLetter.of(value, stage=self.role, reason=reason, topic=topic, key=key))
         self._gave_up("publish", len(refused))
         for dl in refused:
@@ -487,7 +484,7 @@ class Worker(abc.ABC):
             except Exception as exc:
                 if stop.is_set():
                     raise
-                reason = f"the store refused this {kind} record for good: {type(exc).__name__}: {exc}"
+                reason = f"the store refused this {kind} record for good: {brief(exc)}"
                 refused.append(DeadLetter.of(record.to_bytes(), stage=self.role, reason=reason, key=_key_of(record)))
         if refused:
             self._gave_up("store", len(refused))
@@ -500,7 +497,7 @@ class Worker(abc.ABC):
             except Exception as exc:
                 if stop.is_set():
                     raise
-                log.error("%d dead letters could not be stored either (%s: %s)", len(refused), type(exc).__name__, exc)
+                log.error("%d dead letters could not be stored either (%s)", len(refused), brief(exc))
             self._publish_refused(refused, stop)
         return conflicts
 
@@ -514,7 +511,7 @@ class Worker(abc.ABC):
         except Exception as exc:
             if stop.is_set():
                 raise
-            log.error("%d dead letters were stored but not published (%s: %s)", len(dead), type(exc).__name__, exc)
+            log.error("%d dead letters were stored but not published (%s)", len(dead), brief(exc))
 
     def wait_for_commit(self, timeout_s: float) -> None:
         """Block until the next batch is committed or ``timeout_s`` passes."""
@@ -545,6 +542,13 @@ class Worker(abc.ABC):
                 continue
             self._recovered(operation)
             return result
+
+
+def brief(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a database error's message goes on with the statement and its rows)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
+    return f"{text} (from {brief(exc.__cause__)})" if exc.__cause__ is not None else text
 
 
 def _raise(exc: BaseException) -> Any:

@@ -11,11 +11,12 @@ import pytest
 
 import aet.pipeline.worker as worker_mod
 from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.config import ScorerSettings, TopicSettings
+from aet.pipeline.config import DeadLetterSettings, ScorerSettings, TopicSettings
 from aet.pipeline.ports import BusError, BusRecord, Consumer
 from aet.pipeline.records import DeadLetter, ScoredMessage, decode
 from aet.pipeline.roles.scorer import Scorer
 from aet.pipeline.worker import DetachedBus, Outputs, Worker, collect_batch
+from aet.storage.db import Database
 from aet.storage.store import ResultStore
 from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
 
@@ -307,3 +308,169 @@ def test_a_detached_worker_refuses_every_bus_operation() -> None:
         bus.consumer("g", ["t"])
     with bus:
         pass
+
+
+# -- permanent vs transient failures (issue 13) ----------------------------------
+
+
+class MessageSizeTooLargeError(Exception):
+    """Named like kafka-python's: the broker will never take this record."""
+
+
+class OperationalError(Exception):
+    """Named like SQLAlchemy's: the database is unreachable for now."""
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (OSError("connection refused"), True),
+        (OperationalError("server closed the connection"), True),
+        (BusError("flush timed out"), True),
+        (ValueError("bad data"), False),
+        (RuntimeError("a bug of no known kind"), False),
+    ],
+)
+def test_errors_are_classified(error: Exception, transient: bool) -> None:
+    assert worker_mod.is_transient(error) is transient
+
+
+def test_a_permanent_cause_inside_a_transient_wrapper_is_permanent() -> None:
+    try:
+        try:
+            raise MessageSizeTooLargeError("1048600 bytes")
+        except MessageSizeTooLargeError as exc:
+            raise BusError("publish to aet.scored failed") from exc
+    except BusError as wrapped:
+        assert not worker_mod.is_transient(wrapped)
+
+
+class PayloadWorker(Worker):
+    """Turns each record into a scored message whose text is the record's value (no validation on the way)."""
+
+    role = "payload"
+
+    def handle(self, records: list[BusRecord]) -> Outputs:
+        out = Outputs()
+        for r in records:
+            m = decode(ScoredMessage, SCORED_TEMPLATE).model_copy(update={"id": r.key, "text": r.value.decode()})
+            out.scored.append(m)
+            out.publish.append(("payload.out", r.key, m.to_bytes()))
+        return out
+
+
+SCORED_TEMPLATE = {
+    **message_payload("t"),
+    "label": "neutral",
+    "probs": {"negative": 0.2, "neutral": 0.6, "positive": 0.2},
+    "score": 0.0,
+    "model_version": "v0001",
+}
+
+
+@pytest.mark.postgres
+def test_a_row_postgresql_refuses_is_dead_lettered_and_the_rest_committed(
+    bus: MemoryBus, postgres_url: str, topics: TopicSettings
+) -> None:
+    """Reproduces issue 13: a NUL in text made PostgreSQL refuse the batch and `aet run` retry it every 30 s forever.
+
+    (decode now refuses NUL; this record slipped past it, as a record of another producer or version could.)
+    """
+    db = Database(postgres_url)
+    try:
+        store = ResultStore(db)
+        for key, text in [("a", "fine"), ("b", "nul \x00 inside"), ("c", "fine too")]:
+            bus.publish("payload.in", text.encode(), key=key)
+        w = PayloadWorker(bus, store, group="payload", topics=["payload.in"], dlq_topic=topics.dlq, max_wait_ms=10)
+        w.delivery = DeadLetterSettings(max_attempts=2)
+        run = Running(w)
+        try:
+            run.wait_committed(bus, ["payload.in"], timeout_s=20)
+        finally:
+            run.finish()
+        assert run.error is None
+        assert sorted(store.scored_ids()) == ["a", "c"]
+        [dead] = store.dead_letters()
+        assert dead.stage == "payload" and "DataError" in dead.reason and "NUL" in dead.reason
+        assert len(dead.reason) < 600  # the first line of the error, not the statement and its rows
+        [published] = [decode(DeadLetter, r.value) for r in bus.read_all(topics.dlq)]
+        assert json.loads(published.kept)["id"] == "b" and published.complete
+        assert w.health.gave_up == 1 and w.health.state == "ok"
+    finally:
+        db.dispose()
+
+
+def test_a_transient_store_failure_is_retried_and_health_says_so(
+    bus: MemoryBus, store: ResultStore, topics: TopicSettings
+) -> None:
+    publish_messages(bus, topics, 3)
+    states: list[str] = []
+    flaky = RecordingStore(store, fail_times=3, on_write=lambda _: states.append(w.health.state))
+    w = scorer(bus, flaky, FakeModel(), topics)
+    w.delivery = DeadLetterSettings(max_attempts=1)  # a transient failure is never counted against the tries
+    assert w.run(threading.Event(), drain=True) == 3
+    assert states == ["ok", "degraded", "degraded", "degraded"]
+    assert w.health.state == "ok" and w.health.retries == 3 and w.health.gave_up == 0
+    assert store.count_scored() == 3 and store.dead_letters() == []
+
+
+class RefusingBus(RecordingBus):
+    """Refuses to publish values that start with ``prefix``, the way Kafka refuses a record over its limit."""
+
+    def __init__(self, inner: MemoryBus, prefix: bytes) -> None:
+        super().__init__(inner)
+        self.prefix = prefix
+        self.refusals = 0
+
+    def publish(self, topic: str, value: bytes, key: str | None = None) -> None:
+        if value.startswith(self.prefix):
+            self.refusals += 1
+            try:
+                raise MessageSizeTooLargeError(f"{len(value)} bytes")
+            except MessageSizeTooLargeError as exc:
+                raise BusError(f"publish to {topic} failed") from exc
+        super().publish(topic, value, key=key)
+
+
+def test_a_publish_the_bus_always_refuses_is_dead_lettered_after_bounded_tries(
+    bus: MemoryBus, store: ResultStore
+) -> None:
+    """Before: the publish was retried with backoff forever and the batch never committed."""
+    for v in [b"a", b"big", b"c"]:
+        bus.publish("echo.in", v, key="k")
+    refusing = RefusingBus(bus, b"BIG")
+    w = EchoWorker(refusing, store, group="echo", topics=["echo.in"], dlq_topic="aet.dlq", max_wait_ms=10)
+    w.delivery = DeadLetterSettings(max_attempts=3)
+    assert w.run(threading.Event(), drain=True) == 3
+    assert refusing.refusals == 3 + 3  # the batch's tries, then the record's own: bounded, not forever
+    # Every try re-sent what came before the refused record (at least once, as any retried publish).
+    assert {r.value for r in bus.read_all("echo.out")} == {b"A", b"C"}
+    [dead] = [decode(DeadLetter, r.value) for r in bus.read_all("aet.dlq")]
+    assert dead.stage == "echo" and dead.topic == "echo.out" and dead.kept == b"BIG" and dead.complete
+    assert "MessageSizeTooLargeError" in dead.reason
+    assert [r.stage for r in store.dead_letters()] == ["echo"]
+    assert bus.group_lag("echo", ["echo.in"]) == 0
+
+
+def test_an_output_over_the_record_limit_is_dead_lettered_before_publishing(bus: MemoryBus, store: ResultStore) -> None:
+    bus.publish("echo.in", b"x" * 5000, key="k")
+    bus.publish("echo.in", b"small", key="k")
+    w = EchoWorker(bus, store, group="echo", topics=["echo.in"], dlq_topic="aet.dlq", max_wait_ms=10)
+    w.delivery = DeadLetterSettings(max_record_bytes=4096)
+    assert w.run(threading.Event(), drain=True) == 2
+    assert [r.value for r in bus.read_all("echo.out")] == [b"SMALL"]
+    [dead] = [decode(DeadLetter, r.value) for r in bus.read_all("aet.dlq")]
+    assert dead.raw_size == 5000 and dead.truncated and "over dead_letters.max_record_bytes" in dead.reason
+    assert len(bus.read_all("aet.dlq")[0].value) < 6000
+
+
+def test_a_conflict_found_by_the_store_is_published_to_the_dead_letter_topic(
+    bus: MemoryBus, store: ResultStore, topics: TopicSettings
+) -> None:
+    bus.publish("payload.in", b"first text", key="same-id")
+    bus.publish("payload.in", b"another text", key="same-id")
+    w = PayloadWorker(bus, store, group="payload", topics=["payload.in"], dlq_topic=topics.dlq, max_batch=1)
+    assert w.run(threading.Event(), drain=True) == 2
+    assert store.scored("same-id").text == "first text"  # type: ignore[union-attr]
+    [dead] = [decode(DeadLetter, r.value) for r in bus.read_all(topics.dlq)]
+    assert dead.stage == "store" and "different text" in dead.reason
