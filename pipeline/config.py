@@ -100,6 +100,10 @@ class ScorerSettings(_Section):
         description="how often to ask the registry for the champion "
         "besides reacting to aet.control at once (a lost event is caught up this late)",
     )
+    swap_retries: int = Field(
+        default=4, ge=0, description="a refused model load (hot swap) is tried again this often before it is given up"
+    )
+    swap_retry_backoff_s: float = Field(default=2.0, gt=0, description="wait before the first retry; doubles per retry")
 
 
 class ReplaySettings(_Section):

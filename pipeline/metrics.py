@@ -37,7 +37,7 @@ MODEL_VERSION = Info("aet_model", "The model version serving in this process")
 
 # Hot swap (pipeline/roles/hotswap.py) and automatic rollback (pipeline/learning/rollback.py).
 MODEL_SWAPS = Counter(
-    "aet_model_swaps_total", "Model swaps by outcome (swapped, refused, superseded)", ["role", "outcome"]
+    "aet_model_swaps_total", "Model swaps by outcome (swapped, refused, retry, superseded)", ["role", "outcome"]
 )
 SWAP_SECONDS = Histogram(
     "aet_model_swap_prepare_seconds",

@@ -42,6 +42,7 @@ from aet.pipeline.roles.monitor_embedding import RegistryModels
 from aet.pipeline.roles.replay import Replay
 from aet.pipeline.roles.scorer import Scorer
 from aet.pipeline.roles.trainer import TrainerRole
+from aet.pipeline.signing import SigningBus
 from aet.storage.alert_store import AlertStore
 from aet.storage.artifacts import ArtifactStore, verify
 from aet.storage.db import Database
@@ -102,7 +103,9 @@ class App:
     def bus(self) -> Bus:
         """The bus named by the settings, opened (and its topics created) on first use."""
         if self._bus is None:
-            self._bus = open_bus(self.settings.bus)
+            bus = open_bus(self.settings.bus)
+            key = self.settings.control.signing_key  # every control event this installation publishes is signed
+            self._bus = SigningBus(bus, self.settings.topics.control, key) if key is not None else bus
             self._bus.create_topics(self.settings.topics.all())
         return self._bus
 
@@ -207,7 +210,8 @@ class App:
     def swapper(self, model: SentimentModel) -> ModelSwapper:
         """Loads the versions a scorer serving ``model`` is asked to swap to, verified, in the background."""
         self._serving_weights[model.base] = model
-        return ModelSwapper(model, self.serving_model)
+        s = self.settings.scorer
+        return ModelSwapper(model, self.serving_model, retries=s.swap_retries, retry_backoff_s=s.swap_retry_backoff_s)
 
     def champion_follower(self, swapper: ModelSwapper) -> ChampionFollower:
         """Keeps ``swapper`` wanting the registry's champion (not started)."""
@@ -310,6 +314,7 @@ class App:
             model_device=s.model.device,
             progress=progress,
             retry_backoff_s=retry_backoff_s,
+            signing_key=s.control.signing_key,
         )
 
     @property

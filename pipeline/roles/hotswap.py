@@ -12,8 +12,11 @@ Three small parts, each with one job:
   exactly one fully loaded model, and the old model is released right after.
   A refused artifact (missing, truncated, wrong checksum, wrong labels, bad
   outputs) is logged with its reason and counted; the current model keeps
-  serving. When a newer target arrives while one is loading, the older load is
-  discarded: two promotions in quick succession end with the newest serving.
+  serving, and the load is tried again ``retries`` times with a doubling backoff
+  (an artifact still being copied, a disk or a network share that was away),
+  each retry logged and counted, before it is given up. When a newer target
+  arrives while one is loading, the older load is discarded: two promotions in
+  quick succession end with the newest serving.
 - :class:`ChampionFollower` tells the swapper what to want: on start and every
   ``registry_poll_s`` from the registry, and at once on every promotion or
   rollback read from ``aet.control`` (each scorer process reads the whole
@@ -123,13 +126,19 @@ class ModelSwapper:
         *,
         warmup_texts: Sequence[str] = WARMUP_TEXTS,
         role: str = "scorer",
+        retries: int = 0,
+        retry_backoff_s: float = 2.0,
+        max_retry_backoff_s: float = 60.0,
     ) -> None:
         self.serving = current.version
         self.serving_weights = current.model  # a heads version on these needs no warm-up forward pass
         self.role = role
         self.swaps = 0
         self.refused: dict[str, str] = {}  # version -> reason of its last refusal
-        self._refused: set[SwapTarget] = set()  # never retried (a new target for the same version is)
+        self._refused: set[SwapTarget] = set()  # given up after its retries (a new target for the same version is not)
+        self.retries, self.retry_backoff_s, self.max_retry_backoff_s = retries, retry_backoff_s, max_retry_backoff_s
+        self._attempts: dict[SwapTarget, int] = {}  # failed loads of a target
+        self._retry_at: dict[SwapTarget, float] = {}  # monotonic time before which a failed target is not loaded again
         self._load = load
         self._warmup_texts = tuple(warmup_texts)
         self._cond = threading.Condition()
@@ -224,6 +233,11 @@ class ModelSwapper:
                     return
                 retired, self._retired = self._retired, []
                 target = self._wanted if self._ready is None and self._wanted not in self._refused else None
+                if target is not None and self._retry_at.get(target, 0.0) > time.monotonic():
+                    if not retired:  # a refused load waits for its retry (a new request or close wakes us)
+                        self._cond.wait(self._retry_at[target] - time.monotonic())
+                        continue
+                    target = None  # release the retired models first, then come back to wait
             if retired:
                 del retired
                 release_memory()
@@ -256,19 +270,56 @@ class ModelSwapper:
             else:
                 warm_up(model, self._warmup_texts)
         except Exception as exc:  # noqa: BLE001 - whatever breaks, the current model keeps serving
-            reason = f"{type(exc).__name__}: {exc}"
-            with self._cond:
-                self.refused[target.version] = reason
-                self._refused.add(target)
-                self._cond.notify_all()
-            metrics.MODEL_SWAPS.labels(self.role, "refused").inc()
-            log.error(
-                "%s: refused to swap in %s, %s keeps serving: %s", self.role, target.version, self.serving, reason
-            )
+            self._refuse(target, f"{type(exc).__name__}: {exc}")
             release_memory()
             return None
         metrics.SWAP_SECONDS.labels(self.role).observe(time.perf_counter() - started)
+        with self._cond:
+            self.refused.pop(target.version, None)
+            self._attempts.pop(target, None)
+            self._retry_at.pop(target, None)
         return model
+
+    def _refuse(self, target: SwapTarget, reason: str) -> None:
+        """Count a failed load of ``target``: schedule its next try with backoff, or give it up after ``retries``.
+
+        Logged and counted before the state changes, so that whoever waits on the swapper sees both.
+        """
+        with self._cond:
+            self.refused[target.version] = reason
+            attempt = self._attempts.get(target, 0) + 1
+            self._attempts[target] = attempt
+        retry = attempt <= self.retries
+        delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.max_retry_backoff_s)
+        metrics.MODEL_SWAPS.labels(self.role, "refused").inc()
+        if retry:
+            metrics.MODEL_SWAPS.labels(self.role, "retry").inc()
+            log.warning(
+                "%s: refused to swap in %s, %s keeps serving: %s; retry %d of %d in %.2gs",
+                self.role,
+                target.version,
+                self.serving,
+                reason,
+                attempt,
+                self.retries,
+                delay,
+            )
+        else:
+            log.error(
+                "%s: refused to swap in %s, %s keeps serving: %s%s",
+                self.role,
+                target.version,
+                self.serving,
+                reason,
+                f" (given up after {attempt} attempts)" if self.retries else "",
+            )
+        with self._cond:
+            if retry:
+                self._retry_at[target] = time.monotonic() + delay
+            else:
+                self._refused.add(target)
+                self._retry_at.pop(target, None)
+            self._cond.notify_all()
 
 
 class ChampionFollower:

@@ -18,6 +18,13 @@ For each ``retrain_request`` control event the trainer
 6. applies the champion/challenger gate (pipeline/learning/promotion.py) and
    publishes the training result and the promotion or rejection.
 
+Whoever can write to ``aet.control`` can ask for a round, so before serving a
+request the trainer checks it (docs/architecture.md, "Control events are
+authenticated"): with ``control.signing_key`` set, an unsigned or wrongly signed
+request is dead-lettered (pipeline/signing.py); a ``data`` file outside
+``retrain.allowed_data_dirs`` is dead-lettered; and ``auto_promote`` in a request
+may switch promotion off, but on only when ``retrain.request_may_promote`` says so.
+
 A crash anywhere before registration leaves no registry row and no final
 artifact directory; the request stays uncommitted on the bus, so it is
 delivered again and retried (up to ``max_attempts``, counted in the
@@ -48,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from aet.pipeline import metrics
 from aet.pipeline.config import RetrainSettings, RoundSettings, TopicSettings
@@ -77,6 +84,7 @@ from aet.pipeline.ports import (
     TrainerStore,
 )
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, RetrainRequest, decode, explain
+from aet.pipeline.signing import check
 from aet.pipeline.worker import DetachedBus, Outputs, Worker
 
 log = logging.getLogger(__name__)
@@ -87,6 +95,12 @@ ModelLoader = Callable[[ModelRef, str], SentimentModel]
 
 class RequestError(ValueError):
     """A retrain request that cannot be served (corrupt, or nothing to train from); the message says why."""
+
+
+def data_allowed(path: str, allowed: list[Path]) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside one of the ``allowed`` directories."""
+    target = Path(path).resolve()
+    return any(target.is_relative_to(d.resolve()) for d in allowed)
 
 
 def parse_request(payload: Any) -> RetrainRequest:
@@ -136,6 +150,7 @@ class TrainerRole(Worker):
         model_device: str = "auto",
         progress: bool = True,
         retry_backoff_s: float = 1.0,
+        signing_key: SecretStr | str | None = None,
     ) -> None:
         super().__init__(
             bus if bus is not None else DetachedBus(),
@@ -157,6 +172,8 @@ class TrainerRole(Worker):
         self.promoter = Promoter(registry)
         self.progress = progress
         self.retry_backoff_s = retry_backoff_s
+        self.signing_key = signing_key
+        self._warned_unsigned = False
         self.failures = 0
         #: Called with (request_id, round data) just before a round trains (pipeline/learning/distributed.py).
         self.before_training: Callable[[str, RoundData], None] | None = None
@@ -208,6 +225,21 @@ class TrainerRole(Worker):
                         )
                     )
                 continue  # other control events are not the trainer's business
+            refused = self.refusal(raw)
+            if refused is not None:
+                log.error("retrain request at %s[%s]@%s dead-lettered: %s", r.topic, r.partition, r.offset, refused)
+                out.dead_letters.append(
+                    DeadLetter.of(
+                        r.value,
+                        stage="trainer",
+                        reason=refused,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                    )
+                )
+                continue
             try:
                 event = decode(ControlEvent, r.value)
             except BadRecord as exc:
@@ -218,6 +250,25 @@ class TrainerRole(Worker):
             for e in self.serve(event):
                 self._emit(out, e)
         return out
+
+    def refusal(self, raw: dict[str, Any]) -> str | None:
+        """Why a retrain request (decoded JSON) must not be served at all, or ``None``: its signature, its file."""
+        if self.signing_key is not None:
+            reason = check(raw, self.signing_key)
+            if reason is not None:
+                return reason
+        elif not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning(
+                "aet.control is not authenticated: control.signing_key is not set, so anyone who can write to "
+                "the topic can request training; set it on every process for a shared bus"
+            )
+        payload = raw.get("payload")
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if isinstance(data, str) and not data_allowed(data, self.settings.allowed_data_dirs):
+            allowed = ", ".join(str(d) for d in self.settings.allowed_data_dirs) or "none"
+            return f"training data {data!r} is outside retrain.allowed_data_dirs ({allowed})"
+        return None
 
     def _emit(self, out: Outputs, event: ControlEvent) -> None:
         out.events.append(event)
@@ -457,7 +508,17 @@ class TrainerRole(Worker):
                 },
             )
         ]
-        auto = s.auto_promote if request.auto_promote is None else request.auto_promote
+        auto = s.auto_promote and request.auto_promote is not False  # a request may always switch promotion off
+        if request.auto_promote and not s.auto_promote:
+            if s.request_may_promote:
+                auto = True
+            else:
+                log.warning(
+                    "retrain request %s asks for auto_promote, which is off; a request may not switch it on "
+                    "(retrain.request_may_promote): %s stays a challenger",
+                    request_id,
+                    info.version,
+                )
         if auto and info.status == "challenger":
             recent, older = (SliceScores.from_dict(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)

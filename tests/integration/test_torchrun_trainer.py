@@ -59,6 +59,7 @@ def test_torchrun_two_ranks_train_one_request(tmp_path: Path) -> None:
         AET_BUS__JOURNAL_DIR=str(journal),
         AET_MODEL__DEVICE="cpu",
         AET_MODEL__MAX_LENGTH="32",
+        AET_RETRAIN__ALLOWED_DATA_DIRS=json.dumps([str(tmp_path)]),  # the request names a file there
         **{f"AET_RETRAIN__{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in retrain.items()},
     )
     proc = subprocess.run(

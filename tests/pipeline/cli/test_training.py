@@ -46,6 +46,7 @@ def aet(home: Path, *args: str) -> Any:
         "AET_BUS__JOURNAL_DIR": str(home.parent / "journal"),
         "AET_MODEL__DEVICE": "cpu",
         "AET_MODEL__MAX_LENGTH": "32",
+        "AET_RETRAIN__ALLOWED_DATA_DIRS": json.dumps([str(home.parent)]),  # requests name files in tmp_path
         **{f"AET_RETRAIN__{k.upper()}": v for k, v in RETRAIN.items()},
     }
     result = CliRunner().invoke(cli.app, list(args), env=env, catch_exceptions=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 
 from aet.pipeline.config import load_settings
 from aet.pipeline.learning.promotion import Promoter
@@ -312,3 +314,61 @@ def test_the_champion_follower_swaps_heads_versions_in_from_the_control_topic(ap
             scorer.before_batch()
             scorer.swapper.wait_until_idle(1)
         assert scorer.model.version == champion.version and scorer.model.base == v1.version
+
+
+# ------------------------------------------------------------------ retries of a refused load (issue 13)
+
+
+def _swap_metric(outcome: str) -> float:
+    return REGISTRY.get_sample_value("aet_model_swaps_total", {"role": "scorer", "outcome": outcome}) or 0.0
+
+
+def test_a_refused_load_is_retried_with_backoff_and_swaps_in_once_the_artifact_is_whole(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1 = register_tiny(app, seed=0)
+    v2 = register_tiny(app, seed=1, status="challenger")
+    (weights,) = Path(v2.artifact_path).glob("*.safetensors")
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # still being copied
+    tries: list[float] = []
+
+    def load(target: SwapTarget) -> SentimentModel:
+        tries.append(time.monotonic())
+        if len(tries) == 3:
+            weights.write_bytes(whole)  # the copy completes before the third try
+        return app.load_model(target)
+
+    retries_before = _swap_metric("retry")
+    swapper = ModelSwapper(app.load_model(v1), load, retries=3, retry_backoff_s=0.1)
+    try:
+        swapper.request(SwapTarget.of(v2))
+        model = settle(swapper)
+        assert model is not None and model.version == "v0002" and swapper.serving == "v0002"
+        assert len(tries) == 3 and "v0002" not in swapper.refused
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # the backoff doubles
+        assert _swap_metric("retry") == retries_before + 2
+        logged = [r.getMessage() for r in caplog.records if "refused to swap in v0002" in r.getMessage()]
+        assert len(logged) == 2 and "retry 1 of 3" in logged[0] and "retry 2 of 3" in logged[1]
+    finally:
+        swapper.close()
+
+
+def test_retries_are_bounded_and_the_champion_keeps_serving(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    v1 = register_tiny(app, seed=0)
+    tries: list[SwapTarget] = []
+
+    def load(target: SwapTarget) -> SentimentModel:
+        tries.append(target)
+        raise OSError("the artifact share is away")
+
+    swapper = ModelSwapper(app.load_model(v1), load, retries=2, retry_backoff_s=0.05)
+    try:
+        target = SwapTarget("v0009", "/nowhere", "0" * 64)
+        assert_refused(swapper, target, "share is away")
+        assert len(tries) == 3 and swapper.serving == "v0001"
+        assert swapper.wait_until_idle(1) and len(tries) == 3  # given up: not tried again
+        assert any("given up after 3 attempts" in r.getMessage() for r in caplog.records)
+    finally:
+        swapper.close()

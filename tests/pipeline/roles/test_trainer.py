@@ -15,12 +15,14 @@ from sqlalchemy import select
 from aet.pipeline.config import load_settings
 from aet.pipeline.learning.examples import Example
 from aet.pipeline.learning.fisher import load_fisher
+from aet.pipeline.learning.promotion import GateDecision
 from aet.pipeline.learning.rehearsal import Reservoir
 from aet.pipeline.learning.terms.elastic import ElasticAnchor
 from aet.pipeline.learning.trainable import trained_names
 from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, ScoredMessage
 from aet.pipeline.roles.trainer import TrainerRole
 from aet.pipeline.runtime import App
+from aet.pipeline.signing import check, signature
 from aet.storage.artifacts import verify
 from aet.storage.lineage import lineage
 from aet.storage.tables import ControlEventRow
@@ -40,9 +42,12 @@ RETRAIN = {
 }
 
 
-def make_app(tmp_path: Path, **retrain: Any) -> App:
+def make_app(tmp_path: Path, control: dict[str, Any] | None = None, **retrain: Any) -> App:
     settings = load_settings(
-        home=tmp_path / "home", model={"device": "cpu", "max_length": 32}, retrain={**RETRAIN, **retrain}
+        home=tmp_path / "home",
+        model={"device": "cpu", "max_length": 32},
+        retrain={**RETRAIN, "allowed_data_dirs": [tmp_path], **retrain},
+        control=control or {},
     )
     app = App(settings)
     register_tiny(app, info={"origin": "bootstrap"})
@@ -176,11 +181,14 @@ BAD_REQUESTS = [
     ({"window": "yesterday"}, "window must be an object"),
     ({"max_examples": 0}, "max_examples"),
     ({"window": {"start": "2020-01-01", "end": "2020-01-02"}}, "only 0 labeled examples; at least 30"),
-    ({"data": "/nonexistent/labels.jsonl"}, "training data not found"),
+    ({"data": "nonexistent/labels.jsonl"}, "training data not found"),  # inside the allowed tmp_path
 ]
 
 
-def test_bad_requests_are_rejected_with_a_reason_and_the_trainer_goes_on(app: App, tmp_path: Path) -> None:
+def test_bad_requests_are_rejected_with_a_reason_and_the_trainer_goes_on(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     bad = [(request(app, payload).id, reason) for payload, reason in BAD_REQUESTS]
     good_data = write_data(tmp_path / "good.jsonl", synthetic_examples(60, seed=2))
     good = request(app, {"data": str(good_data), "auto_promote": False})
@@ -408,6 +416,7 @@ def test_minilm_champion_adapts_in_attention_mode(app_with_champion: App) -> Non
         "fisher_samples": 16,
         "min_holdout": 5,
         "max_examples": 200,
+        "allowed_data_dirs": [EXAMPLES],
     }.items():
         setattr(app.settings.retrain, key, value)
     app.seed_reservoir(EXAMPLES / "train.jsonl")
@@ -421,3 +430,93 @@ def test_minilm_champion_adapts_in_attention_mode(app_with_champion: App) -> Non
     assert not any("intermediate" in n for n in fisher)
     assert info.info["trainable_parameters"] < 4_000_000  # attention + head of a 22M-parameter MiniLM
     assert info.info["history"][0]["train_att"] >= 0 and info.info["history"][0]["train_ewc"] >= 0
+
+
+# ---------------------------------------------------------------------------- control-topic authentication (issue 13)
+
+
+def _signed_app(tmp_path: Path, **retrain: Any) -> App:
+    return make_app(tmp_path, control={"signing_key": "k-0123456789abcdef"}, **retrain)
+
+
+def test_with_a_signing_key_unsigned_and_forged_requests_are_dead_lettered_and_signed_ones_served(
+    tmp_path: Path,
+) -> None:
+    app = _signed_app(tmp_path, auto_promote=False)
+    try:
+        data = str(write_data(tmp_path / "new.jsonl", synthetic_examples(60, seed=2)))
+        raw = app.bus.inner  # type: ignore[attr-defined]  # the bus under the signing one: publishes as is
+        unsigned = ControlEvent(kind="retrain_request", payload={"data": data})
+        raw.publish(app.settings.topics.control, unsigned.to_bytes(), key=unsigned.kind)
+        forged = ControlEvent(kind="retrain_request", payload={"data": data}).model_dump(mode="json")
+        forged["signature"] = signature(forged, "not-the-key")
+        raw.publish(app.settings.topics.control, json.dumps(forged).encode(), key="retrain_request")
+        honest = request(app, {"data": data})  # published through the installation's bus: signed
+        altered = json.loads(app.bus.read_all(app.settings.topics.control)[-1].value)  # type: ignore[attr-defined]
+        altered["id"], altered["payload"]["max_examples"] = "altered", 1  # a signed event, changed in transit
+        raw.publish(app.settings.topics.control, json.dumps(altered).encode(), key="retrain_request")
+
+        run_trainer(app)
+
+        letters = {d.reason.split(" (")[0] for d in app.store.dead_letters() if d.stage == "trainer"}
+        assert letters == {"unsigned control event", "control event signature does not match"}
+        assert len([d for d in app.store.dead_letters() if d.stage == "trainer"]) == 3
+        assert versions(app) == {"v0001": "champion", "v0002": "challenger"}  # only the signed request trained
+        assert app.registry.get("v0002").info["request_id"] == honest.id
+        assert (
+            TrainingStore(app.db).get_run(unsigned.id) is None and TrainingStore(app.db).get_run(forged["id"]) is None
+        )
+        published = [json.loads(r.value) for r in app.bus.read_all(app.settings.topics.control)]  # type: ignore[attr-defined]
+        results = [e for e in published if e["kind"] == "training_result"]
+        assert results and all(check(e, "k-0123456789abcdef") is None for e in results)  # the trainer signs too
+    finally:
+        app.close()
+
+
+def test_without_a_key_requests_are_served_with_one_warning(
+    app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    few = str(write_data(tmp_path / "few.jsonl", synthetic_examples(10)))
+    request(app, {"data": few})
+    request(app, {"data": few})
+    run_trainer(app)
+    warnings = [r for r in caplog.records if "aet.control is not authenticated" in r.getMessage()]
+    assert len(warnings) == 1 and len(stored_events(app, "rejection")) == 2  # served (and rejected: too few)
+
+
+def test_a_data_path_outside_the_allowed_directories_is_dead_lettered(app: App, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    secret_file = write_data(outside / "labels.jsonl", synthetic_examples(60, seed=2))
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(secret_file)  # inside by name, outside once resolved
+    for path in (secret_file, link, tmp_path / ".." / outside.name / "labels.jsonl"):
+        request(app, {"data": str(path)})
+
+    run_trainer(app)
+
+    letters = [d for d in app.store.dead_letters() if d.stage == "trainer"]
+    assert len(letters) == 3 and all("outside retrain.allowed_data_dirs" in d.reason for d in letters)
+    assert versions(app) == {"v0001": "champion"} and stored_events(app, "rejection") == []
+
+
+@pytest.mark.parametrize(("may_promote", "promoted"), [(False, False), (True, True)])
+def test_a_request_cannot_switch_promotion_on_unless_settings_allow_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, may_promote: bool, promoted: bool
+) -> None:
+    app = make_app(tmp_path, auto_promote=False, request_may_promote=may_promote)
+    try:
+        monkeypatch.setattr("aet.pipeline.roles.trainer.decide", _always_promote)
+        request(
+            app, {"data": str(write_data(tmp_path / "new.jsonl", synthetic_examples(60, seed=2))), "auto_promote": True}
+        )
+        run_trainer(app)
+        assert versions(app)["v0002"] == ("champion" if promoted else "challenger")
+        assert bool(stored_events(app, "promotion")) is promoted
+    finally:
+        app.close()
+
+
+def _always_promote(recent: Any, older: Any, settings: Any) -> GateDecision:
+    """The gate's verdict is not under test here: only whether the trainer asks for it."""
+    return GateDecision(promote=True, reasons=["test: the gate says yes"])
