@@ -255,6 +255,16 @@ class Registry(RegistryReader, Protocol):
         ...
 
 
+class StateFenced(BaseException):
+    """This instance no longer owns the persisted state it writes: a newer instance took it over.
+
+    Raised by a state write whose fencing epoch is stale (storage/fencing.py). It
+    derives from :class:`BaseException`, like :class:`SystemExit`, so that no retry
+    loop catches it: the stale instance stops instead of overwriting the new owner's
+    state, and its batch stays uncommitted for the owner to process.
+    """
+
+
 class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete, or does not match its recorded digest."""
 

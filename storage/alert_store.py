@@ -12,7 +12,9 @@
   control events (drift, promotion, rollback).
 
 Alerts themselves are written by :class:`aet.storage.store.ResultStore` with the batch
-that raised them.
+that raised them. Loading the engine's state takes its fence (storage/fencing.py) and
+saving it checks the fence: of two alert engines, the one that started last owns the
+state, and the other's saves are refused instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import CursorResult, and_, delete, desc, func, or_, select, upda
 
 from aet.pipeline.ports import BaselineSnapshot, BucketSnapshot, Delivery
 from aet.pipeline.records import Alert, utcnow
+from aet.storage import fencing
 from aet.storage.db import Database, upsert
 from aet.storage.tables import (
     AlertDeliveryRow,
@@ -50,13 +53,19 @@ def _alert(row: AlertRow) -> Alert:
 class AlertStore:
     """The alert side of one database."""
 
+    FENCE = "alert-engine"
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.owner = fencing.owner_id()
+        self._epoch: int | None = None  # the fencing epoch of the engine state this store holds
 
     # -- engine state -------------------------------------------------------------
 
     def load_baselines(self) -> list[BaselineSnapshot]:
-        with self.db.session() as s:
+        """The entity baselines, loaded to be saved by this store from now on: takes the engine state's fence."""
+        with self.db.session() as s, s.begin():
+            self._epoch = fencing.take(s, self.FENCE, self.owner)
             return [
                 BaselineSnapshot(r.entity, r.kind, r.mean, r.var, r.noise, r.windows, r.through)
                 for r in s.scalars(select(EntityBaselineRow))
@@ -102,6 +111,9 @@ class AlertStore:
             for b in buckets
         }
         with self.db.session() as s, s.begin():
+            if self._epoch is None:  # saving without having loaded: take the state now
+                self._epoch = fencing.take(s, self.FENCE, self.owner)
+            fencing.check(s, self.FENCE, self._epoch, self.owner)
             upsert(s, EntityBaselineRow.__table__, list(base_rows.values()), ["entity", "kind"])
             rows = list(bucket_rows.values())
             for i in range(0, len(rows), 2000):

@@ -4,6 +4,10 @@ A monitor batch is written in one transaction (events, dead letters, ledger rows
 quality rows and the detector state together), so a crash leaves either the
 whole batch or none of it; the state carries the identity of the batch it
 includes, so a redelivered batch is recognised and not counted twice.
+
+Loading the state takes its fence (storage/fencing.py), and every batch checks
+it in its transaction: of two monitors in one group, the one that started last
+owns the state, and the other's writes are refused instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sqlalchemy import delete, func, select
 
 from aet.pipeline.ports import MonitorBatch, StoredPrediction
 from aet.pipeline.records import ControlEvent, DeadLetter, utcnow
+from aet.storage import fencing
 from aet.storage.db import Database, upsert
 from aet.storage.store import dead_letter_row
 from aet.storage.tables import (
@@ -40,6 +45,8 @@ class MonitorStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.owner = fencing.owner_id()
+        self._epochs: dict[str, int] = {}  # monitor name -> the fencing epoch this store holds
 
     def write_batch(
         self,
@@ -49,9 +56,12 @@ class MonitorStore:
         events: Sequence[ControlEvent] = (),
         dead_letters: Sequence[DeadLetter] = (),
     ) -> None:
-        """Everything one monitor batch produced, in one transaction."""
+        """Everything one monitor batch produced, in one transaction (refused if another instance took the state)."""
         now = utcnow()
         with self.db.session() as s, s.begin():
+            if name not in self._epochs:  # writing without having loaded: take the state now
+                self._epochs[name] = fencing.take(s, f"monitor:{name}", self.owner)
+            fencing.check(s, f"monitor:{name}", self._epochs[name], self.owner)
             upsert(s, DeadLetterRow.__table__, [dead_letter_row(d) for d in dead_letters], ["id"], update=False)
             upsert(
                 s,
@@ -80,7 +90,9 @@ class MonitorStore:
                 )
 
     def load_state(self, name: str) -> dict[str, Any] | None:
-        with self.db.session() as s:
+        """The monitor's state, loaded to be written by this store from now on: takes the state's fence."""
+        with self.db.session() as s, s.begin():
+            self._epochs[name] = fencing.take(s, f"monitor:{name}", self.owner)
             row = s.get(DetectorStateRow, name)
             return dict(row.state) if row is not None else None
 

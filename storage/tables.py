@@ -323,3 +323,20 @@ class LiveQualityRow(Base):
     macro_f1: Mapped[float] = mapped_column(Float)
     confusion: Mapped[list[list[int]]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StateFenceRow(Base):
+    """Who owns a role's persisted state (a monitor group's detector state, the alert engine's baselines).
+
+    An instance takes the fence when it loads the state (``epoch`` + 1) and every
+    write of the state checks, in its transaction, that the epoch is still its own;
+    a stale instance's write is refused (storage/fencing.py).
+    """
+
+    __tablename__ = "state_fences"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(256))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    written_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
