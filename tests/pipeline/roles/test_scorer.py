@@ -139,7 +139,9 @@ def test_the_same_message_twice_in_a_batch_is_stored_once(
         bus.publish(topics.messages, encode(message_payload(1, text)), key="k")
     drain(make_scorer(bus, store, FakeModel(), topics))
     assert store.scored_ids() == ["m1"]
-    assert store.scored("m1").text == "corrected version"
+    # Another text under the same id is a conflict: the first is kept and the second dead-lettered (issue 13).
+    assert store.scored("m1").text == "first version"
+    assert [d.stage for d in store.dead_letters()] == ["store"]
 
 
 # -- bad input -----------------------------------------------------------------
