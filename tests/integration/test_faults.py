@@ -18,8 +18,9 @@ same content; nothing else is written twice and nothing is lost.
   restores the path.
 * SQLite locked: another connection holds the write lock past the busy timeout.
 
-In both outages the worker must report it (the ``aet_retries_total`` metric of
-the store operation), resume by itself, and end with every message stored once.
+In both outages the worker must report it (its health, ``aet_worker_degraded``
+and ``aet_retries_total`` for the store operation), resume by itself, and end
+with every message stored once.
 """
 
 from __future__ import annotations
@@ -182,23 +183,35 @@ def scorer_on(store: ResultStore, model: SentimentModel) -> tuple[MemoryBus, Sco
     return bus, Scorer(bus, store, model, TOPICS, settings)
 
 
+def degraded(operation: str) -> float:
+    return REGISTRY.get_sample_value("aet_worker_degraded", {"role": "scorer", "operation": operation}) or 0.0
+
+
 def ride_out_outage(
     bus: MemoryBus, scorer: Scorer, direct: WriteLog, cut: Callable[[], None], restore: Callable[[], None]
 ) -> list[str]:
-    """Score a stream, cut the database mid-stream until the worker has retried twice, restore it, drain."""
+    """Score a stream, cut the database mid-stream until the worker has retried twice, restore it, drain.
+
+    While the database is away the worker must say so (health ``degraded`` on ``store``, the
+    ``aet_worker_degraded`` gauge, ``aet_retries_total``) and store nothing; afterwards it is ``ok`` again.
+    """
     ids = publish(bus, 0, STREAM)
     running = Running(scorer)
     try:
         wait_until(lambda: len(direct.counts()) >= 2 * MAX_BATCH, 60, "some messages stored")
         before = retries("store")
         cut()
-        wait_until(lambda: retries("store") >= before + 2, 60, "the worker to report failed store writes")
+        wait_until(lambda: retries("store") >= before + 2, 60, "the worker to retry failed store writes")
+        assert scorer.health.state == "degraded" and scorer.health.operation == "store", scorer.health
+        assert degraded("store") == 1
         during = len(direct.counts())
         ids += publish(bus, STREAM, STREAM // 2)  # the stream goes on during the outage
         wait_until(lambda: retries("store") >= before + 3, 60, "another failed store write")
         assert len(direct.counts()) == during, "nothing was stored while the database was away"
         restore()
         running.wait_committed(bus, [TOPICS.messages], timeout_s=60)
+        assert scorer.health.state == "ok" and degraded("store") == 0, scorer.health
+        assert scorer.health.gave_up == 0, "an outage is transient: nothing may be given up"
     finally:
         running.finish()
     assert running.error is None, repr(running.error)
