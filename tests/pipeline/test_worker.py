@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from aet.pipeline.roles.scorer import Scorer
 from aet.pipeline.worker import DetachedBus, Outputs, Worker, collect_batch
 from aet.storage.db import Database
 from aet.storage.store import ResultStore
+from tests.kafka_broker import TansuBroker, kafka_broker  # noqa: F401 - a fixture, found by pytest through this import
 from tests.pipeline.pipeline_fakes import FakeModel, RecordingBus, RecordingStore, Running, encode, message_payload
 
 # -- collect_batch -------------------------------------------------------------
@@ -474,3 +476,43 @@ def test_a_conflict_found_by_the_store_is_published_to_the_dead_letter_topic(
     assert store.scored("same-id").text == "first text"  # type: ignore[union-attr]
     [dead] = [decode(DeadLetter, r.value) for r in bus.read_all(topics.dlq)]
     assert dead.stage == "store" and "different text" in dead.reason
+
+
+@pytest.mark.kafka
+def test_a_kafka_tombstone_is_dead_lettered_and_the_batch_around_it_scored(
+    kafka_broker: TansuBroker,  # noqa: F811 - the fixture imported above
+    store: ResultStore,
+    topics: TopicSettings,
+) -> None:
+    """Issue 13: a tombstone (value None) from another client stopped `aet score` with a TypeError, and none of the
+    good messages of its batch reached aet.scored."""
+    from kafka import KafkaProducer
+
+    from aet.adapters.kafka_bus import KafkaBus
+    from aet.pipeline.config import BusSettings
+
+    names = TopicSettings(**{f: f"{getattr(topics, f)}-{uuid.uuid4().hex[:8]}" for f in TopicSettings.model_fields})
+    settings = BusSettings(
+        backend="kafka",
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        partitions=1,
+        kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000},
+    )
+    bus = KafkaBus(settings)
+    try:
+        bus.create_topics(names.all())
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+        for i in range(3):
+            producer.send(names.messages, key=b"k", value=encode(message_payload(i)))
+        producer.send(names.messages, key=b"k", value=None)  # a tombstone
+        producer.send(names.messages, key=b"k", value=encode(message_payload(3)))
+        producer.flush()
+        producer.close()
+        w = Scorer(bus, store, FakeModel(), names, ScorerSettings(group=f"g-{uuid.uuid4().hex[:8]}", max_wait_ms=200))
+        assert w.run(threading.Event(), drain=True) == 5
+        assert sorted(store.scored_ids()) == ["m0", "m1", "m2", "m3"]
+        [dead] = store.dead_letters()
+        assert dead.stage == "score" and "tombstone" in dead.reason and dead.raw_size == 0 and dead.offset == 3
+        assert bus.group_lag(w.group, [names.messages]) == 0
+    finally:
+        bus.close()
