@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import ReplaySettings, TopicSettings
@@ -11,6 +15,7 @@ from aet.pipeline.records import DeadLetter
 from aet.pipeline.roles.dead_letters import DeadLetterRecorder
 from aet.pipeline.roles.label_recorder import LabelRecorder
 from aet.pipeline.roles.replay import Replay
+from aet.pipeline.runtime import run_embedded
 from aet.storage.store import ResultStore
 
 
@@ -61,3 +66,40 @@ def test_garbage_on_the_dead_letter_topic_is_stored_and_not_published_again(
     assert rows["dlq"].reason.startswith("not a dead letter: not JSON")
     assert rows["dlq"].raw is None and rows["dlq"].raw_base64  # NUL bytes are kept as base64 (PostgreSQL text)
     assert len(bus.read_all(topics.dlq)) == 2  # nothing went round again
+
+
+def _line(**fields: object) -> bytes:
+    row = {"source": "news", "ts": "2026-03-02T10:00:00Z", "entities": ["$ACME"], **fields}
+    return json.dumps(row).encode() + b"\n"
+
+
+@pytest.mark.slow  # scores with the session champion
+def test_an_embedded_run_survives_a_hostile_stream_and_stores_every_dead_letter(
+    app_with_champion: Any, tmp_path: Path
+) -> None:
+    """Issue 13: `...9999-12-31T23:59:59Z` stopped replay (`aet run` exited 1), NUL failed PostgreSQL forever, a
+    lone surrogate failed serialization, and replay's dead letters were never stored."""
+    app = app_with_champion
+    good = [_line(id=f"g{i}", text=f"Acme reports quarter number {i}") for i in range(6)]
+    hostile = [
+        _line(id="nul", text="a\x00b"),
+        _line(id="surrogate", text="a\ud800b"),
+        _line(id="far", text="from the future", ts="9999-12-31T23:59:59Z"),
+        _line(id="year-one", text="before year one", ts="0001-01-01T00:00:00+01:00"),
+        _line(id="entity", text="long entity", entities=["$" + "X" * 300]),
+        _line(id="meta", text="big meta", meta={"blob": "m" * 30_000}),
+        _line(id="big", text="t" * 2_000_000),
+        b"not json\n",
+        _line(id="g0", text="the same id with another text"),
+    ]
+    stream = tmp_path / "hostile.jsonl"
+    stream.write_bytes(b"".join(good[:3] + hostile[:5] + good[3:] + hostile[5:]))
+    summary = run_embedded(app, stream, progress=False)
+    assert summary["replay"]["published"] == 7 and summary["replay"]["rejected"] == 8
+    assert sorted(app.store.scored_ids()) == [f"g{i}" for i in range(6)]
+    assert app.store.scored("g0").text == "Acme reports quarter number 0"  # the first text is kept
+    rows = app.store.list_dead_letters(limit=None)
+    assert sorted(r.stage for r in rows) == ["replay"] * 8 + ["store"]
+    big = next(r for r in rows if r.raw_size and r.raw_size > 2_000_000)
+    assert big.truncated and len(big.raw or "") <= app.settings.dead_letters.raw_bytes
+    assert summary["store"]["dead_letters"] == {"replay": 8, "store": 1}
