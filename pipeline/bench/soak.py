@@ -22,7 +22,10 @@ one re-write of each message whose batch crashed between its store write and
 its commit (the delivery contract allows exactly that, with the same content:
 ``rewritten_after_crash``); the writes are counted by the database
 (:class:`WriteCounter`, a trigger in the CLI's scratch database). Resident
-memory is read after the first ``rss_window`` messages and at the end.
+memory is read after the first ``rss_window`` messages and at the end; the
+memory bus keeps every record for the life of the process, so the report also
+estimates what it holds at the end (``bus_mb_estimate``: payloads, keys and the
+Python objects around each record).
 
 Scoring runs a :class:`LexiconModel` (keyword probabilities, no transformer):
 the soak measures delivery, not the model, and a transformer on two CPU cores
@@ -451,7 +454,26 @@ def _account(
         "rewritten_after_crash": rewritten,
         "scored_topic_extra": sum(scored_topic.values()) - len(scored_topic),
         "duplicated_on_topic": sum(max(0, n - 1 - faults.republish_allowed[i]) for i, n in scored_topic.items()),
-        "bus_payload_mb": round(sum(len(r.value) for t in topics.all() for r in _read_topic(bus, t)) / 2**20, 1),
+        **_bus_held(bus, topics),
+    }
+
+
+#: CPython bytes of one record kept by the memory bus besides its payload and key: a 3-tuple (64),
+#: the bytes object (33), the key's str object (49) and the timestamp int (32).
+RECORD_OVERHEAD = 64 + 33 + 49 + 32
+
+
+def _bus_held(bus: Bus, topics: TopicSettings) -> dict[str, Any]:
+    """What the bus holds at the end: payload MB, and an estimate of the memory the memory bus spends on it."""
+    records = payload = 0
+    for topic in topics.all():
+        for r in _read_topic(bus, topic):
+            records += 1
+            payload += len(r.value) + len(r.key or "")
+    return {
+        "bus_records": records,
+        "bus_payload_mb": round(payload / 2**20, 1),
+        "bus_mb_estimate": round((payload + records * RECORD_OVERHEAD) / 2**20, 1),
     }
 
 
