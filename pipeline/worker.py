@@ -334,9 +334,9 @@ class Worker(abc.ABC):
                 self.bus.publish(topic, value, key=key)
             self.bus.flush()
 
-        self._deliver("publish", publish_all, stop, lambda exc: self._publish_one_by_one(out, exc, stop))
+        self._deliver("publish", publish_all, stop, isolate=lambda: self._publish_one_by_one(out, stop))
         refused = self._deliver(
-            "store", lambda: self._write(out), stop, lambda exc: self._store_one_by_one(out, exc, stop)
+            "store", lambda: self._write(out), stop, isolate=lambda: self._store_one_by_one(out, stop)
         )
         if refused:
             for dl in refused:
@@ -376,10 +376,11 @@ class Worker(abc.ABC):
         self.health.gave_up += n
 
     def _deliver(
-        self, operation: str, fn: Callable[[], T], stop: threading.Event, isolate: Callable[[BaseException], T]
+        self, operation: str, fn: Callable[[], T], stop: threading.Event, *, isolate: Callable[[], T] | None = None
     ) -> T:
-        """Run ``fn``: a transient failure is retried until it passes; a permanent one ``max_attempts`` times,
-        then ``isolate`` delivers what it can one by one and dead-letters the rest."""
+        """Run ``fn``: a transient failure is retried until it passes, any other ``dead_letters.max_attempts``
+        times; then ``isolate`` (a batch's outputs one by one, dead-lettering those refused) runs instead, or,
+        without one, the error is raised. A stop request during a failure raises it."""
         attempts = 0
         delay = 0.2
         while True:
@@ -408,14 +409,12 @@ class Worker(abc.ABC):
                     )
                     stop.wait(0.05 * attempts)
                     continue
-                log.error(
-                    "%s failed %d times with a permanent error (%s): delivering the batch one output at a time",
-                    operation,
-                    attempts,
-                    brief(exc),
-                )
+                log.error("%s failed %d times with a permanent error (%s)", operation, attempts, brief(exc))
                 self._recovered(operation)
-                return isolate(exc)
+                if isolate is None:
+                    raise
+                log.error("%s: delivering the batch's outputs one at a time", operation)
+                return isolate()
             self._recovered(operation)
             return result
 
@@ -428,14 +427,12 @@ class Worker(abc.ABC):
 
     def _recovered(self, operation: str) -> None:
         if self.health.state == "degraded" and self.health.operation == operation:
+            since = self.health.since
+            log.info("%s works again (failing since %s)", operation, since.isoformat() if since else "?")
             self.health = Health(retries=self.health.retries, gave_up=self.health.gave_up)
             metrics.DEGRADED.labels(self.role, operation).set(0)
 
-    def _until_not_transient(self, operation: str, fn: Callable[[], T], stop: threading.Event) -> T:
-        """Run ``fn``, retrying transient failures with backoff; a permanent one is raised at once."""
-        return self._deliver(operation, fn, stop, _raise)
-
-    def _publish_one_by_one(self, out: Outputs, first: BaseException, stop: threading.Event) -> None:
+    def _publish_one_by_one(self, out: Outputs, stop: threading.Event) -> None:
         """Publish each output on its own; one the bus refuses for good becomes a dead letter, stored with the batch."""
         refused: list[DeadLetter] = []
         for topic, key, value in out.publish:
@@ -445,7 +442,7 @@ class Worker(abc.ABC):
                 self.bus.flush()
 
             try:
-                self._deliver("publish", one, stop, _raise)
+                self._deliver("publish", one, stop)
             except Exception as exc:
                 if stop.is_set():
                     raise
@@ -455,7 +452,7 @@ class Worker(abc.ABC):
         for dl in refused:
             self._announce(dl)
             try:
-                self._deliver("publish", partial(self._publish_dead_letters, [dl]), stop, _raise)
+                self._deliver("publish", partial(self._publish_dead_letters, [dl]), stop)
             except Exception as exc:
                 if stop.is_set():
                     raise
@@ -467,7 +464,7 @@ class Worker(abc.ABC):
             self.bus.publish(self.dlq_topic, dl.to_bytes(), key=dl.key)
         self.bus.flush()
 
-    def _store_one_by_one(self, out: Outputs, first: BaseException, stop: threading.Event) -> list[DeadLetter]:
+    def _store_one_by_one(self, out: Outputs, stop: threading.Event) -> list[DeadLetter]:
         """Write each output in its own transaction; one the store refuses for good becomes a dead letter."""
         refused: list[DeadLetter] = []
         conflicts: list[DeadLetter] = []
@@ -480,7 +477,7 @@ class Worker(abc.ABC):
         ]
         for kind, record, rows in singles:
             try:
-                conflicts.extend(self._deliver("store", partial(self._write_rows, rows), stop, _raise))
+                conflicts.extend(self._deliver("store", partial(self._write_rows, rows), stop))
             except Exception as exc:
                 if stop.is_set():
                     raise
@@ -491,9 +488,7 @@ class Worker(abc.ABC):
             for dl in refused:
                 self._announce(dl)
             try:
-                conflicts.extend(
-                    self._until_not_transient("store", partial(self._write_rows, {"dead_letters": refused}), stop)
-                )
+                conflicts.extend(self._deliver("store", partial(self._write_rows, {"dead_letters": refused}), stop))
             except Exception as exc:
                 if stop.is_set():
                     raise
@@ -507,7 +502,7 @@ class Worker(abc.ABC):
     def _publish_refused(self, dead: list[DeadLetter], stop: threading.Event) -> None:
         """Publish dead letters that arose after the batch's publish (conflicts, refused writes) to the DLQ topic."""
         try:
-            self._until_not_transient("publish", lambda: self._publish_dead_letters(dead), stop)
+            self._deliver("publish", partial(self._publish_dead_letters, dead), stop)
         except Exception as exc:
             if stop.is_set():
                 raise
@@ -536,7 +531,7 @@ class Worker(abc.ABC):
                     log.error("%s failed during shutdown, batch left uncommitted: %s", operation, exc)
                     raise
                 self._degraded(operation, exc)
-                log.warning("%s failed (%s: %s); retrying in %.1fs", operation, type(exc).__name__, exc, delay)
+                log.warning("%s failed (%s); retrying in %.1fs", operation, brief(exc), delay)
                 stop.wait(delay)
                 delay = min(delay * 2, self.delivery.max_backoff_s)
                 continue
@@ -549,10 +544,6 @@ def brief(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
     return f"{text} (from {brief(exc.__cause__)})" if exc.__cause__ is not None else text
-
-
-def _raise(exc: BaseException) -> Any:
-    raise exc
 
 
 def _key_of(record: Record) -> str | None:
