@@ -138,12 +138,12 @@ def _context_limits(info: ValidationInfo) -> tuple[LimitsSettings, datetime | No
     return context.get("limits") or _limits, context.get("now")
 
 
-def check_strings(value: Any, where: str = "record", depth: int = 0) -> None:
+def check_storable(value: Any, where: str = "record", depth: int = 0, *, finite: bool = True) -> None:
     """Refuse what no column can hold, anywhere in ``value``: NUL characters (PostgreSQL refuses them in text),
-    lone surrogates (not UTF-8, so not serializable), NaN and infinities (not JSON) and JSON nested deeper than
-    ``MAX_NESTING``."""
+    lone surrogates (not UTF-8, so not serializable), with ``finite`` NaN and infinities (not JSON: PostgreSQL's
+    json refuses them, the wire turns them into null) and JSON nested deeper than ``MAX_NESTING``."""
     if isinstance(value, float):
-        if not math.isfinite(value):
+        if finite and not math.isfinite(value):
             raise ValueError(f"{where}: {value} is not a finite number")
         return
     if isinstance(value, str):
@@ -160,11 +160,11 @@ def check_strings(value: Any, where: str = "record", depth: int = 0) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             name = k if isinstance(k, str) and k.isprintable() and len(k) <= 40 else "(a key)"
-            check_strings(k, where, depth + 1)
-            check_strings(v, name if depth == 0 else f"{where}.{name}", depth + 1)
+            check_storable(k, where, depth + 1, finite=finite)
+            check_storable(v, name if depth == 0 else f"{where}.{name}", depth + 1, finite=finite)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            check_strings(v, where, depth + 1)
+            check_storable(v, where, depth + 1, finite=finite)
 
 
 def _json_chars(value: Any) -> int:
@@ -193,9 +193,10 @@ class Record(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _storable_strings(cls, data: Any) -> Any:
+    def _storable(cls, data: Any, info: ValidationInfo) -> Any:
+        # Decoding (a context is given) refuses NaN; a record built in code keeps the old leniency (null on the wire).
         if isinstance(data, dict):
-            check_strings(data)
+            check_storable(data, finite=info.context is not None)
         return data
 
     @field_validator("schema_version")
@@ -332,6 +333,7 @@ ControlKind = Literal[
     "heads",
     "rollback",
     "rejection",
+    "shadow",
 ]
 
 
@@ -596,7 +598,7 @@ def decode(model: type[RecordT], raw: bytes | str | dict[str, Any] | None, **con
     if not isinstance(payload, dict):
         raise BadRecord(f"not a JSON object: got {type(payload).__name__}")
     try:
-        return model.model_validate(payload, context=context)
+        return model.model_validate(payload, context=context or {})
     except ValidationError as exc:
         raise BadRecord(clean_text(explain(exc), REASON_CHARS)) from exc
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:

@@ -490,3 +490,10 @@ def test_any_input_makes_a_bounded_dead_letter(raw: bytes | None, limit: int) ->
     assert len(kept) <= limit and (raw or b"").startswith(kept)
     assert dl.raw_size == len(raw or b"") and dl.truncated == (len(raw or b"") > limit)
     assert decode(DeadLetter, dl.to_bytes()) == dl
+
+
+def test_a_record_built_in_code_with_nan_is_not_refused() -> None:
+    """Roles build control events from training metrics that may hold NaN: building must not stop the role (the
+    wire carries null, as before); only decoding input refuses NaN."""
+    event = ControlEvent(kind="training_result", payload={"macro_f1": float("nan")})
+    assert decode(ControlEvent, event.to_bytes()).payload == {"macro_f1": None}
