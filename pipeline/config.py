@@ -345,6 +345,11 @@ class PromotionSettings(_Section):
         default=False,
         description="let a retrain request switch auto_promote on when it is off (a request may always switch it off)",
     )
+    shadow: bool = Field(
+        default=True,
+        description="a challenger better on the held-out slice but not with confidence (and not worse on older "
+        "data) is left as a shadow, judged on the live labeled stream by the monitor (monitor.shadow_*)",
+    )
 
 
 class RetrainSettings(RoundSettings, PromotionSettings):
@@ -475,6 +480,12 @@ class MonitorSettings(_Section):
         description="a label whose message has not arrived after this many messages is dead-lettered",
     )
     quality_window: int = Field(default=500, ge=10, description="labeled messages in the rolling live accuracy/F1")
+    shadow_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="McNemar p-value at which a shadow challenger is promoted or rejected"
+    )
+    shadow_labels: int = Field(
+        default=400, ge=10, description="labeled live messages after which an undecided shadow is rejected"
+    )
     new_source_check: bool = Field(
         default=True,
         description="a source the champion was not trained on is compared with its training data (embeddings) "

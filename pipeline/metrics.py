@@ -46,6 +46,9 @@ SWAP_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 AUTO_ROLLBACKS = Counter("aet_auto_rollbacks_total", "Promotions rolled back because live accuracy fell")
+SHADOW_TRIALS = Counter(
+    "aet_shadow_trials_total", "Shadow-scoring trials of challengers, by outcome", ["outcome"]
+)  # started, promote, reject, ended
 
 
 def serve_metrics(port: int, addr: str | None = None) -> None:

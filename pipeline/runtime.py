@@ -29,6 +29,7 @@ from aet.pipeline.learning.heads import HEADS_FILE, HeadSet, HeadWeights, load_h
 from aet.pipeline.learning.promotion import Promoter
 from aet.pipeline.learning.rehearsal import Reservoir, ReservoirStats
 from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
+from aet.pipeline.learning.shadow import ShadowTrial
 from aet.pipeline.model import ModelLoadError, SentimentModel
 from aet.pipeline.ports import ArtifactError, Bus, ModelInfo, ModelRef
 from aet.pipeline.records import ControlEvent, configure, utcnow
@@ -271,6 +272,17 @@ class App:
             if m.auto_rollback
             else None
         )
+        shadow = (
+            ShadowTrial(
+                self.registry,
+                self.serving_model,
+                alpha=m.shadow_alpha,
+                max_labels=m.shadow_labels,
+                check_s=m.champion_check_s,
+            )
+            if self.settings.retrain.shadow
+            else None
+        )
         return Monitor(
             self.bus,
             self.monitor_store,
@@ -279,6 +291,7 @@ class App:
             embedder=model,
             models=RegistryModels(self.registry, self.serving_model),
             rollback=rollback,
+            shadow=shadow,
             clock=clock or utcnow,
         )
 

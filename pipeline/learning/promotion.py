@@ -27,7 +27,7 @@ from aet.pipeline.learning.evidence import paired_bootstrap
 from aet.pipeline.learning.examples import Example
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.ports import ModelInfo, Registry
-from aet.pipeline.records import ControlEvent, ControlKind
+from aet.pipeline.records import ControlEvent, ControlKind, utcnow
 
 log = logging.getLogger(__name__)
 EPS = 1e-9  # a difference exactly on a margin passes, whatever the float rounding
@@ -85,10 +85,12 @@ class GateDecision:
     recent: SliceScores | None = None
     older: SliceScores | None = None
     margins: dict[str, float] = field(default_factory=dict)
+    shadow: bool = False  # not promoted only for want of evidence: judge it on the live stream (learning/shadow.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "promote": self.promote,
+            "shadow": self.shadow,
             "reasons": list(self.reasons),
             "recent": self.recent.to_dict() if self.recent else None,
             "older": self.older.to_dict() if self.older else None,
@@ -119,20 +121,25 @@ def score_slice(
 
 
 def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSettings) -> GateDecision:
-    """Apply the gate's margins to the two slices."""
-    ok, reasons = True, []
+    """Apply the gate's margins to the two slices.
+
+    A challenger that fails only on evidence — better on the recent slice, but by less than the
+    required gain or without confidence, or on too few examples — and is not worse on older data
+    becomes a shadow (with ``settings.shadow``) instead of a rejection.
+    """
+    ok, reasons, inconclusive = True, [], False
     gain, drop = settings.promote_min_gain, settings.forget_max_drop
     if recent.n < settings.min_holdout:
-        ok = False
+        ok, inconclusive = False, recent.n > 0 and recent.delta > 0
         reasons.append(f"only {recent.n} held-out recent examples; the gate needs at least {settings.min_holdout}")
     elif recent.delta < gain - EPS:
-        ok = False
+        ok, inconclusive = False, recent.delta > 0
         reasons.append(
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
             f"does not improve by the required {gain:+.3f}"
         )
     elif recent.low is not None and recent.low <= min(0.0, gain):  # a negative gain setting waives the bound
-        ok = False
+        ok, inconclusive = False, True
         reasons.append(
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) on "
             f"{recent.n} examples is not better with {recent.confidence:.0%} confidence "
@@ -143,17 +150,18 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}), "
             f"at least {gain:+.3f}"
         )
+    older_ok = True
     if older is None or older.n < settings.min_holdout:
         n = 0 if older is None else older.n
         if settings.require_older_holdout:
-            ok = False
+            ok = older_ok = False
             reasons.append(
                 f"only {n} held-out older examples, fewer than {settings.min_holdout}: forgetting cannot be checked"
             )
         else:
             reasons.append(f"forgetting not checked: only {n} held-out older examples")
     elif -older.delta > drop + EPS:
-        ok = False
+        ok = older_ok = False
         reasons.append(
             f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}) "
             f"falls by more than the allowed {drop:.3f}"
@@ -163,12 +171,16 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
             f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}), "
             f"within the allowed drop of {drop:.3f}"
         )
+    shadow = settings.shadow and not ok and inconclusive and older_ok
+    if shadow:
+        reasons.append("left as a shadow: the live labeled stream decides")
     return GateDecision(
         promote=ok,
         reasons=reasons,
         recent=recent,
         older=older,
         margins={"promote_min_gain": gain, "forget_max_drop": drop, "min_holdout": settings.min_holdout},
+        shadow=shadow,
     )
 
 
@@ -189,6 +201,14 @@ class Promoter:
                 version, reason="passed the champion/challenger gate", gate=decision.to_dict(), **context
             )
         before = self.registry.champion()
+        if decision.shadow:
+            note = {"since": utcnow().isoformat(), "gate": decision.to_dict(), **context}
+            self.registry.set_status(version, "challenger", note={"shadow": note})
+            log.info("challenger %s left as a shadow: %s", version, "; ".join(decision.reasons))
+            payload = {"reason": "; ".join(decision.reasons), "gate": decision.to_dict(), **context}
+            if before is not None:
+                payload["champion"] = _serving(before)
+            return ControlEvent(kind="shadow", model_version=version, payload=payload)
         self.registry.set_status(version, "rejected", note={"rejection": decision.to_dict()})
         log.info("rejected challenger %s: %s", version, "; ".join(decision.reasons))
         payload = {"reason": "; ".join(decision.reasons), "gate": decision.to_dict(), **context}
@@ -237,6 +257,7 @@ def decision_from_dict(data: dict[str, Any]) -> GateDecision:
     """Rebuild a decision stored in a payload (for display)."""
 
     return GateDecision(
+        shadow=bool(data.get("shadow", False)),
         promote=data["promote"],
         reasons=list(data.get("reasons", [])),
         recent=SliceScores.from_dict(data.get("recent")),

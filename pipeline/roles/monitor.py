@@ -54,6 +54,7 @@ from aet.pipeline.config import MonitorSettings, TopicSettings
 from aet.pipeline.drift import Alarm, DriftConfig, DriftEngine
 from aet.pipeline.drift.new_source import NewSourceCheck
 from aet.pipeline.learning.rollback import AutoRollback
+from aet.pipeline.learning.shadow import ShadowTrial
 from aet.pipeline.live_quality import LiveQuality
 from aet.pipeline.ports import Bus, BusRecord, MonitorBatch, MonitorLedger
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, DeadLetter, LabelRecord, ScoredMessage, decode, utcnow
@@ -117,6 +118,7 @@ class Monitor(Worker):
         embedder: Embedder | None = None,
         models: ModelSource | None = None,
         rollback: AutoRollback | None = None,
+        shadow: ShadowTrial | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__(
@@ -136,6 +138,7 @@ class Monitor(Worker):
         self.engine = DriftEngine(self.config)
         self.embedding = ChampionEmbedder(settings, self.config, embedder=embedder, models=models)
         self.rollback = rollback  # judges promotions on the live labels (pipeline/learning/rollback.py)
+        self.shadow = shadow  # judges a shadow challenger on the live labels (pipeline/learning/shadow.py)
         self.clock = clock
         self.recent: OrderedDict[str, _Prediction] = OrderedDict()
         self.held: dict[str, tuple[LabelRecord, int]] = {}
@@ -190,6 +193,8 @@ class Monitor(Worker):
                     self._outcomes(source).extend(int(c) for c in outcomes)
                 if self.rollback is not None and state.get("rollback"):
                     self.rollback.restore(state["rollback"])
+                if self.shadow is not None:
+                    self.shadow.restore(state.get("shadow"))
                 log.info(
                     "monitor %s resumed at %s", self.group, {s: src.position for s, src in self.engine.sources.items()}
                 )
@@ -214,6 +219,7 @@ class Monitor(Worker):
             "counts": self.counts,
             "source_accuracy": {s: "".join(map(str, d)) for s, d in self.source_accuracy.items()},
             "rollback": self.rollback.state() if self.rollback is not None else None,
+            "shadow": self.shadow.state() if self.shadow is not None else None,
         }
 
     # ------------------------------------------------------------------ the champion to embed with
@@ -225,6 +231,11 @@ class Monitor(Worker):
 
     def before_batch(self) -> None:
         self.embedding.follow()
+        if self.shadow is not None:
+            try:
+                self.shadow.follow()
+            except Exception as exc:  # noqa: BLE001 - a registry outage must not stop drift detection
+                log.warning("cannot follow the shadow challenger (%s: %s); retried later", type(exc).__name__, exc)
 
     def _training_reference(self, source: str, version: str, *, always: bool = False) -> None:
         """With ``embedding_reference: training`` (or ``always``), the champion's training texts are the reference."""
@@ -283,6 +294,7 @@ class Monitor(Worker):
         self._expire_held(out, batch, touched)
         self._retrain_requests(out)
         self._auto_rollback(out)
+        self._shadow_trial(out)
         batch.quality.extend(self.quality.report(touched))
         for name, src in self.engine.sources.items():
             metrics.STREAM_POSITION.labels(name).set(src.position)
@@ -324,6 +336,8 @@ class Monitor(Worker):
         if position % CHECKPOINT_EVERY == 1:
             self.checkpoints.setdefault(m.source, deque(maxlen=MAX_CHECKPOINTS)).append((position, ts))
         self._remember(m.id, _Prediction(m.source, position, LABELS.index(m.label), m.model_version, m.ts))
+        if self.shadow is not None:
+            self.shadow.observe(m.id, m.text)
         self._emit(alarms, m.id, m.ts, out)
         held = self.held.pop(m.id, None)
         if held is not None:
@@ -452,6 +466,8 @@ class Monitor(Worker):
         )
         if self.rollback is not None:
             self.rollback.learn_one(pred.version, true == pred.label)
+        if self.shadow is not None:
+            self.shadow.learn_one(mid, true, true == pred.label)
         novel = self.engine.source(pred.source).novel
         reference = self._accuracy_elsewhere(pred.source) if novel is not None and not novel.done else None
         self._outcomes(pred.source).append(int(true == pred.label))
@@ -556,6 +572,19 @@ class Monitor(Worker):
             log.warning("automatic rollback check failed (%s: %s); retried next batch", type(exc).__name__, exc)
             return
         if event is not None:
+            out.events.append(event)
+            out.publish.append((self.names.control, event.kind, event.to_bytes()))
+            self.raised.append(event)
+
+    def _shadow_trial(self, out: Outputs) -> None:
+        if self.shadow is None:
+            return
+        try:
+            events = self.shadow.step()
+        except Exception as exc:  # noqa: BLE001 - a registry or model failure must not stop drift detection
+            log.warning("shadow scoring failed (%s: %s); retried next batch", type(exc).__name__, exc)
+            return
+        for event in events:
             out.events.append(event)
             out.publish.append((self.names.control, event.kind, event.to_bytes()))
             self.raised.append(event)
