@@ -41,10 +41,11 @@ from aet.pipeline.bench.prequential import phase_scores, post_drift_score, run_p
 from aet.pipeline.bench.report import Chart, environment, write_report
 from aet.pipeline.bench.scenario import Scenario, Stream, build_stream
 from aet.pipeline.bench.strategies import Oracle, Periodic, RiverEmbedding, RiverText, Static, Strategy, plain
-from aet.pipeline.config import RoundSettings
+from aet.pipeline.config import LimitsSettings, RoundSettings
 from aet.pipeline.evaluation import Report
 from aet.pipeline.learning.examples import Example
-from aet.pipeline.records import LABELS, utcnow
+from aet.pipeline.records import LABELS, current_limits, utcnow
+from aet.pipeline.records import configure as configure_records
 
 log = logging.getLogger(__name__)
 #: Starts a throwaway Kafka-protocol broker and yields its bootstrap servers (the CLI passes a tansu one).
@@ -135,7 +136,12 @@ def run_scenario(
     from aet.pipeline.runtime import App
 
     started = time.perf_counter()
-    # Event time starts at the wall clock: the trainer and the registry stamp their rows with it.
+    # Event time starts at the wall clock: the trainer and the registry stamp their rows with it. The stream's
+    # virtual clock then runs ahead of the wall clock, so the event-time window of every record
+    # (limits.max_future_s) must reach past the stream's end.
+    span_s = (sum(p.n for p in scenario.phases) + scenario.label_delay + 1) * scenario.interval_s
+    limits = {**current_limits().model_dump(), "max_future_s": max(current_limits().max_future_s, span_s + 3600)}
+    configure_records(limits=LimitsSettings(**limits))
     stream = build_stream(scenario, data_dir, start=utcnow().replace(microsecond=0))
     clock = StreamClock(stream.items[0].message.ts)
     results: dict[str, dict[str, Any]] = {}
@@ -149,6 +155,7 @@ def run_scenario(
             {
                 "home": Path(tmp) / "aet",
                 "bus": b,
+                "limits": limits,
                 "train": {"seed": scenario.seed},
                 "monitor": {"champion_check_s": 0, "seed": scenario.seed},
                 "retrain": {"mode": scenario.mode, "seed": scenario.seed},
