@@ -70,6 +70,7 @@ SCHEDULE = (
     "crash_before_commit",
 )
 MAX_REAL_DEATHS = 5  # a worker that dies of a record (not of a simulated crash) this often ends the soak
+STALL_S = 120.0  # ... and so does a worker that commits nothing for this long
 TS = "2026-03-02T13:00:00+00:00"
 
 
@@ -265,7 +266,10 @@ class FaultyBus:
 class SoakScorer(Scorer):
     """The scorer role, telling the faults which batch is in flight and crashing after ``handle`` when asked."""
 
-    faults: Faults
+    def __init__(self, bus: Bus, store: BatchStore, topics: TopicSettings, settings: ScorerSettings, faults: Faults):
+        # Duck-typed: the scorer only calls predict() and reads version and base.
+        super().__init__(bus, store, cast(SentimentModel, LexiconModel()), topics, settings)
+        self.faults = faults
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         self.faults.batch_ids = [i for i in (_id_of(r.value) for r in records) if i is not None]
@@ -274,12 +278,13 @@ class SoakScorer(Scorer):
         return out
 
 
-class WorkerThread(threading.Thread):
-    """One worker's loop in a thread; keeps the exception that ended it."""
+class SoakWorker(threading.Thread):
+    """One scorer's loop in a thread, as one process would run it; keeps the exception that ended it."""
 
     def __init__(self, scorer: Scorer) -> None:
         super().__init__(name="aet-soak-scorer", daemon=True)
-        self.scorer, self.stop, self.error = scorer, threading.Event(), cast(BaseException | None, None)
+        self.scorer, self.stop = scorer, threading.Event()
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -314,7 +319,6 @@ def soak_benchmark(
     fbus = FaultyBus(bus, faults)
     fstore = FaultyStore(store, faults)
     settings = scorer_settings.model_copy(update={"features": False, "hot_swap": False})
-    model = cast(SentimentModel, LexiconModel())  # duck-typed: the scorer calls predict() and reads version/base
     retries_before = {op: _retries(op) for op in ("publish", "store", "commit")}
     process = psutil.Process()
     rss_start: float | None = None
@@ -323,28 +327,34 @@ def soak_benchmark(
     deaths: Counter[str] = Counter()
     restarts = 0
 
-    def start_worker() -> WorkerThread:
-        scorer = SoakScorer(fbus, fstore, model, topics, settings)
-        scorer.faults = faults
-        worker = WorkerThread(scorer)
+    def start_worker() -> SoakWorker:
+        worker = SoakWorker(SoakScorer(fbus, fstore, topics, settings, faults))
         worker.start()
         return worker
 
-    def wait_drained(worker: WorkerThread) -> WorkerThread:
+    def wait_drained(worker: SoakWorker) -> SoakWorker:
+        """Wait until the chunk is committed, restarting the worker whenever it ends; give up on a stall."""
         nonlocal restarts
-        while not worker.is_alive() or bus.group_lag(settings.group, [topics.messages]) > 0:
-            if not worker.is_alive():
+        last_lag, last_progress = -1, time.monotonic()
+        while True:
+            if not worker.is_alive():  # crashed: a new worker takes over the group from its last commit
                 if not isinstance(worker.error, SimulatedCrash):
                     reason = f"{type(worker.error).__name__}: {worker.error}"
                     deaths[reason] += 1
                     log.warning("soak: the worker died of a record: %s", reason)
                     if sum(deaths.values()) >= MAX_REAL_DEATHS:
-                        raise _Abort(reason)
+                        raise _Abort(f"the worker died {MAX_REAL_DEATHS} times of a record, last: {reason}")
                 restarts += 1
                 worker = start_worker()
                 continue
+            lag = bus.group_lag(settings.group, [topics.messages])
+            if lag == 0:
+                return worker
+            if lag != last_lag:
+                last_lag, last_progress = lag, time.monotonic()
+            elif time.monotonic() - last_progress > STALL_S:
+                raise _Abort(f"no message committed for {STALL_S:.0f} s (health: {worker.scorer.health})")
             worker.scorer.wait_for_commit(0.2)
-        return worker
 
     started = time.perf_counter()
     worker = start_worker()
@@ -374,7 +384,7 @@ def soak_benchmark(
             if progress:
                 log.info("soak: %d/%d messages, %d restarts", published, messages, restarts)
     except _Abort as exc:
-        error = f"stopped: the worker died {MAX_REAL_DEATHS} times of a record ({exc})"
+        error = f"stopped early: {exc}"
     finally:
         worker.stop.set()
         worker.join(60)
