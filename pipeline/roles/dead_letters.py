@@ -7,7 +7,10 @@ sees each one. A dead letter that the worker stored itself as well is the same
 row (rows are keyed by a digest of stage, origin and input). A record on the
 dead-letter topic that is not a valid dead letter is stored too, wrapped in a
 dead letter of stage ``dlq`` that says why; it is never published again, so a
-bad record cannot go round the dead-letter topic forever.
+bad record cannot go round the dead-letter topic forever. A dead letter whose
+copy of the input is larger than ``dead_letters.raw_bytes`` (from an older
+producer) is cut to that size before it is stored, keeping the original's size
+and digest.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class DeadLetterRecorder(Worker):
         self, bus: Bus, store: BatchStore, topics: TopicSettings, settings: DeadLetterSettings | None = None
     ) -> None:
         settings = settings or DeadLetterSettings()
+        self.raw_bytes = settings.raw_bytes
         super().__init__(
             bus, store, group=settings.group, topics=[topics.dlq], dlq_topic=topics.dlq, max_batch=500, max_wait_ms=50
         )
@@ -50,7 +54,29 @@ class DeadLetterRecorder(Worker):
                     offset=r.offset,
                     key=r.key,
                 )
+            dead = bounded(dead, self.raw_bytes)
             out.recorded.append(dead)
             metrics.DEAD_LETTERS_RECORDED.labels(dead.stage).inc()
         self.recorded += len(out.recorded)
         return out
+
+
+def bounded(dead: DeadLetter, raw_bytes: int) -> DeadLetter:
+    """``dead`` with its copy of the input cut to ``raw_bytes``; the original's size and sha256 stay as they were
+    (or, when it did not record them, are those of the copy it kept, which was then the whole input)."""
+    kept = dead.kept
+    if kept is None or len(kept) <= raw_bytes:
+        return dead
+    cut = DeadLetter.of(
+        kept,
+        stage=dead.stage,
+        reason=dead.reason,
+        topic=dead.topic,
+        partition=dead.partition,
+        offset=dead.offset,
+        key=dead.key,
+        max_raw_bytes=raw_bytes,
+    )
+    if dead.raw_size is None or dead.raw_sha256 is None:
+        return cut.model_copy(update={"ts": dead.ts})
+    return cut.model_copy(update={"ts": dead.ts, "raw_size": dead.raw_size, "raw_sha256": dead.raw_sha256})

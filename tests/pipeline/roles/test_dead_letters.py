@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from aet.adapters.memory_bus import MemoryBus
-from aet.pipeline.config import ReplaySettings, TopicSettings
+from aet.pipeline.config import DeadLetterSettings, ReplaySettings, TopicSettings
 from aet.pipeline.records import DeadLetter
 from aet.pipeline.roles.dead_letters import DeadLetterRecorder
 from aet.pipeline.roles.label_recorder import LabelRecorder
@@ -103,3 +104,15 @@ def test_an_embedded_run_survives_a_hostile_stream_and_stores_every_dead_letter(
     big = next(r for r in rows if r.raw_size and r.raw_size > 2_000_000)
     assert big.truncated and len(big.raw or "") <= app.settings.dead_letters.raw_bytes
     assert summary["store"]["dead_letters"] == {"replay": 8, "store": 1}
+
+
+def test_an_oversized_dead_letter_of_an_older_producer_is_stored_bounded(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore
+) -> None:
+    raw = b"y" * 50_000
+    old_style = DeadLetter(stage="replay", reason="text too long", raw=raw.decode())  # no size, digest or limit
+    bus.publish(topics.dlq, old_style.to_bytes())
+    assert drain(DeadLetterRecorder(bus, store, topics, DeadLetterSettings(raw_bytes=1024))) == 1
+    [row] = store.list_dead_letters()
+    assert len(row.raw or "") == 1024 and row.truncated
+    assert row.raw_size == 50_000 and row.raw_sha256 == hashlib.sha256(raw).hexdigest()
