@@ -16,7 +16,6 @@ from aet.pipeline.records import DeadLetter
 from aet.pipeline.roles.dead_letters import DeadLetterRecorder
 from aet.pipeline.roles.label_recorder import LabelRecorder
 from aet.pipeline.roles.replay import Replay
-from aet.pipeline.runtime import run_embedded
 from aet.storage.store import ResultStore
 
 
@@ -80,6 +79,8 @@ def test_an_embedded_run_survives_a_hostile_stream_and_stores_every_dead_letter(
 ) -> None:
     """Issue 13: `...9999-12-31T23:59:59Z` stopped replay (`aet run` exited 1), NUL failed PostgreSQL forever, a
     lone surrogate failed serialization, and replay's dead letters were never stored."""
+    from aet.pipeline.runtime import run_embedded  # loads the model stack: only for this test
+
     app = app_with_champion
     good = [_line(id=f"g{i}", text=f"Acme reports quarter number {i}") for i in range(6)]
     hostile = [
