@@ -158,6 +158,7 @@ def test_sigkill_at_each_step_then_restart_writes_every_message_once(
         assert sorted(app.store.scored_ids()) == sorted(run["ids"])
         bus = app.bus
         published = Counter(json.loads(r.value)["id"] for r in bus.read_all(TOPICS.scored))
+        assert set(published) == set(run["ids"]), "every message on aet.scored"
         republished = inflight if step != "after_handle" else set()
         assert {i: n for i, n in published.items() if n != 1} == dict.fromkeys(republished, 2), (
             "aet.scored holds each message once, the batch in flight twice if it was published before the kill"
