@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 import aet.pipeline.records as records_mod
 from aet.pipeline.config import LimitsSettings
@@ -25,6 +26,7 @@ from aet.pipeline.records import (
     LabelRecord,
     Message,
     Probs,
+    RetrainRequest,
     ScoredMessage,
     decode,
     parse_event_time,
@@ -497,3 +499,16 @@ def test_a_record_built_in_code_with_nan_is_not_refused() -> None:
     wire carries null, as before); only decoding input refuses NaN."""
     event = ControlEvent(kind="training_result", payload={"macro_f1": float("nan")})
     assert decode(ControlEvent, event.to_bytes()).payload == {"macro_f1": None}
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(payload=st.one_of(hostile_json, _fields(RetrainRequest)))
+def test_any_retrain_request_payload_validates_or_is_refused(payload: Any) -> None:
+    """The trainer validates a retrain request's payload with RetrainRequest: a year-1 window with an offset raised
+    OverflowError (not a ValidationError) before parse_event_time caught it."""
+    try:
+        request = RetrainRequest.model_validate(payload)
+    except ValidationError:
+        return
+    assert isinstance(request, RetrainRequest)
+    request.window()
