@@ -124,6 +124,8 @@ class ResultStore:
 
         A scored message whose id is stored (or earlier in this batch) with a different text is not written:
         the first text is kept, the conflict counted (``aet_conflicts_total``) and stored as a dead letter.
+        The check reads before it writes: two scorers that write the same new id with different texts at the
+        same moment (one id in two partitions) can both pass it, and the later write wins.
         """
         with self.db.session() as s, s.begin():
             accepted, conflicts = self._without_conflicts(s, scored)
