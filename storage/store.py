@@ -13,9 +13,10 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Table, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aet.pipeline import metrics
@@ -105,6 +106,21 @@ def conflict_dead_letter(kept_text: str, incoming: ScoredMessage) -> DeadLetter:
     )
 
 
+def _upsert_same_text(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert scored rows; an existing row is overwritten only when it holds the same text (a re-score)."""
+    if not rows:
+        return
+    table = cast(Table, ScoredMessageRow.__table__)
+    stmt: postgresql.Insert | sqlite.Insert = (
+        postgresql.insert(table) if s.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "message_id"}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["message_id"], set_=columns, where=table.c.text == stmt.excluded.text
+    )
+    s.execute(stmt, list(rows))
+
+
 class ResultStore:
     """The pipeline's results in one database (the workers' :class:`~aet.pipeline.ports.BatchStore`)."""
 
@@ -124,12 +140,13 @@ class ResultStore:
 
         A scored message whose id is stored (or earlier in this batch) with a different text is not written:
         the first text is kept, the conflict counted (``aet_conflicts_total``) and stored as a dead letter.
-        The check reads before it writes: two scorers that write the same new id with different texts at the
-        same moment (one id in two partitions) can both pass it, and the later write wins.
+        The check reads before it writes; the write itself overwrites only a row with the same text, so two
+        scorers that write the same new id with different texts at the same moment keep the first to commit
+        (the other is then not counted as a conflict).
         """
         with self.db.session() as s, s.begin():
             accepted, conflicts = self._without_conflicts(s, scored)
-            upsert(s, ScoredMessageRow.__table__, [scored_row(m) for m in accepted], ["message_id"])
+            _upsert_same_text(s, [scored_row(m) for m in accepted])
             upsert(
                 s,
                 LabelRow.__table__,

@@ -274,3 +274,22 @@ def test_dead_letters_are_listed_found_and_marked_replayed(store: ResultStore) -
     store.mark_replayed([first.id])
     assert [r.raw for r in store.list_dead_letters(replayed=True)] == ["b"]
     assert {r.raw for r in store.list_dead_letters(replayed=False)} == {"a", "c"}
+
+
+def test_the_write_itself_never_overwrites_another_text(store: ResultStore, make_scored: ScoredFactory) -> None:
+    """Even a write that skipped the conflict check (two scorers at once) leaves the first text in place."""
+    from aet.storage.store import _upsert_same_text, scored_row
+
+    store.write(scored=[make_scored("m-1", text="first", model_version="v0001")])
+    with store.db.session() as s, s.begin():
+        _upsert_same_text(
+            s,
+            [
+                scored_row(make_scored("m-1", text="second", model_version="v0002")),
+                scored_row(make_scored("m-2", text="new")),
+            ],
+        )
+    assert store.scored("m-1").text == "first" and store.scored("m-1").model_version == "v0001"  # type: ignore[union-attr]
+    assert store.scored("m-2") is not None
+    store.write(scored=[make_scored("m-1", text="first", model_version="v0003")])  # the same text: a re-score
+    assert store.scored("m-1").model_version == "v0003"  # type: ignore[union-attr]
