@@ -29,11 +29,13 @@ def replay(
 ) -> None:
     """Publish a recorded stream to aet.messages in event-time order (the ingest role for files)."""
     from aet.adapters.bus import open_bus
+    from aet.pipeline.records import configure
     from aet.pipeline.roles.replay import Replay
 
     s = resolve_settings(
         replay={"speed": speed, "rate": rate, "label_fraction": label_fraction, "label_delay_s": label_delay}
     )
+    configure(s.limits, s.dead_letters)  # replay opens no App: hold its records to the configured limits
     if not data.is_file():
         fail(f"stream file not found: {data}")
     bus = open_bus(s.bus)
