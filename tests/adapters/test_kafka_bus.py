@@ -252,6 +252,8 @@ def test_broker_restart_mid_batch_is_retried_and_nothing_published_after_it_is_l
         broker.stop()  # the batch in flight cannot be published now
         model.release.set()
         wait_for(lambda: retries("publish") > publish_retries, "a retried publish")
+        wait_for(lambda: scorer.health.state == "degraded", "the worker's health to report the broker away")
+        assert scorer.health.operation == "publish"
         broker.start()  # same port, empty
 
         after = [message(i, tag="after", keys=10) for i in range(100)]
@@ -276,6 +278,7 @@ def test_broker_restart_mid_batch_is_retried_and_nothing_published_after_it_is_l
             return set(store.scored_ids()) >= expected
 
         wait_for(all_scored, "every record published after the restart to be scored")
+        wait_for(lambda: scorer.health.state == "ok", "the worker's health to clear once the broker is back")
         worker.finish()
     finally:
         model.release.set()
