@@ -10,7 +10,7 @@ import torch
 
 from aet.pipeline.config import FitSettings
 from aet.pipeline.learning.examples import Example, load_examples
-from aet.pipeline.learning.loop import TrainingInterrupted, TrainingLoop, length_grouped
+from aet.pipeline.learning.loop import TrainingInterrupted, TrainingLoop, class_weights, length_grouped
 from aet.pipeline.learning.terms import LossTerm, Step
 from aet.pipeline.model import SentimentModel
 from tests.conftest import EXAMPLES
@@ -146,3 +146,17 @@ def test_extra_loss_terms_are_added_to_the_objective(small_data: list[Example]) 
     _, plain = _train_once(small_data)
     _, with_term = _train_once(small_data, [Constant()])
     assert with_term[0]["train_loss"] == pytest.approx(plain[0]["train_loss"] + 5.0, abs=1e-4)
+
+
+def test_class_weights_balance_the_classes_and_keep_the_loss_scale() -> None:
+    labels = [1] * 70 + [0] * 10 + [2] * 20
+    assert class_weights(labels, "none", 3) is None
+    balanced = class_weights(labels, "balanced", 3)
+    assert balanced is not None
+    counts = torch.tensor([10.0, 70.0, 20.0])
+    assert torch.allclose(balanced * counts, torch.full((3,), float((balanced * counts).mean())))  # equal class mass
+    assert float((balanced * counts).sum()) == pytest.approx(100.0)  # mean example weight 1
+    sqrt = class_weights(labels, "sqrt", 3)
+    assert sqrt is not None and balanced[0] > sqrt[0] > 1.0 > sqrt[1] > balanced[1]
+    no_neutral = class_weights([0, 0, 2], "balanced", 3)
+    assert no_neutral is not None and float(no_neutral[1]) == 0.0  # an absent class weighs nothing
