@@ -71,7 +71,12 @@ class Scenario(BaseModel):
     window: int = Field(default=100, ge=10, description="labeled messages per prequential window (the plot)")
     mode: Literal["full", "attention", "lora"] = "attention"
     periodic_every: int = Field(default=300, ge=10, description="labels between two retrains of 'periodic'")
-    oracle_epochs: int = Field(default=1, ge=1)
+    oracle_epochs: int = Field(
+        default=4,
+        ge=1,
+        description="most epochs of the oracle's offline fit (early stopping on validation keeps the best): "
+        "an upper bound must be trained to convergence, one epoch was not",
+    )
     strategies: list[StrategyName] = Field(default_factory=lambda: list(get_args(StrategyName)))
     settings: dict[str, Any] = Field(default_factory=dict, description="AET settings overrides (monitor, retrain...)")
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides for --quick; 'phase_n' sizes phases")
