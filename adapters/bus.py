@@ -21,7 +21,9 @@ def open_bus(settings: BusSettings) -> Bus:
     if settings.backend == "memory":
         from aet.adapters.memory_bus import MemoryBus
 
-        return MemoryBus(partitions=settings.partitions, journal_dir=settings.journal_dir)
+        return MemoryBus(
+            partitions=settings.partitions, journal_dir=settings.journal_dir, retention=settings.memory_retention
+        )
     if settings.backend == "kafka":
         from aet.adapters.kafka_bus import KafkaBus
 

@@ -6,6 +6,16 @@ rebalance when a member joins or leaves. With ``journal_dir`` set, every topic
 and every group's committed offsets are also written to disk, so a process
 killed mid-stream resumes where its group last committed (one process may hold
 a journal at a time).
+
+With ``retention`` set, a partition holding more than ``retention`` records
+drops its oldest ones once every consumer group that reads the topic has
+committed past them, so an endless embedded stream runs in bounded memory.
+Offsets stay stable (each partition keeps the offset of its first retained
+record); a group that starts below the retained range starts at its earliest
+record, as Kafka's ``auto.offset.reset=earliest`` does. A topic that no group
+reads (has committed on, or has a member subscribed to) is never trimmed: its
+records are what the read-back helpers (:meth:`MemoryBus.read_all`) are for.
+The journal on disk keeps every record; a reopened bus trims what it loads.
 """
 
 from __future__ import annotations
@@ -54,6 +64,33 @@ def assign(members: Sequence[str], topic_partitions: Sequence[tuple[str, int]]) 
     return out
 
 
+_Record = tuple[str | None, bytes, int]  # key, value, timestamp_ms
+
+
+class _Partition:
+    """The retained records of one partition; ``base`` is the offset of the first one."""
+
+    __slots__ = ("base", "records")
+
+    def __init__(self, records: list[_Record] | None = None) -> None:
+        self.records: list[_Record] = records if records is not None else []
+        self.base = 0
+
+    @property
+    def end(self) -> int:
+        """The offset the next record will get (Kafka's log end offset)."""
+        return self.base + len(self.records)
+
+    def trim(self, below: int, keep: int) -> int:
+        """Drop records with an offset under ``below``, keeping at least ``keep``; return how many went."""
+        n = min(below - self.base, len(self.records) - keep)
+        if n <= 0:
+            return 0
+        del self.records[:n]
+        self.base += n
+        return n
+
+
 class _Journal:
     """Append-only files for topic partitions and atomically replaced files for offsets."""
 
@@ -70,9 +107,9 @@ class _Journal:
     def _log_path(self, topic: str, partition: int) -> Path:
         return self.root / "topics" / topic / f"{partition}.log"
 
-    def load_topics(self) -> dict[str, list[list[tuple[str | None, bytes, int]]]]:
+    def load_topics(self) -> dict[str, list[list[_Record]]]:
         """Read every partition log, dropping a torn record left by a crash mid-write."""
-        topics: dict[str, list[list[tuple[str | None, bytes, int]]]] = {}
+        topics: dict[str, list[list[_Record]]] = {}
         base = self.root / "topics"
         if not base.exists():
             return topics
@@ -82,7 +119,7 @@ class _Journal:
         return topics
 
     @staticmethod
-    def _read_log(path: Path) -> list[tuple[str | None, bytes, int]]:
+    def _read_log(path: Path) -> list[_Record]:
         data = path.read_bytes()
         records, pos = [], 0
         while pos + _HEADER.size <= len(data):
@@ -152,14 +189,23 @@ class _Journal:
 
 
 class MemoryBus(Bus):
-    """In-process bus with Kafka's semantics: partitions, keys, consumer groups, commits."""
+    """In-process bus with Kafka's semantics: partitions, keys, consumer groups, commits.
 
-    def __init__(self, partitions: int = 3, journal_dir: str | Path | None = None) -> None:
+    ``retention``: records a partition keeps at least before its oldest ones, once every group
+    reading the topic has committed past them, are dropped (``None``: keep every record).
+    """
+
+    def __init__(
+        self, partitions: int = 3, journal_dir: str | Path | None = None, retention: int | None = None
+    ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
+        if retention is not None and retention < 0:
+            raise ValueError("retention must be at least 0 (or None to keep every record)")
         self.default_partitions = partitions
+        self.retention = retention
         self._cond = threading.Condition()
-        self._topics: dict[str, list[list[tuple[str | None, bytes, int]]]] = {}
+        self._topics: dict[str, list[_Partition]] = {}
         self._committed: dict[str, dict[tuple[str, int], int]] = defaultdict(dict)
         self._members: dict[str, dict[str, tuple[str, ...]]] = defaultdict(dict)
         self._generation: dict[str, int] = defaultdict(int)
@@ -167,16 +213,19 @@ class MemoryBus(Bus):
         self._closed = False
         self._journal = _Journal(Path(journal_dir)) if journal_dir else None
         if self._journal:
-            self._topics = self._journal.load_topics()
+            self._topics = {t: [_Partition(r) for r in parts] for t, parts in self._journal.load_topics().items()}
             self._committed.update(self._journal.load_offsets())
+            for topic, parts in self._topics.items():
+                for p in range(len(parts)):
+                    self._trim(topic, p)
 
     def _ensure_open(self) -> None:
         if self._closed:
             raise BusError("the bus is closed")
 
-    def _partitions_of(self, topic: str) -> list[list[tuple[str | None, bytes, int]]]:
+    def _partitions_of(self, topic: str) -> list[_Partition]:
         if topic not in self._topics:
-            self._topics[topic] = [[] for _ in range(self.default_partitions)]
+            self._topics[topic] = [_Partition() for _ in range(self.default_partitions)]
             if self._journal:
                 self._journal.create_partitions(topic, self.default_partitions)
         return self._topics[topic]
@@ -187,7 +236,7 @@ class MemoryBus(Bus):
             for topic in topics:
                 if topic not in self._topics:
                     n = partitions or self.default_partitions
-                    self._topics[topic] = [[] for _ in range(n)]
+                    self._topics[topic] = [_Partition() for _ in range(n)]
                     if self._journal:
                         self._journal.create_partitions(topic, n)
                     self._generation_bump_for(topic)
@@ -206,7 +255,7 @@ class MemoryBus(Bus):
             self._counter += 1
             p = partition_for(key, len(parts), self._counter)
             ts = int(time.time() * 1000)
-            parts[p].append((key, bytes(value), ts))
+            parts[p].records.append((key, bytes(value), ts))
             if self._journal:
                 self._journal.append(topic, p, key, bytes(value), ts)
             self._cond.notify_all()
@@ -228,23 +277,28 @@ class MemoryBus(Bus):
         with self._cond:
             committed = self._committed.get(group, {})
             return sum(
-                len(records) - committed.get((t, p), 0)
+                part.end - max(committed.get((t, p), 0), part.base)
                 for t in topics
-                for p, records in enumerate(self._topics.get(t, []))
+                for p, part in enumerate(self._topics.get(t, []))
             )
 
     def end_offsets(self, topic: str) -> list[int]:
-        """Number of records in each partition of ``topic``."""
+        """The log end offset of each partition of ``topic`` (records ever published to it)."""
         with self._cond:
-            return [len(p) for p in self._topics.get(topic, [])]
+            return [part.end for part in self._topics.get(topic, [])]
+
+    def start_offsets(self, topic: str) -> list[int]:
+        """The offset of the earliest retained record of each partition of ``topic``."""
+        with self._cond:
+            return [part.base for part in self._topics.get(topic, [])]
 
     def read_all(self, topic: str) -> list[BusRecord]:
-        """Every record of a topic, partition by partition (for tests and summaries)."""
+        """Every retained record of a topic, partition by partition (for tests and summaries)."""
         with self._cond:
             return [
-                BusRecord(topic, p, o, key, value, ts)
-                for p, records in enumerate(self._topics.get(topic, []))
-                for o, (key, value, ts) in enumerate(records)
+                BusRecord(topic, p, part.base + i, key, value, ts)
+                for p, part in enumerate(self._topics.get(topic, []))
+                for i, (key, value, ts) in enumerate(part.records)
             ]
 
     def close(self) -> None:
@@ -280,6 +334,22 @@ class MemoryBus(Bus):
         if self._journal:
             self._journal.sync()
             self._journal.save_offsets(group, self._committed[group])
+        for topic, partition in offsets:
+            self._trim(topic, partition)
+
+    def _trim(self, topic: str, partition: int) -> None:
+        """Apply retention to one partition: drop what every group reading ``topic`` has committed past."""
+        if self.retention is None:
+            return
+        part = self._topics[topic][partition]
+        if len(part.records) <= self.retention:
+            return
+        readers = {g for g, offsets in self._committed.items() if any(t == topic for t, _ in offsets)}
+        readers |= {g for g, members in self._members.items() if any(topic in ts for ts in members.values())}
+        if not readers:
+            return  # nobody reads it (yet): keep it all, for a group to come or a read-back
+        floor = min(max(self._committed[g].get((topic, partition), 0), part.base) for g in readers)
+        part.trim(floor, self.retention)
 
 
 class _MemoryConsumer(Consumer):
@@ -307,7 +377,11 @@ class _MemoryConsumer(Consumer):
         committed = self._bus._committed[self._group]
         # While this member was not polling, another may have owned a partition and committed
         # past our old position: never resume (or later commit) behind the group's commit.
-        self._position = {tp: max(self._position.get(tp, 0), committed.get(tp, 0)) for tp in self._assigned}
+        # Below the retained range, start at the earliest retained record (auto.offset.reset=earliest).
+        topics = self._bus._topics
+        self._position = {
+            tp: max(self._position.get(tp, 0), committed.get(tp, 0), topics[tp[0]][tp[1]].base) for tp in self._assigned
+        }
 
     def _take(self, max_records: int) -> list[BusRecord]:
         out: list[BusRecord] = []
@@ -315,10 +389,11 @@ class _MemoryConsumer(Consumer):
             return out
         topics = self._bus._topics
         for topic, part in self._assigned:
-            records = topics[topic][part]
-            pos = self._position[(topic, part)]
-            while pos < len(records) and len(out) < max_records:
-                key, value, ts = records[pos]
+            partition = topics[topic][part]
+            records, base = partition.records, partition.base
+            pos = max(self._position[(topic, part)], base)
+            while pos < partition.end and len(out) < max_records:
+                key, value, ts = records[pos - base]
                 out.append(BusRecord(topic, part, pos, key, value, ts))
                 pos += 1
             self._position[(topic, part)] = pos
@@ -350,7 +425,8 @@ class _MemoryConsumer(Consumer):
         with self._bus._cond:
             self._sync_assignment()
             committed = self._bus._committed[self._group]
-            return sum(len(self._bus._topics[t][p]) - committed.get((t, p), 0) for t, p in self._assigned)
+            parts = self._bus._topics
+            return sum(parts[t][p].end - max(committed.get((t, p), 0), parts[t][p].base) for t, p in self._assigned)
 
     def pause(self) -> None:
         self._paused = True

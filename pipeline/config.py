@@ -56,6 +56,12 @@ class BusSettings(_Section):
     backend: Literal["memory", "kafka"] = "memory"
     partitions: int = Field(default=3, ge=1)
     journal_dir: Path | None = Field(default=None, description="memory bus only: keep topics and offsets on disk here")
+    memory_retention: int | None = Field(
+        default=10_000,
+        ge=0,
+        description="memory bus only: records a partition keeps at least; older ones go once every group reading "
+        "the topic has committed past them (topics no group reads are kept whole; null: keep every record)",
+    )
     bootstrap_servers: str = "localhost:9092"
     client_id: str = "aet"
     replication_factor: int = Field(default=1, ge=1)

@@ -17,7 +17,9 @@ from aet.pipeline.ports import Bus
 
 BusFactory = Callable[[], Bus]
 
-BUS_BACKENDS: list = ["memory", pytest.param("kafka", marks=pytest.mark.kafka)]
+# "memory-retained" drops every record all its readers have committed past (retention=0): the
+# contract must hold however little the memory bus keeps.
+BUS_BACKENDS: list = ["memory", "memory-retained", pytest.param("kafka", marks=pytest.mark.kafka)]
 
 
 def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
@@ -25,6 +27,10 @@ def _open(backend: str, request: pytest.FixtureRequest) -> Bus:
         from aet.adapters.memory_bus import MemoryBus
 
         return MemoryBus(partitions=3)
+    if backend == "memory-retained":
+        from aet.adapters.memory_bus import MemoryBus
+
+        return MemoryBus(partitions=3, retention=0)
     if backend == "kafka":
         from aet.adapters.kafka_bus import KafkaBus
         from aet.pipeline.config import BusSettings

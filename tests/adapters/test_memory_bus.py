@@ -336,3 +336,155 @@ def test_commit_after_close_does_not_touch_the_journal(tmp_path: Path) -> None:
         assert owner.group_lag("g", ["t"]) == 3
     with MemoryBus(partitions=1, journal_dir=tmp_path) as later:
         assert later.group_lag("g", ["t"]) == 3
+
+
+# -- retention ------------------------------------------------------------------------
+
+
+def _offsets(records: list[BusRecord]) -> list[int]:
+    return [r.offset for r in records]
+
+
+def _content(records: list[BusRecord]) -> list[tuple[int, int, str | None, bytes]]:
+    """A record without its timestamp, which differs between two buses fed the same records."""
+    return [(r.partition, r.offset, r.key, r.value) for r in records]
+
+
+def test_retention_drops_only_what_every_reading_group_committed() -> None:
+    """A record goes only once every group reading its topic (subscribed or committed) is past it,
+    and never below ``retention`` records; offsets, end offsets and lag stay those of the full log."""
+    with MemoryBus(partitions=1, retention=2) as bus:
+        fast, slow = bus.consumer("fast", ["t"]), bus.consumer("slow", ["t"])  # slow: subscribed, no commit yet
+        for i in range(10):
+            bus.publish("t", f"v{i}".encode())
+        assert len(_poll_n(fast, 10)) == 10
+        fast.commit()
+        assert bus.start_offsets("t") == [0] and len(bus.read_all("t")) == 10  # slow has committed nothing
+
+        assert _offsets(_poll_n(slow, 6)) == list(range(6))
+        slow.commit()
+        assert bus.start_offsets("t") == [6]
+        assert _offsets(bus.read_all("t")) == [6, 7, 8, 9]
+        assert bus.end_offsets("t") == [10]
+        assert (bus.group_lag("fast", ["t"]), bus.group_lag("slow", ["t"])) == (0, 4)
+        assert (fast.lag(), slow.lag()) == (0, 4)
+
+        rest = _poll_n(slow, 4)
+        assert [(r.offset, r.value) for r in rest] == [(i, f"v{i}".encode()) for i in range(6, 10)]
+        slow.commit()
+        assert bus.start_offsets("t") == [8]  # everyone is at 10, but two records are always kept
+        assert bus.group_lag("slow", ["t"]) == 0
+
+
+def test_retention_never_drops_a_topic_no_group_reads() -> None:
+    """Records of a topic nobody subscribed to or committed on stay whole, however small the retention."""
+    with MemoryBus(partitions=1, retention=0) as bus:
+        for i in range(5):
+            bus.publish("read", b"x")
+            bus.publish("unread", f"u{i}".encode())
+        consumer = bus.consumer("g", ["read"])
+        assert len(_poll_n(consumer, 5)) == 5
+        consumer.commit()
+        assert bus.read_all("read") == [] and bus.end_offsets("read") == [5]
+        assert [r.value for r in bus.read_all("unread")] == [f"u{i}".encode() for i in range(5)]
+        assert bus.start_offsets("unread") == [0]
+
+
+def test_late_group_starts_at_the_earliest_retained_record_and_holds_retention() -> None:
+    """A group that arrives after records were dropped starts at the earliest retained one
+    (auto.offset.reset=earliest), counts lag from there, and from then on holds what it has not committed."""
+    with MemoryBus(partitions=1, retention=3) as bus:
+        early = bus.consumer("early", ["t"])
+        for i in range(10):
+            bus.publish("t", f"v{i}".encode())
+        assert len(_poll_n(early, 10)) == 10
+        early.commit()
+        assert bus.start_offsets("t") == [7]
+
+        assert bus.group_lag("late", ["t"]) == 3
+        late = bus.consumer("late", ["t"])
+        assert late.lag() == 3
+        got = _poll_n(late, 3)
+        assert [(r.offset, r.value) for r in got] == [(7, b"v7"), (8, b"v8"), (9, b"v9")]
+        assert late.poll(10, 50) == []
+        late.commit()
+
+        for i in range(10, 15):
+            bus.publish("t", f"v{i}".encode())
+        assert len(_poll_n(early, 5)) == 5
+        early.commit()
+        assert bus.start_offsets("t") == [10]  # late committed 10: nothing above it goes
+        assert bus.group_lag("late", ["t"]) == 5
+        assert _offsets(_poll_n(late, 5)) == list(range(10, 15))
+
+
+def test_journal_reopen_trims_what_it_loads_with_the_same_offsets(tmp_path: Path) -> None:
+    """The journal keeps every record; a reopened bus applies its retention to them, offsets unchanged."""
+    with MemoryBus(partitions=1, journal_dir=tmp_path) as bus:
+        for i in range(5):
+            bus.publish("t", f"v{i}".encode())
+        consumer = bus.consumer("g", ["t"])
+        assert len(_poll_n(consumer, 4)) == 4
+        consumer.commit()
+    with MemoryBus(partitions=1, journal_dir=tmp_path, retention=0) as bus:
+        assert [(r.offset, r.value) for r in bus.read_all("t")] == [(4, b"v4")]
+        assert bus.end_offsets("t") == [5] and bus.group_lag("g", ["t"]) == 1
+        assert [(r.offset, r.value) for r in _poll_n(bus.consumer("g", ["t"]), 1)] == [(4, b"v4")]
+        bus.publish("t", b"v5")
+    with MemoryBus(partitions=1, journal_dir=tmp_path) as bus:
+        assert _offsets(bus.read_all("t")) == list(range(6))
+
+
+ops_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.sampled_from(["a", "b", "c", "d"])),
+        st.tuples(st.just("poll"), st.sampled_from(["g1", "g2"]), st.integers(1, 6)),
+        st.tuples(st.just("commit"), st.sampled_from(["g1", "g2"])),
+    ),
+    max_size=60,
+)
+
+
+@given(ops=ops_st, retention=st.integers(0, 4))
+@settings(max_examples=150, deadline=None)
+def test_retention_changes_nothing_any_group_reads(ops: list[tuple[Any, ...]], retention: int) -> None:
+    """Against a bus that keeps everything, the same publishes, polls and commits deliver the same
+    records at the same offsets with the same lag; each partition keeps at least ``retention`` records
+    and everything at or above the lowest commit of its readers."""
+    with MemoryBus(partitions=2) as full, MemoryBus(partitions=2, retention=retention) as kept:
+        consumers = [{g: bus.consumer(g, ["t"]) for g in ("g1", "g2")} for bus in (full, kept)]
+        for i, op in enumerate(ops):
+            if op[0] == "publish":
+                for bus in (full, kept):
+                    bus.publish("t", f"v{i}".encode(), key=op[1])
+            elif op[0] == "poll":
+                a, b = (_content(c[op[1]].poll(op[2], 0)) for c in consumers)
+                assert a == b
+            else:
+                for c in consumers:
+                    c[op[1]].commit()
+            for g in ("g1", "g2"):
+                assert full.group_lag(g, ["t"]) == kept.group_lag(g, ["t"])
+                assert consumers[0][g].lag() == consumers[1][g].lag()
+            assert full.end_offsets("t") == kept.end_offsets("t")
+            floors = [min(kept._committed[g].get(("t", p), 0) for g in ("g1", "g2")) for p in (0, 1)]
+            for p, (start, end) in enumerate(zip(kept.start_offsets("t"), kept.end_offsets("t"), strict=True)):
+                assert start <= floors[p] or end - start == retention
+                assert end - start >= min(retention, end)
+            assert set(_content(kept.read_all("t"))) <= set(_content(full.read_all("t")))
+
+
+def test_bus_settings_carry_the_retention_to_the_memory_bus() -> None:
+    """``bus.memory_retention`` reaches the bus ``open_bus`` builds; the default is bounded, ``None`` keeps all."""
+    from aet.adapters.bus import open_bus
+    from aet.pipeline.config import BusSettings
+
+    assert BusSettings().memory_retention == 10_000
+    for retention in (7, None):
+        bus = open_bus(BusSettings(memory_retention=retention))
+        try:
+            assert isinstance(bus, MemoryBus) and bus.retention == retention
+        finally:
+            bus.close()
+    with pytest.raises(ValueError, match="retention"):
+        MemoryBus(retention=-1)
