@@ -16,9 +16,7 @@ from aet.pipeline.runtime import App
 
 
 def scratch_app(settings: Settings, home: Path, **sections: Any) -> App:
-    """An installation in ``home`` with ``settings``' sections (some replaced by ``sections``), on a memory bus."""
-    return App(
-        settings.model_copy(
-            update={"home": home, "database_url": None, "bus": BusSettings(backend="memory"), **sections}
-        )
-    )
+    """An installation in ``home`` with ``settings``' sections (some replaced by ``sections``), on a memory bus
+    (with the configured ``bus.memory_retention``)."""
+    bus = BusSettings(backend="memory", memory_retention=settings.bus.memory_retention)
+    return App(settings.model_copy(update={"home": home, "database_url": None, "bus": bus, **sections}))

@@ -23,9 +23,12 @@ its commit (the delivery contract allows exactly that, with the same content:
 ``rewritten_after_crash``); the writes are counted by the database
 (:class:`WriteCounter`, a trigger in the CLI's scratch database). Resident
 memory is read after the first ``rss_window`` messages and at the end; the
-memory bus keeps every record for the life of the process, so the report also
-estimates what it holds at the end (``bus_mb_estimate``: payloads, keys and the
-Python objects around each record).
+report also estimates what the memory bus holds at the end (``bus_mb_estimate``:
+payloads, keys and the Python objects around each record). Its retention drops
+what every group reading a topic has committed past (beyond
+``bus.memory_retention`` records a partition); here only the scorer's group
+reads, so ``aet.messages`` is trimmed while ``aet.scored`` and ``aet.dlq`` are
+kept whole, for the accounting to read back.
 
 Scoring runs a :class:`LexiconModel` (keyword probabilities, no transformer):
 the soak measures delivery, not the model, and a transformer on two CPU cores
@@ -488,14 +491,15 @@ def _bus_held(bus: Bus, topics: TopicSettings) -> dict[str, Any]:
 
 
 def _read_topic(bus: Bus, topic: str) -> Iterator[BusRecord]:
-    """Every record of ``topic``, read through a fresh consumer group until nothing is left."""
+    """Every retained record of ``topic``, read through a fresh consumer group until nothing is left.
+
+    The group never commits: a committing group would count as a reader of the topic, and the
+    memory bus's retention would then drop behind it what the next read-back still needs. The
+    stream has ended when this runs, so an empty poll means the end of the topic.
+    """
     with bus.consumer(f"aet-soak-reader-{time.monotonic_ns()}", [topic]) as consumer:
-        while True:
-            batch = consumer.poll(5000, timeout_ms=200)
-            if not batch and consumer.lag() == 0:
-                return
+        while batch := consumer.poll(5000, timeout_ms=200):
             yield from batch
-            consumer.commit()
 
 
 def _id_of(value: bytes | None) -> str | None:
