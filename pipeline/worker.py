@@ -34,7 +34,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from aet.pipeline import metrics
+from aet.pipeline import health, metrics
 from aet.pipeline.config import DeadLetterSettings
 from aet.pipeline.ports import BatchStore, Bus, BusError, BusRecord, Consumer
 from aet.pipeline.records import (
@@ -282,6 +282,7 @@ class Worker(abc.ABC):
                 while not stop.is_set():
                     self.before_batch()
                     batch = collect_batch(consumer, self.max_batch, self.max_wait_ms, stop)
+                    health.mark_subscribed(self.role)  # a poll came back: the daemon's /readyz may say so
                     if not batch:
                         metrics.CONSUMER_LAG.labels(self.role).set(consumer.lag())
                         if drain and consumer.lag() == 0:
@@ -289,6 +290,7 @@ class Worker(abc.ABC):
                         continue
                     processed += self.process(consumer, batch, stop)
         finally:
+            health.mark_subscribed(self.role, False)
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None

@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, FromClause, Table, create_engine, event
+from sqlalchemy import Engine, FromClause, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +67,11 @@ class Database:
 
     def session(self) -> Session:
         return self.sessions()
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (a daemon's readiness check)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -28,6 +28,7 @@ from aet.pipeline.config import Settings, load_settings, merge_overrides
 from aet.pipeline.redaction import explain_settings_error, redact
 
 if TYPE_CHECKING:
+    from aet.pipeline.health import Readiness
     from aet.pipeline.runtime import App
 
 log = logging.getLogger("aet")
@@ -95,6 +96,25 @@ def open_app(s: Settings) -> Iterator[App]:
         yield application
     finally:
         application.close()
+
+
+def serve_daemon(application: App, role: str, metrics_port: int) -> Readiness:
+    """Serve a daemon's ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` (0: none) before it starts.
+
+    Ready means: the database answers and a ``role`` worker has polled its topics; a command adds its own
+    checks to the returned :class:`Readiness` (e.g. ``flag("model", ...)`` until its model is loaded).
+    """
+    from aet.pipeline.health import Readiness
+    from aet.pipeline.metrics import serve_metrics
+
+    readiness = Readiness(role, secrets=application.settings.secrets())
+    readiness.require("database", application.db.ping)
+    readiness.require_subscribed(role)
+    try:
+        serve_metrics(metrics_port, readiness=readiness)
+    except OSError as exc:
+        fail(f"cannot serve metrics on port {metrics_port}: {exc}")
+    return readiness
 
 
 def stop_on_signals() -> threading.Event:
