@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import typer
 from pydantic import ValidationError
 
 from aet.pipeline.config import Settings, load_settings, merge_overrides
+from aet.pipeline.logging_setup import configure_logging
 from aet.pipeline.redaction import explain_settings_error, redact
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def resolve_settings(**overrides: Any) -> Settings:
         fail(f"invalid settings: {explain_settings_error(exc)}")
     except Exception as exc:  # noqa: BLE001
         fail(f"invalid settings: {redact(str(exc))}")
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(s.log_level, s.log_format, secrets=s.secrets())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if s.log_level != "DEBUG":  # kafka-python logs every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)

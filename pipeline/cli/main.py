@@ -45,6 +45,9 @@ def main(
         None, help="Memory bus only: persist topics and offsets in this directory."
     ),
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING or ERROR."),
+    log_format: str | None = typer.Option(
+        None, help="text, or json: one object a line with role, message id and model version."
+    ),
 ) -> None:
     """Global options apply to every command."""
     use_global_options(
@@ -54,6 +57,7 @@ def main(
                 "home": home,
                 "database_url": db_url,
                 "log_level": log_level,
+                "log_format": log_format,
                 "bus": {"backend": bus, "bootstrap_servers": bootstrap_servers, "journal_dir": bus_journal},
             },
         )
