@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from aet.pipeline.cli import alerts, bench, dlq, drift, models, roles, run, train
+from aet.pipeline.cli import alerts, bench, dlq, doctor, drift, models, roles, run, train
 from aet.pipeline.cli.common import GlobalOptions, use_global_options
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(doctor.app)
 
 
 @app.callback()
