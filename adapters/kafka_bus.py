@@ -483,6 +483,39 @@ class KafkaBus(Bus):
             log.warning("no high watermark for %d partitions in time; end offsets may under-count", len(pending))
         return out
 
+    def newest_timestamps(self, topic: str) -> dict[int, int]:
+        """The timestamp (ms, as its producer stamped it) of the newest record of each non-empty partition.
+
+        ``aet doctor`` compares them with this machine's clock: a record stamped in the future means a
+        producer's clock, or this one, is off.
+        """
+        self._ensure_open()
+        tps = [TopicPartition(topic, p) for p in self.partitions_for(topic)]
+        ends = {tp: o for tp, o in self._end_offsets(tps).items() if o > 0}
+        out: dict[int, int] = {}
+        if not ends:
+            return out
+        with self._probe_lock:
+            probe = self._get_probe()
+            try:
+                probe.assign(list(ends))
+                for tp, o in ends.items():
+                    probe.seek(tp, o - 1)
+                deadline = time.monotonic() + self.settings.connect_timeout_s
+                while len(out) < len(ends) and time.monotonic() < deadline:
+                    for tp, records in probe.poll(timeout_ms=50, max_records=100).items():
+                        for r in records:
+                            if r.offset == ends[tp] - 1:
+                                out[tp.partition] = int(r.timestamp)
+            except (kerrors.KafkaError, AssertionError) as exc:
+                raise BusError(f"cannot read the newest records of {topic}: {exc}") from exc
+            finally:
+                try:
+                    probe.unsubscribe()
+                except Exception:  # noqa: BLE001
+                    self._probe = None
+        return out
+
     def _get_probe(self) -> KafkaConsumer:
         if self._probe is None:
             cfg = {

@@ -588,6 +588,9 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite in home (a secret: may hold a password)"
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for a terminal; json: one object a line with role, message id, model"
+    )
     bus: BusSettings = Field(default_factory=BusSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)

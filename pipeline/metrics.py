@@ -1,10 +1,17 @@
-"""Prometheus metrics shared by every role (labelled by role), and the exporter."""
+"""Prometheus metrics shared by every role (labelled by role), and the HTTP server that exports them."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any, cast
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, Info, make_wsgi_app
+
+from aet.pipeline.health import Readiness, SystemdNotifier
 
 CONSUMED = Counter("aet_consumed_records_total", "Records read from the bus", ["role"])
 PROCESSED = Counter("aet_processed_records_total", "Records turned into outputs (scored, stored)", ["role"])
@@ -51,14 +58,63 @@ SHADOW_TRIALS = Counter(
 )  # started, promote, reject, ended
 
 
-def serve_metrics(port: int, addr: str | None = None) -> None:
-    """Expose ``/metrics`` on ``addr:port`` (0 disables).
+class MetricsServer:
+    """The HTTP endpoint of a daemon: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (pipeline/health.py).
+
+    A threading WSGI server on its own daemon thread, like prometheus_client's
+    ``start_http_server``, with the health endpoints routed before the exporter.
+    """
+
+    def __init__(self, port: int, addr: str, readiness: Readiness | None = None) -> None:
+        self.readiness = readiness
+        self._metrics_app = make_wsgi_app()
+        self._httpd = make_server(addr, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.port = self._httpd.server_port
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="aet-metrics", daemon=True)
+        self._thread.start()
+        self._notifier: SystemdNotifier | None = None
+        if readiness is not None:
+            self._notifier = SystemdNotifier(readiness)
+            self._notifier.start()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz") and self.readiness is not None:
+            live = path == "/healthz"
+            report = self.readiness.live() if live else self.readiness.report()
+            body = report.to_json(self.readiness.role, "alive" if live else "ready")
+            status = "200 OK" if report.ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return cast(Iterable[bytes], self._metrics_app(environ, start_response))
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow readiness check never blocks a scrape."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes every few seconds: not worth a log line each."""
+
+
+def serve_metrics(port: int, addr: str | None = None, readiness: Readiness | None = None) -> MetricsServer | None:
+    """Serve ``/metrics`` (and, with ``readiness``, ``/healthz`` and ``/readyz``) on ``addr:port``; 0 disables.
 
     The address defaults to ``AET_METRICS_ADDR``, else 127.0.0.1; containers
-    set ``AET_METRICS_ADDR=0.0.0.0`` so that Prometheus can scrape them.
+    set ``AET_METRICS_ADDR=0.0.0.0`` so that Prometheus and probes reach them.
     """
-    if port:
-        start_http_server(port, addr=addr or os.environ.get("AET_METRICS_ADDR", "127.0.0.1"))
+    if not port:
+        return None
+    return MetricsServer(port, addr or os.environ.get("AET_METRICS_ADDR", "127.0.0.1"), readiness)
 
 
 # Alert engine and sinks (pipeline/roles/alerts.py, adapters/sinks.py).

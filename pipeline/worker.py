@@ -24,6 +24,8 @@ so that Kafka does not evict the member from its group.
 from __future__ import annotations
 
 import abc
+import contextvars
+import json
 import logging
 import threading
 import time
@@ -34,7 +36,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from aet.pipeline import metrics
+from aet.pipeline import health, logging_setup, metrics
 from aet.pipeline.config import DeadLetterSettings
 from aet.pipeline.ports import BatchStore, Bus, BusError, BusRecord, Consumer
 from aet.pipeline.records import (
@@ -185,10 +187,11 @@ def run_paused(
         finally:
             done.set()
 
+    context = contextvars.copy_context()  # the work logs with this thread's role, message id, model version
     if executor is not None:
-        executor.submit(target)
+        executor.submit(context.run, target)
     else:
-        threading.Thread(target=target, name="aet-paused-work", daemon=True).start()
+        threading.Thread(target=context.run, args=(target,), name="aet-paused-work", daemon=True).start()
     finished_early = done.wait(grace_s) if grace_s > 0 else done.is_set()
     if not finished_early:
         consumer.pause()
@@ -277,11 +280,13 @@ class Worker(abc.ABC):
         Returns the number of records processed.
         """
         processed = 0
+        logging_setup.set_role(self.role)
         try:
             with self.bus.consumer(self.group, self.topics) as consumer:
                 while not stop.is_set():
                     self.before_batch()
                     batch = collect_batch(consumer, self.max_batch, self.max_wait_ms, stop)
+                    health.mark_subscribed(self.role)  # a poll came back: the daemon's /readyz may say so
                     if not batch:
                         metrics.CONSUMER_LAG.labels(self.role).set(consumer.lag())
                         if drain and consumer.lag() == 0:
@@ -289,6 +294,7 @@ class Worker(abc.ABC):
                         continue
                     processed += self.process(consumer, batch, stop)
         finally:
+            health.mark_subscribed(self.role, False)
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
@@ -356,7 +362,8 @@ class Worker(abc.ABC):
 
     def _announce(self, dl: DeadLetter) -> None:
         metrics.REJECTED.labels(self.role, dl.stage).inc()
-        log.warning("dead letter from %s at %s[%s]@%s: %s", dl.stage, dl.topic, dl.partition, dl.offset, dl.reason)
+        with logging_setup.bind(message_id=_message_id(dl)):
+            log.warning("dead letter from %s at %s[%s]@%s: %s", dl.stage, dl.topic, dl.partition, dl.offset, dl.reason)
 
     def _refuse_oversized(self, out: Outputs) -> None:
         """Turn outputs the bus would refuse for their size into dead letters before anything is published."""
@@ -544,6 +551,19 @@ def brief(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
     return f"{text} (from {brief(exc.__cause__)})" if exc.__cause__ is not None else text
+
+
+def _message_id(dl: DeadLetter) -> str | None:
+    """The id of the message a dead letter keeps, when its copy is JSON that names one (for the log line)."""
+    try:
+        payload = json.loads(dl.raw) if dl.raw else None
+    except ValueError:
+        return None
+    if isinstance(payload, dict):
+        for name in ("id", "message_id"):
+            if isinstance(payload.get(name), str):
+                return str(payload[name])
+    return None
 
 
 def _key_of(record: Record) -> str | None:

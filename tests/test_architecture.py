@@ -32,6 +32,7 @@ SHARED = {
     "aet.pipeline.config",
     "aet.pipeline.metrics",
     "aet.pipeline.redaction",
+    "aet.pipeline.health",  # imported by metrics (its HTTP server answers the probes); imports only redaction
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, stop_on_signals
+from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, serve_daemon, stop_on_signals
 from aet.pipeline.records import Alert
 
 #: The label whose share an alert kind is about.
@@ -43,27 +43,27 @@ def alert(
     webhook: list[str] | None = typer.Option(None, help="POST alerts to this URL (repeatable)."),
     gazetteer: Path | None = typer.Option(None, help="YAML/JSON file of company names and aliases."),
     drain: bool = typer.Option(False, help="Exit once every available scored message is processed."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
 ) -> None:
     """Run the alert engine role: consume aet.scored, publish aet.alerts, store alerts, feed the sinks.
 
     SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
     """
-    from aet.pipeline.metrics import serve_metrics
-
     overrides: dict[str, Any] = {"stdout": stdout, "gazetteer": gazetteer}
     if webhook:
         overrides["webhooks"] = [{"url": u} for u in webhook]
     s = resolve_settings(alerts=overrides)
     with open_app(s) as application:
         stop = stop_on_signals()
+        serve_daemon(application, "alerts", metrics_port)
         dispatchers: list[Any] = []
         try:
             try:
                 worker = application.alert_worker()
             except (OSError, ValueError) as exc:
                 fail(f"cannot start the alert engine: {exc}")
-            serve_metrics(metrics_port)
             dispatchers = application.sink_dispatchers()
             n = worker.run(stop, drain=drain)
             log.info("alert engine stopped after %d scored messages, %d alerts", n, len(worker.raised))

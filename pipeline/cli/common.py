@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +24,11 @@ import typer
 from pydantic import ValidationError
 
 from aet.pipeline.config import Settings, load_settings, merge_overrides
+from aet.pipeline.logging_setup import configure_logging
 from aet.pipeline.redaction import explain_settings_error, redact
 
 if TYPE_CHECKING:
+    from aet.pipeline.health import Readiness
     from aet.pipeline.runtime import App
 
 log = logging.getLogger("aet")
@@ -64,7 +65,7 @@ def resolve_settings(**overrides: Any) -> Settings:
         fail(f"invalid settings: {explain_settings_error(exc)}")
     except Exception as exc:  # noqa: BLE001
         fail(f"invalid settings: {redact(str(exc))}")
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(s.log_level, s.log_format, secrets=s.secrets())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if s.log_level != "DEBUG":  # kafka-python logs every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -95,6 +96,25 @@ def open_app(s: Settings) -> Iterator[App]:
         yield application
     finally:
         application.close()
+
+
+def serve_daemon(application: App, role: str, metrics_port: int) -> Readiness:
+    """Serve a daemon's ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` (0: none) before it starts.
+
+    Ready means: the database answers and a ``role`` worker has polled its topics; a command adds its own
+    checks to the returned :class:`Readiness` (e.g. ``flag("model", ...)`` until its model is loaded).
+    """
+    from aet.pipeline.health import Readiness
+    from aet.pipeline.metrics import serve_metrics
+
+    readiness = Readiness(role, secrets=application.settings.secrets())
+    readiness.require("database", application.db.ping)
+    readiness.require_subscribed(role)
+    try:
+        serve_metrics(metrics_port, readiness=readiness)
+    except OSError as exc:
+        fail(f"cannot serve metrics on port {metrics_port}: {exc}")
+    return readiness
 
 
 def stop_on_signals() -> threading.Event:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, stop_on_signals
+from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, serve_daemon, stop_on_signals
 from aet.pipeline.records import parse_event_time
 
 if TYPE_CHECKING:
@@ -54,19 +54,19 @@ def _since(value: str | None) -> datetime | None:
 @app.command("record")
 def record(
     drain: bool = typer.Option(False, help="Exit once every available dead letter is stored (batch mode)."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
 ) -> None:
     """Run the dead-letter recorder: store every dead letter on aet.dlq, whichever stage wrote it.
 
     SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
     """
-    from aet.pipeline.metrics import serve_metrics
-
     s = resolve_settings()
     with open_app(s) as application:
         stop = stop_on_signals()
+        serve_daemon(application, "dead-letters", metrics_port)
         recorder = application.dead_letter_recorder()
-        serve_metrics(metrics_port)
         n = recorder.run(stop, drain=drain)
         log.info("dead-letter recorder stopped after %d records", n)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from aet.pipeline.cli.common import log, open_app, print_json, resolve_settings, stop_on_signals
+from aet.pipeline.cli.common import log, open_app, print_json, resolve_settings, serve_daemon, stop_on_signals
 
 app = typer.Typer()
 
@@ -17,7 +17,9 @@ app = typer.Typer()
 @app.command("monitor")
 def monitor(
     drain: bool = typer.Option(False, help="Exit once every available scored message and label is processed."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
     embed: bool = typer.Option(True, help="Load the champion to embed messages (the embedding detector)."),
     expected_run_length: int | None = typer.Option(
         None, help="Stationary messages per source expected between two false alarms (the alarm budget)."
@@ -31,15 +33,13 @@ def monitor(
 
     SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
     """
-    from aet.pipeline.metrics import serve_metrics
-
     s = resolve_settings(monitor={"expected_run_length": expected_run_length, "min_labels": min_labels})
     with open_app(s) as application:
         stop = stop_on_signals()
+        serve_daemon(application, "monitor", metrics_port)
         worker = application.monitor()
         if not embed:
             worker.embedding.models = None  # label-free detection from confidence and class mix only
-        serve_metrics(metrics_port)
         log.info("monitor %s watching %s with %s", s.monitor.group, worker.topics, list(s.monitor.detectors))
         n = worker.run(stop, drain=drain)
         log.info("monitor stopped after %d records: %s", n, worker.counts)

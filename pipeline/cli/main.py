@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from aet.pipeline.cli import alerts, bench, dlq, drift, models, roles, run, train
+from aet.pipeline.cli import alerts, bench, dlq, doctor, drift, models, roles, run, train
 from aet.pipeline.cli.common import GlobalOptions, use_global_options
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(doctor.app)
 
 
 @app.callback()
@@ -45,6 +46,9 @@ def main(
         None, help="Memory bus only: persist topics and offsets in this directory."
     ),
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING or ERROR."),
+    log_format: str | None = typer.Option(
+        None, help="text, or json: one object a line with role, message id and model version."
+    ),
 ) -> None:
     """Global options apply to every command."""
     use_global_options(
@@ -54,6 +58,7 @@ def main(
                 "home": home,
                 "database_url": db_url,
                 "log_level": log_level,
+                "log_format": log_format,
                 "bus": {"backend": bus, "bootstrap_servers": bootstrap_servers, "journal_dir": bus_journal},
             },
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, stop_on_signals
+from aet.pipeline.cli.common import fail, log, open_app, print_json, resolve_settings, serve_daemon, stop_on_signals
 
 app = typer.Typer()
 
@@ -58,24 +58,28 @@ def score(
     drain: bool = typer.Option(False, help="Exit once every available message is scored (batch mode)."),
     max_batch: int | None = typer.Option(None, help="Largest batch (messages)."),
     max_wait_ms: int | None = typer.Option(None, help="Longest wait to fill a batch (ms)."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
 ) -> None:
     """Run the scorer role: consume aet.messages, publish aet.scored, store scores, then commit.
 
     SIGTERM or Ctrl-C finishes the current batch, commits it and exits 0.
     """
-    from aet.pipeline.metrics import MODEL_VERSION, serve_metrics
+    from aet.pipeline.metrics import MODEL_VERSION
     from aet.pipeline.model import ModelLoadError
     from aet.pipeline.runtime import NoChampionError
 
     s = resolve_settings(scorer={"max_batch": max_batch, "max_wait_ms": max_wait_ms})
     with open_app(s) as application:
         stop = stop_on_signals()
+        readiness = serve_daemon(application, "scorer", metrics_port)
+        model_loaded = readiness.flag("model", "loading the champion")
         try:
             champion = application.ensure_champion(None)
             with application.serving_scorer(champion) as scorer:
                 MODEL_VERSION.info({"version": champion.version})
-                serve_metrics(metrics_port)
+                model_loaded.set()
                 log.info(
                     "scorer serving %s%s",
                     champion.version,
@@ -90,14 +94,15 @@ def score(
 @app.command("fast-path")
 def fast_path(
     drain: bool = typer.Option(False, help="Exit once every available record is processed (batch mode)."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
 ) -> None:
     """Run the fast path: learn per-source heads from aet.scored features and aet.labels; publish heads versions.
 
     Run one per installation (its heads are its own). SIGTERM or Ctrl-C finishes the current batch, commits it
     and exits 0.
     """
-    from aet.pipeline.metrics import serve_metrics
     from aet.pipeline.model import ModelLoadError
     from aet.pipeline.runtime import NoChampionError
 
@@ -106,10 +111,10 @@ def fast_path(
         fail("scorer.features is off: the scorers attach no features for the fast path to learn from")
     with open_app(s) as application:
         stop = stop_on_signals()
+        serve_daemon(application, "fast-path", metrics_port)
         try:
             application.ensure_champion(None)
             learner = application.head_learner()
-            serve_metrics(metrics_port)
             n = learner.run(stop, drain=drain)
             log.info("fast path stopped after %d records: %s", n, dict(learner.counts))
         except (NoChampionError, ModelLoadError) as exc:

@@ -7,9 +7,11 @@ adapt|gpu-train``) in bench.py.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from aet.pipeline.cli.common import log, open_app, resolve_settings, stop_on_signals
+from aet.pipeline.cli.common import log, open_app, resolve_settings, serve_daemon, stop_on_signals
 
 app = typer.Typer()
 
@@ -19,7 +21,9 @@ def train(
     drain: bool = typer.Option(False, help="Exit once every pending request is handled (batch mode)."),
     mode: str | None = typer.Option(None, help="What trains: full, attention or lora (default: settings)."),
     device: str | None = typer.Option(None, help="Training device: auto, cpu, cuda, cuda:1 ..."),
-    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve /metrics, /healthz and /readyz on PORT (0: off; AET_METRICS_ADDR picks the address)."
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run the trainer role: consume retrain requests from aet.control, train, register and gate challengers.
@@ -30,11 +34,11 @@ def train(
     request and exits 0.
     """
     from aet.pipeline.learning.distributed import run_trainer
-    from aet.pipeline.metrics import serve_metrics
 
     s = resolve_settings(retrain={"mode": mode, "device": device})
     with open_app(s) as application:
         stop = stop_on_signals()
-        serve_metrics(metrics_port)
+        # Under torchrun only rank 0 consumes requests (and the ranks of a node would share the port).
+        serve_daemon(application, "trainer", metrics_port if os.environ.get("RANK", "0") == "0" else 0)
         n = run_trainer(application, stop, drain=drain, progress=progress)
         log.info("trainer stopped after %d control records", n)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from aet.pipeline import logging_setup
 from aet.pipeline.config import ScorerSettings, TopicSettings
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.ports import BatchStore, Bus, BusRecord
@@ -86,12 +87,12 @@ class Scorer(Worker):
 
     def before_batch(self) -> None:
         """Swap in a model the swapper has ready; no batch is in flight here."""
-        if self.swapper is None:
-            return
-        new = self.swapper.take()
-        if new is not None:
-            old, self.model = self.model, new
-            self.swapper.retire(old)  # released off the scoring path; nothing else refers to it
+        if self.swapper is not None:
+            new = self.swapper.take()
+            if new is not None:
+                old, self.model = self.model, new
+                self.swapper.retire(old)  # released off the scoring path; nothing else refers to it
+        logging_setup.set_model_version(self.model.version)  # the batch's log lines name the version scoring it
 
     def handle(self, records: list[BusRecord]) -> Outputs:
         out = Outputs()

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from pydantic import SecretStr, ValidationError
 
-from aet.pipeline import metrics
+from aet.pipeline import logging_setup, metrics
 from aet.pipeline.config import RetrainSettings, RoundSettings, TopicSettings
 from aet.pipeline.learning.examples import (
     Example,
@@ -247,8 +247,9 @@ class TrainerRole(Worker):
                 ident = raw_id if isinstance(raw_id, str) else f"{r.topic}-{r.partition}-{r.offset}"
                 self._emit(out, self._reject(ident, f"corrupt retrain request: {exc.reason}", payload=raw))
                 continue
-            for e in self.serve(event):
-                self._emit(out, e)
+            with logging_setup.bind(message_id=event.id):  # every line about this request names it
+                for e in self.serve(event):
+                    self._emit(out, e)
         return out
 
     def refusal(self, raw: dict[str, Any]) -> str | None:
