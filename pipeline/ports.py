@@ -524,3 +524,67 @@ class AlertQueries(Protocol):
     def top_entities(self, limit: int = 20) -> list[dict[str, Any]]: ...
 
     def model_history(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------------------- ingest
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a feed poller keeps about one feed: the HTTP cache validators of its last good response and its
+    error backoff (``failures`` in a row, no fetch before ``retry_at``)."""
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    failures: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a file source keeps about one file: its identity when it was read (size, mtime, sha256) and how
+    far it got (``position``: the byte offset after the last emitted batch; ``done``: all of it emitted)."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    position: int = 0
+    done: bool = False
+
+
+class SeenEvents(Protocol):
+    """Webhook event ids already taken, per source, so that a platform's retry is published once."""
+
+    def seen_events(self, source: str, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` already marked seen."""
+        ...
+
+    def mark_seen(self, source: str, event_ids: Sequence[str]) -> set[str]:
+        """Mark ``event_ids`` seen; returns those that were not seen before (insert-if-absent, race-free)."""
+        ...
+
+
+class IngestState(SeenEvents, Protocol):
+    """Where the ingest sources keep what must survive a restart: items emitted, feeds' validators and
+    backoff, files read. Writes happen after the bus acknowledged the batch they describe (emit, then save)."""
+
+    def emitted(self, source: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that ``source`` has emitted before."""
+        ...
+
+    def feed(self, source: str, url: str) -> FeedState | None: ...
+
+    def save_feed(self, source: str, state: FeedState, emitted: Sequence[str] = ()) -> None:
+        """Save a feed's state and mark ``emitted`` item keys, in one transaction."""
+        ...
+
+    def file(self, source: str, path: str) -> FileState | None: ...
+
+    def save_file(self, source: str, state: FileState) -> None: ...
+
+    def purge(self, before: datetime) -> int:
+        """Forget emitted items and seen events older than ``before``; returns how many rows went."""
+        ...
