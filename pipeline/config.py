@@ -561,6 +561,90 @@ class DeadLetterSettings(_Section):
     max_backoff_s: float = Field(default=30.0, gt=0, description="longest wait between retries of a transient error")
 
 
+class FeedSettings(_Section):
+    """One RSS/Atom feed of an ``rss`` source."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    channel: str | None = Field(default=None, max_length=256, description="default: the feed's title, else its host")
+
+
+class _IngestSourceSettings(_Section):
+    """What every ingest source has: a name (its state in the database, the prefix of its message ids, the
+    platform in ``meta``), how often it looks for new input, how many messages one acknowledged batch holds."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    poll_interval_s: float = Field(default=60.0, gt=0, description="how often the source looks for new input")
+    batch_size: int = Field(default=500, ge=1, description="messages published and acknowledged before state is saved")
+
+
+class RssSourceSettings(_IngestSourceSettings):
+    """RSS/Atom feeds polled with conditional GETs (pipeline/sources/rss.py)."""
+
+    kind: Literal["rss"] = "rss"
+    name: str = Field(default="rss", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    feeds: list[FeedSettings] = Field(min_length=1)
+    text: Literal["title", "summary", "title_summary"] = Field(
+        default="title", description="what of an item is scored: its headline, its summary, or both"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="connect and read timeout of one fetch")
+    max_bytes: int = Field(default=5_000_000, ge=1024, description="largest feed body read")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    backoff_base_s: float = Field(
+        default=30.0, gt=0, description="wait after a feed's first failure, doubled after each"
+    )
+    backoff_max_s: float = Field(default=3600.0, gt=0, description="longest wait between tries of a failing feed")
+    user_agent: str = "aet-ingest/0.1 (+https://github.com/aet)"
+
+
+class FilesSourceSettings(_IngestSourceSettings):
+    """Files and watched directories (pipeline/sources/files.py): JSONL, CSV, or Slack / Discord exports."""
+
+    kind: Literal["files"] = "files"
+    name: str = Field(default="files", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    paths: list[Path] = Field(min_length=1, description="files, or directories watched for new files")
+    format: Literal["auto", "jsonl", "csv", "slack_export", "discord_export"] = Field(
+        default="auto", description="auto: by suffix (.jsonl/.ndjson/.json lines, .csv)"
+    )
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*.jsonl", "*.ndjson", "*.csv"], description="files of a directory read (jsonl/csv)"
+    )
+    message_source: Literal["news", "chat"] = Field(
+        default="chat", description="news or chat, for rows that do not say (their 'source' column)"
+    )
+    settle_s: float = Field(default=2.0, ge=0, description="a file modified more recently than this is still growing")
+    watch: bool = Field(default=True, description="keep polling the directories for new files (else stop when done)")
+
+
+class FieldMapping(_Section):
+    """Where a foreign record keeps each field of a message: JSONPath expressions (``$.payload.headline``)."""
+
+    text: str = Field(min_length=1)
+    id: str | None = None
+    ts: str | None = None
+    channel: str | None = None
+    entities: str | None = Field(default=None, description="a list of names, or one name")
+    source: str | None = Field(default=None, description="news or chat per record (else message_source)")
+    meta: dict[str, str] = Field(default_factory=dict, description="meta key -> JSONPath, kept with the message")
+
+
+class KafkaTopicSourceSettings(_IngestSourceSettings):
+    """A vendor's Kafka topic read with a declared field mapping (pipeline/sources/kafka_topic.py)."""
+
+    kind: Literal["kafka_topic"] = "kafka_topic"
+    name: str = Field(default="kafka", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    topic: str = Field(min_length=1, max_length=249)
+    group: str | None = Field(default=None, description="consumer group (default: aet-ingest-NAME)")
+    bootstrap_servers: str | None = Field(default=None, description="the vendor's cluster (default: AET's bus)")
+    mapping: FieldMapping
+    message_source: Literal["news", "chat"] = "news"
+    poll_interval_s: float = Field(default=1.0, gt=0, description="longest wait for records in one poll")
+
+
+SourceSettings = Annotated[
+    RssSourceSettings | FilesSourceSettings | KafkaTopicSourceSettings, Field(discriminator="kind")
+]
+
+
 class ControlSettings(_Section):
     """Authentication of ``aet.control`` (pipeline/signing.py).
 
@@ -599,6 +683,7 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    sources: list[SourceSettings] = Field(default_factory=list, description="ingest sources (aet ingest)")
 
     @field_validator("log_level")
     @classmethod

@@ -28,6 +28,8 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
+from pydantic import ValidationError
+
 from aet.pipeline.entities import EntityExtractor
 from aet.pipeline.records import (
     DEFAULT_MAX_TEXT_CHARS,
@@ -35,6 +37,7 @@ from aet.pipeline.records import (
     Message,
     Source,
     current_limits,
+    explain,
     parse_event_time,
     utcnow,
 )
@@ -167,3 +170,8 @@ def bus_key(message: Message) -> str:
     """The partition key: the first entity (one entity's messages stay in order), else the message id (so
     scorers in a group share a corpus without entities instead of one partition taking it all)."""
     return message.key
+
+
+def refusal(error: ValueError) -> str:
+    """A one-line reason for a message :func:`normalize` refused (each bad field and why), for a dead letter."""
+    return explain(error) if isinstance(error, ValidationError) else str(error)

@@ -588,3 +588,28 @@ class IngestState(SeenEvents, Protocol):
     def purge(self, before: datetime) -> int:
         """Forget emitted items and seen events older than ``before``; returns how many rows went."""
         ...
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A feed's HTTP response: ``status`` 200 with ``body``, or 304 (not modified, no body), with the validators
+    to send next time."""
+
+    status: int
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    url: str = ""  # where the body came from, after redirects
+    content_type: str | None = None
+
+
+class FetchError(RuntimeError):
+    """A feed could not be fetched (timeout, refused, too many redirects, too big, an HTTP error status)."""
+
+
+class FeedFetcher(Protocol):
+    """Fetches a feed's bytes, conditionally (``If-None-Match`` / ``If-Modified-Since``), within limits."""
+
+    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+        """The response, or :class:`FetchError` with the reason."""
+        ...
