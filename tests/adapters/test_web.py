@@ -1,5 +1,8 @@
 """``aet serve``'s page in a real headless browser (Debian's chromium), plus its JSON and SSE endpoints.
 
+The server is the real one (Starlette on uvicorn, on a loopback port); the hostile
+clients are in tests/adapters/test_web_guards.py.
+
 The browser test opens the page, waits for its live feed to connect, then writes
 an alert to the database the way an alert engine does and waits for the page to
 show it; it checks the sentiment chart and the model timeline were drawn, and
@@ -9,7 +12,6 @@ saves a screenshot (its path is printed; run pytest with ``-s`` to see it).
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aet.adapters.web import AnalystServer
+from aet.adapters.web import WebServer
 from aet.pipeline.ports import BucketSnapshot
 from aet.pipeline.records import Alert, ControlEvent
 from aet.storage.alert_store import AlertStore
@@ -108,10 +110,8 @@ def populated(tmp_path: Path) -> Iterator[AlertStore]:
 
 
 @pytest.fixture
-def server(populated: AlertStore) -> Iterator[AnalystServer]:
-    srv = AnalystServer(populated, "127.0.0.1", 0, poll_s=0.1)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+def server(populated: AlertStore) -> Iterator[WebServer]:
+    srv = WebServer(populated, port=0, feed_poll_s=0.1).start()
     yield srv
     srv.close()
 
@@ -122,18 +122,17 @@ def get_json(url: str) -> object:
 
 
 def test_binds_to_loopback_by_default(populated: AlertStore) -> None:
-    from aet.pipeline.config import AlertSettings
+    from aet.pipeline.config import WebSettings
 
-    assert AlertSettings().serve_host == "127.0.0.1"
-    srv = AnalystServer(populated, port=0)
+    assert WebSettings().host == "127.0.0.1"
+    srv = WebServer(populated, port=0)
     try:
-        assert srv.server_address[0] == "127.0.0.1"
+        assert srv.thread.host == "127.0.0.1"
     finally:
-        srv.server_close()
-        srv.feed.close()
+        srv.close()
 
 
-def test_json_endpoints(server: AnalystServer) -> None:
+def test_json_endpoints(server: WebServer) -> None:
     base = server.url
     assert [a["id"] for a in get_json(base + "api/alerts")] == ["al-web-0"]
     entities = get_json(base + "api/entities")
@@ -148,7 +147,7 @@ def test_json_endpoints(server: AnalystServer) -> None:
         get_json(base + "nope")
 
 
-def test_event_stream_pushes_new_alerts(server: AnalystServer, populated: AlertStore) -> None:
+def test_event_stream_pushes_new_alerts(server: WebServer, populated: AlertStore) -> None:
     """A raw SSE client: an alert stored after it connected arrives as an ``alert`` event."""
     with urllib.request.urlopen(server.url + "events", timeout=10) as stream:
         assert stream.headers["Content-Type"] == "text/event-stream"
@@ -167,7 +166,7 @@ def test_event_stream_pushes_new_alerts(server: AnalystServer, populated: AlertS
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: apt-get install -y chromium (Debian)")
 def test_page_in_headless_chromium_shows_pushed_alert_and_chart(
-    server: AnalystServer, populated: AlertStore, tmp_path: Path
+    server: WebServer, populated: AlertStore, tmp_path: Path
 ) -> None:
     browser = Chromium(tmp_path / "chromium-profile")
     try:
