@@ -1,7 +1,8 @@
 """The one HTTP surface of AET (``aet serve``): Starlette behind uvicorn.
 
 :func:`build_app` puts together the analysts' page and read API
-(adapters/web/read_api.py), the ingest API (adapters/web/ingest.py), ``/healthz``, ``/readyz`` and the OpenAPI
+(adapters/web/read_api.py), the ingest API (adapters/web/ingest.py), the chat
+webhooks (adapters/web/webhooks.py), ``/healthz``, ``/readyz`` and the OpenAPI
 page; :class:`WebServer` serves it on a thread (adapters/web/server.py).
 
 Guards, outermost first: the Host allow-list (a request naming another host is a
@@ -29,6 +30,8 @@ from aet.adapters.web import openapi, read_api
 from aet.adapters.web.feed import AlertFeed
 from aet.adapters.web.ingest import Gate, Intake, error, post_messages
 from aet.adapters.web.server import ServerThread
+from aet.adapters.web.webhooks import WebhookDelivery
+from aet.adapters.web.webhooks import routes as webhook_routes
 from aet.pipeline.config import WebSettings
 from aet.pipeline.ports import AlertQueries
 
@@ -104,8 +107,9 @@ def build_app(
     settings: WebSettings,
     *,
     intake: Intake | None = None,
+    webhooks: WebhookDelivery | None = None,
 ) -> Starlette:
-    """The Starlette app; ``intake`` (a bus behind it) enables the ingest API."""
+    """The Starlette app; ``intake`` (a bus behind it) enables the ingest API, ``webhooks`` the chat webhooks."""
     routes = [
         Route("/", page),
         Route("/events", reading(read_api.events)),
@@ -118,6 +122,7 @@ def build_app(
         Route("/v1/messages", ingesting(post_messages), methods=["POST"]),
         Route("/openapi.json", openapi.schema_endpoint),
         Route("/docs", openapi.docs_page),
+        *webhook_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -125,6 +130,7 @@ def build_app(
     )
     app.state.store, app.state.feed, app.state.settings = store, feed, settings
     app.state.intake, app.state.gate = intake, Gate(settings.max_in_flight, settings.queue_wait_s)
+    app.state.webhooks = webhooks
     return app
 
 
@@ -137,11 +143,12 @@ class WebServer:
         settings: WebSettings | None = None,
         *,
         intake: Intake | None = None,
+        webhooks: WebhookDelivery | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = (settings or WebSettings()).model_copy(update=overrides)
         self.feed = AlertFeed(store, poll_s=self.settings.feed_poll_s)
-        self.app = build_app(store, self.feed, self.settings, intake=intake)
+        self.app = build_app(store, self.feed, self.settings, intake=intake, webhooks=webhooks)
         try:
             self.thread = ServerThread(self.app, self.settings)
         except OSError:

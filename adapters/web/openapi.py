@@ -18,6 +18,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from aet.pipeline.records import Alert
 
+WEBHOOKS = {
+    "slack": "X-Slack-Signature v0 HMAC-SHA256 with web.slack_signing_secret, 5-minute replay window",
+    "telegram": "X-Telegram-Bot-Api-Secret-Token = web.telegram_secret_token",
+    "discord": "bearer web.webhook_token",
+    "stocktwits": "bearer web.webhook_token",
+}
 _ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}},
@@ -109,6 +115,22 @@ def build_schema(request_schema: dict[str, Any] | None, max_limit: int) -> dict[
                 },
             }
         }
+    for platform, auth in WEBHOOKS.items():
+        paths[f"/v1/webhooks/{platform}"] = {
+            "post": {
+                "summary": f"{platform} webhook ({auth})",
+                "description": "The platform's own JSON; each event is published once (retries are answered "
+                "200 with duplicates). 404 while its secret is not configured.",
+                "responses": {
+                    "200": _reply("taken (published, duplicates) or a handshake reply"),
+                    "400": _reply("unreadable payload: nothing published", error),
+                    "401": _reply("not authenticated: nothing published", error),
+                    "404": _reply("not configured", error),
+                    "413": _reply("the body is over the size limit", error),
+                    "503": _reply("the bus did not acknowledge", error, retry=True),
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "AET HTTP API", "version": "1"},
@@ -123,10 +145,7 @@ def build_schema(request_schema: dict[str, Any] | None, max_limit: int) -> dict[
 async def schema_endpoint(request: Request) -> Response:
     state = request.app.state
     intake = state.intake
-    extra = getattr(state, "extra_paths", {})
-    doc = build_schema(intake.request_schema() if intake is not None else None, state.settings.max_limit)
-    doc["paths"].update(extra)
-    return JSONResponse(doc)
+    return JSONResponse(build_schema(intake.request_schema() if intake is not None else None, state.settings.max_limit))
 
 
 DOCS = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>AET HTTP API</title>

@@ -77,9 +77,12 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default 8765; 0: any free port)."),
 ) -> None:
     """Serve AET's HTTP surface: the analysts' page and its live feed, the read API, the ingest API
-    (POST /v1/messages, with web.ingest_token) and its OpenAPI page (/docs), /healthz and /readyz."""
+    (POST /v1/messages, with web.ingest_token) and its OpenAPI page (/docs), the chat webhooks
+    (/v1/webhooks/slack|telegram|discord|stocktwits, each once its secret is set), /healthz and /readyz."""
     from aet.adapters.web import WebServer
     from aet.pipeline.intake import MessageIntake
+    from aet.pipeline.webhooks import WebhookIntake
+    from aet.storage.ingest_store import IngestStore
 
     s = resolve_settings(web={"host": host, "port": port})
     with open_app(s) as application:
@@ -87,8 +90,9 @@ def serve(
         intake = MessageIntake(
             application.bus, s.topics, max_batch=s.web.max_batch, max_text_chars=s.scorer.max_text_chars
         )
+        webhooks = WebhookIntake(application.bus, s.topics.messages, IngestStore(application.db))
         try:
-            server = WebServer(application.alert_store, s.web, intake=intake)
+            server = WebServer(application.alert_store, s.web, intake=intake, webhooks=webhooks)
         except OSError as exc:
             fail(f"cannot listen on {s.web.host}:{s.web.port}: {exc}")
         server.start()
