@@ -526,6 +526,26 @@ class AlertQueries(Protocol):
     def model_history(self) -> dict[str, Any]: ...
 
 
+class AnalystNotes(Protocol):
+    """The analysts' page beyond the alerts: evidence messages as text, and acknowledgements."""
+
+    def evidence(self, message_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored messages among ``message_ids`` (text, source, channel, ts, url, label), by id."""
+        ...
+
+    def has_alert(self, alert_id: str) -> bool:
+        """Whether an alert with this id is stored."""
+        ...
+
+    def acknowledge(self, alert_id: str, by: str, note: str = "") -> dict[str, Any]:
+        """Store an analyst's acknowledgement of an alert (the latest wins); returns it."""
+        ...
+
+    def acks(self, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The acknowledgements of those of ``alert_ids`` that have one, by alert id."""
+        ...
+
+
 # ---------------------------------------------------------------------------- ingest
 
 

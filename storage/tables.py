@@ -391,3 +391,14 @@ class IngestSeenEventRow(Base):
     source: Mapped[str] = mapped_column(String(256), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AlertAckRow(Base):
+    """An analyst's acknowledgement of an alert, shown to every analyst on the page (the latest one wins)."""
+
+    __tablename__ = "alert_acks"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    acked_at: Mapped[datetime] = mapped_column(UTCDateTime)

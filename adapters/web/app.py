@@ -33,7 +33,7 @@ from aet.adapters.web.server import ServerThread
 from aet.adapters.web.webhooks import WebhookDelivery
 from aet.adapters.web.webhooks import routes as webhook_routes
 from aet.pipeline.config import WebSettings
-from aet.pipeline.ports import AlertQueries
+from aet.pipeline.ports import AlertQueries, AnalystNotes
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 COOKIE = "aet_token"
@@ -108,12 +108,14 @@ def build_app(
     *,
     intake: Intake | None = None,
     webhooks: WebhookDelivery | None = None,
+    notes: AnalystNotes | None = None,
 ) -> Starlette:
     """The Starlette app; ``intake`` (a bus behind it) enables the ingest API, ``webhooks`` the chat webhooks."""
     routes = [
         Route("/", page),
         Route("/events", reading(read_api.events)),
         Route("/api/alerts", reading(read_api.api_alerts)),
+        Route("/api/alerts/{alert_id}/ack", reading(read_api.acknowledge), methods=["POST"]),
         Route("/api/entities", reading(read_api.api_entities)),
         Route("/api/sentiment", reading(read_api.api_sentiment)),
         Route("/api/models", reading(read_api.api_models)),
@@ -130,7 +132,7 @@ def build_app(
     )
     app.state.store, app.state.feed, app.state.settings = store, feed, settings
     app.state.intake, app.state.gate = intake, Gate(settings.max_in_flight, settings.queue_wait_s)
-    app.state.webhooks = webhooks
+    app.state.webhooks, app.state.notes = webhooks, notes
     return app
 
 
@@ -144,11 +146,12 @@ class WebServer:
         *,
         intake: Intake | None = None,
         webhooks: WebhookDelivery | None = None,
+        notes: AnalystNotes | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = (settings or WebSettings()).model_copy(update=overrides)
         self.feed = AlertFeed(store, poll_s=self.settings.feed_poll_s)
-        self.app = build_app(store, self.feed, self.settings, intake=intake, webhooks=webhooks)
+        self.app = build_app(store, self.feed, self.settings, intake=intake, webhooks=webhooks, notes=notes)
         try:
             self.thread = ServerThread(self.app, self.settings)
         except OSError:

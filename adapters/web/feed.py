@@ -14,13 +14,14 @@ import queue
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from aet.pipeline.ports import AlertQueries
 from aet.pipeline.records import Alert, utcnow
 
 log = logging.getLogger(__name__)
-#: What a subscriber is handed: an alert, or None when the feed closes.
-Deliver = Callable[[Alert | None], None]
+#: What a subscriber is handed: an alert, an acknowledgement (event streams only), or None when the feed closes.
+Deliver = Callable[[Alert | dict[str, Any] | None], None]
 
 
 class AlertFeed(threading.Thread):
@@ -36,6 +37,7 @@ class AlertFeed(threading.Thread):
         self.store, self.poll_s, self.overlap_s = store, poll_s, overlap_s
         self.stop = threading.Event()
         self._subscribers: dict[object, Deliver] = {}
+        self._streams: set[object] = set()  # the subscriptions that also hear acknowledgements
         self._lock = threading.Lock()
         self._sent: dict[tuple[str, str], datetime] = {}
         self._cursor = utcnow() - timedelta(seconds=overlap_s)
@@ -46,21 +48,32 @@ class AlertFeed(threading.Thread):
     def subscribe(self) -> queue.Queue[Alert | None]:
         """A thread's subscription: new alerts arrive on the returned queue (None: the feed closed)."""
         q: queue.Queue[Alert | None] = queue.Queue()
-        self._add(q, q.put)
+        self._add(q, q.put)  # type: ignore[arg-type]  # a thread's queue is never handed an acknowledgement
         return q
 
-    def subscribe_async(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Alert | None]:
-        """An event loop's subscription: the feed thread hands alerts over with ``call_soon_threadsafe``."""
-        q: asyncio.Queue[Alert | None] = asyncio.Queue()
+    def subscribe_async(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Alert | dict[str, Any] | None]:
+        """An event loop's subscription (an event stream): alerts and acknowledgements, handed over with
+        ``call_soon_threadsafe``."""
+        q: asyncio.Queue[Alert | dict[str, Any] | None] = asyncio.Queue()
 
-        def deliver(item: Alert | None) -> None:
+        def deliver(item: Alert | dict[str, Any] | None) -> None:
             try:
                 loop.call_soon_threadsafe(q.put_nowait, item)
             except RuntimeError:  # the loop closed: the stream is gone
                 self.unsubscribe(q)
 
         self._add(q, deliver)
+        with self._lock:
+            self._streams.add(q)
         return q
+
+    def announce(self, ack: dict[str, Any]) -> None:
+        """Hand an acknowledgement made on this server to every open event stream (other servers' pages
+        see it when they next list the alerts)."""
+        with self._lock:
+            streams = [d for h, d in self._subscribers.items() if h in self._streams]
+        for deliver in streams:
+            deliver(ack)
 
     def _add(self, handle: object, deliver: Deliver) -> None:
         with self._lock:
@@ -69,6 +82,7 @@ class AlertFeed(threading.Thread):
     def unsubscribe(self, handle: object) -> None:
         with self._lock:
             self._subscribers.pop(handle, None)
+            self._streams.discard(handle)
 
     @property
     def subscribers(self) -> int:

@@ -82,6 +82,7 @@ def serve(
     from aet.adapters.web import WebServer
     from aet.pipeline.intake import MessageIntake
     from aet.pipeline.webhooks import WebhookIntake
+    from aet.storage.analyst_store import AnalystStore
     from aet.storage.ingest_store import IngestStore
 
     s = resolve_settings(web={"host": host, "port": port})
@@ -92,7 +93,13 @@ def serve(
         )
         webhooks = WebhookIntake(application.bus, s.topics.messages, IngestStore(application.db))
         try:
-            server = WebServer(application.alert_store, s.web, intake=intake, webhooks=webhooks)
+            server = WebServer(
+                application.alert_store,
+                s.web,
+                intake=intake,
+                webhooks=webhooks,
+                notes=AnalystStore(application.db),
+            )
         except OSError as exc:
             fail(f"cannot listen on {s.web.host}:{s.web.port}: {exc}")
         server.start()
