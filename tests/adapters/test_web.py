@@ -187,6 +187,13 @@ def test_alerts_carry_their_evidence_and_acknowledgement(server: WebServer, popu
         assert json.loads(r.read())["by"] == "dana"
     (a,) = get_json(server.url + "api/alerts?entity=%24XYZ")
     assert a["ack"]["by"] == "dana" and a["ack"]["note"] == "checked the wire"
+    # A page on another origin cannot acknowledge through the analyst's browser.
+    forged = urllib.request.Request(
+        server.url + "api/alerts/al-web-1/ack", data=body, method="POST", headers={"Origin": "http://evil.example"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 403
     for path, data in [("al-web-404", body), ("al-web-1", b"{}"), ("al-web-1", b"not json")]:
         bad = urllib.request.Request(server.url + f"api/alerts/{path}/ack", data=data, method="POST")
         with pytest.raises(urllib.error.HTTPError) as caught:
