@@ -161,7 +161,7 @@ AlertKind = Literal["negative_surge", "positive_surge"]
 
 
 class AlertSettings(_Section):
-    """The alert engine (docs/architecture.md, "Alerts"), its sinks and the analysts' web page."""
+    """The alert engine (docs/architecture.md, "Alerts") and its sinks (the analysts' page: :class:`WebSettings`)."""
 
     group: str = "aet-alerts"
     max_batch: int = Field(default=1000, ge=1)
@@ -210,8 +210,67 @@ class AlertSettings(_Section):
         description="delivered, rejected and failed outbox rows are purged this long after they were created; "
         "alerts older than this are never offered to a sink",
     )
-    serve_host: str = "127.0.0.1"
-    serve_port: int = Field(default=8765, ge=0, le=65535)
+
+
+class WebSettings(_Section):
+    """The HTTP surface (``aet serve``): the analysts' page, its event stream, the ingest API and chat webhooks.
+
+    Bound to this machine by default; a request whose ``Host`` is not in ``allowed_hosts`` is refused
+    (DNS rebinding). The tokens and signing secrets are secrets: never printed or logged.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host header values (without the port) answered; '*' answers any (behind a proxy that checks)",
+    )
+    read_token: SecretStr | None = Field(
+        default=None, description="bearer token for the page, its event stream and the read API (None: open)"
+    )
+    ingest_token: SecretStr | None = Field(
+        default=None, description="bearer token for POST /v1/messages (None: the ingest API is refused: 401)"
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body (more: 413)")
+    max_batch: int = Field(default=1000, ge=1, description="most messages in one POST /v1/messages")
+    max_connections: int = Field(default=256, ge=1, description="open connections; more are closed at once")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send a request's headers within this (slowloris)"
+    )
+    body_timeout_s: float = Field(default=15.0, gt=0, description="a request body must arrive within this")
+    keep_alive_s: int = Field(default=5, ge=1, description="an idle keep-alive connection is closed after this")
+    max_in_flight: int = Field(
+        default=16, ge=1, description="ingest requests publishing at once; more wait up to queue_wait_s, then 429"
+    )
+    queue_wait_s: float = Field(default=1.0, ge=0, description="how long an ingest request waits for a slot")
+    publish_timeout_s: float = Field(
+        default=10.0, gt=0, description="wait for the bus's acknowledgement; longer: 503 with Retry-After"
+    )
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429 or 503")
+    max_limit: int = Field(default=1000, ge=1, description="largest ?limit= of the read API")
+    heartbeat_s: float = Field(default=15.0, gt=0, description="comment line on an idle event stream")
+    feed_poll_s: float = Field(default=0.25, gt=0, description="how often the event stream looks for new alerts")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack app's signing secret (None: the Slack endpoint answers 404)"
+    )
+    slack_replay_window_s: float = Field(default=300.0, gt=0, description="oldest Slack request timestamp accepted")
+    telegram_secret_token: SecretStr | None = Field(
+        default=None, description="X-Telegram-Bot-Api-Secret-Token of the webhook (None: the endpoint answers 404)"
+    )
+    webhook_token: SecretStr | None = Field(
+        default=None, description="bearer token of the Discord and StockTwits webhooks (None: they answer 404)"
+    )
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this section (for redaction)."""
+        given = (
+            self.read_token,
+            self.ingest_token,
+            self.slack_signing_secret,
+            self.telegram_secret_token,
+            self.webhook_token,
+        )
+        return [s.get_secret_value() for s in given if s is not None]
 
 
 TrainingMode = Literal["full", "attention", "lora"]
@@ -563,6 +622,90 @@ class DeadLetterSettings(_Section):
     max_backoff_s: float = Field(default=30.0, gt=0, description="longest wait between retries of a transient error")
 
 
+class FeedSettings(_Section):
+    """One RSS/Atom feed of an ``rss`` source."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    channel: str | None = Field(default=None, max_length=256, description="default: the feed's title, else its host")
+
+
+class _IngestSourceSettings(_Section):
+    """What every ingest source has: a name (its state in the database, the prefix of its message ids, the
+    platform in ``meta``), how often it looks for new input, how many messages one acknowledged batch holds."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    poll_interval_s: float = Field(default=60.0, gt=0, description="how often the source looks for new input")
+    batch_size: int = Field(default=500, ge=1, description="messages published and acknowledged before state is saved")
+
+
+class RssSourceSettings(_IngestSourceSettings):
+    """RSS/Atom feeds polled with conditional GETs (pipeline/sources/rss.py)."""
+
+    kind: Literal["rss"] = "rss"
+    name: str = Field(default="rss", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    feeds: list[FeedSettings] = Field(min_length=1)
+    text: Literal["title", "summary", "title_summary"] = Field(
+        default="title", description="what of an item is scored: its headline, its summary, or both"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="connect and read timeout of one fetch")
+    max_bytes: int = Field(default=5_000_000, ge=1024, description="largest feed body read")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    backoff_base_s: float = Field(
+        default=30.0, gt=0, description="wait after a feed's first failure, doubled after each"
+    )
+    backoff_max_s: float = Field(default=3600.0, gt=0, description="longest wait between tries of a failing feed")
+    user_agent: str = "aet-ingest/0.1 (+https://github.com/aet)"
+
+
+class FilesSourceSettings(_IngestSourceSettings):
+    """Files and watched directories (pipeline/sources/files.py): JSONL, CSV, or Slack / Discord exports."""
+
+    kind: Literal["files"] = "files"
+    name: str = Field(default="files", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    paths: list[Path] = Field(min_length=1, description="files, or directories watched for new files")
+    format: Literal["auto", "jsonl", "csv", "slack_export", "discord_export"] = Field(
+        default="auto", description="auto: by suffix (.jsonl/.ndjson/.json lines, .csv)"
+    )
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*.jsonl", "*.ndjson", "*.csv"], description="files of a directory read (jsonl/csv)"
+    )
+    message_source: Literal["news", "chat"] = Field(
+        default="chat", description="news or chat, for rows that do not say (their 'source' column)"
+    )
+    settle_s: float = Field(default=2.0, ge=0, description="a file modified more recently than this is still growing")
+    watch: bool = Field(default=True, description="keep polling the directories for new files (else stop when done)")
+
+
+class FieldMapping(_Section):
+    """Where a foreign record keeps each field of a message: JSONPath expressions (``$.payload.headline``)."""
+
+    text: str = Field(min_length=1)
+    id: str | None = None
+    ts: str | None = None
+    channel: str | None = None
+    entities: str | None = Field(default=None, description="a list of names, or one name")
+    source: str | None = Field(default=None, description="news or chat per record (else message_source)")
+    meta: dict[str, str] = Field(default_factory=dict, description="meta key -> JSONPath, kept with the message")
+
+
+class KafkaTopicSourceSettings(_IngestSourceSettings):
+    """A vendor's Kafka topic read with a declared field mapping (pipeline/sources/kafka_topic.py)."""
+
+    kind: Literal["kafka_topic"] = "kafka_topic"
+    name: str = Field(default="kafka", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    topic: str = Field(min_length=1, max_length=249)
+    group: str | None = Field(default=None, description="consumer group (default: aet-ingest-NAME)")
+    bootstrap_servers: str | None = Field(default=None, description="the vendor's cluster (default: AET's bus)")
+    mapping: FieldMapping
+    message_source: Literal["news", "chat"] = "news"
+    poll_interval_s: float = Field(default=1.0, gt=0, description="longest wait for records in one poll")
+
+
+SourceSettings = Annotated[
+    RssSourceSettings | FilesSourceSettings | KafkaTopicSourceSettings, Field(discriminator="kind")
+]
+
+
 class ControlSettings(_Section):
     """Authentication of ``aet.control`` (pipeline/signing.py).
 
@@ -600,10 +743,12 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     fast_path: FastPathSettings = Field(default_factory=FastPathSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    sources: list[SourceSettings] = Field(default_factory=list, description="ingest sources (aet ingest)")
 
     @field_validator("log_level")
     @classmethod
@@ -629,6 +774,7 @@ class Settings(BaseSettings):
             out += [hook.url.get_secret_value(), *(v.get_secret_value() for v in hook.headers.values())]
         if self.control.signing_key is not None:
             out.append(self.control.signing_key.get_secret_value())
+        out += self.web.secrets()
         return out
 
     @property

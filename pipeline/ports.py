@@ -524,3 +524,112 @@ class AlertQueries(Protocol):
     def top_entities(self, limit: int = 20) -> list[dict[str, Any]]: ...
 
     def model_history(self) -> dict[str, Any]: ...
+
+
+class AnalystNotes(Protocol):
+    """The analysts' page beyond the alerts: evidence messages as text, and acknowledgements."""
+
+    def evidence(self, message_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored messages among ``message_ids`` (text, source, channel, ts, url, label), by id."""
+        ...
+
+    def has_alert(self, alert_id: str) -> bool:
+        """Whether an alert with this id is stored."""
+        ...
+
+    def acknowledge(self, alert_id: str, by: str, note: str = "") -> dict[str, Any]:
+        """Store an analyst's acknowledgement of an alert (the latest wins); returns it."""
+        ...
+
+    def acks(self, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The acknowledgements of those of ``alert_ids`` that have one, by alert id."""
+        ...
+
+
+# ---------------------------------------------------------------------------- ingest
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a feed poller keeps about one feed: the HTTP cache validators of its last good response and its
+    error backoff (``failures`` in a row, no fetch before ``retry_at``)."""
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    failures: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a file source keeps about one file: its identity when it was read (size, mtime, sha256) and how
+    far it got (``position``: the byte offset after the last emitted batch; ``done``: all of it emitted)."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    position: int = 0
+    done: bool = False
+
+
+class SeenEvents(Protocol):
+    """Webhook event ids already taken, per source, so that a platform's retry is published once."""
+
+    def seen_events(self, source: str, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` already marked seen."""
+        ...
+
+    def mark_seen(self, source: str, event_ids: Sequence[str]) -> set[str]:
+        """Mark ``event_ids`` seen; returns those that were not seen before (insert-if-absent, race-free)."""
+        ...
+
+
+class IngestState(SeenEvents, Protocol):
+    """Where the ingest sources keep what must survive a restart: items emitted, feeds' validators and
+    backoff, files read. Writes happen after the bus acknowledged the batch they describe (emit, then save)."""
+
+    def emitted(self, source: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that ``source`` has emitted before."""
+        ...
+
+    def feed(self, source: str, url: str) -> FeedState | None: ...
+
+    def save_feed(self, source: str, state: FeedState, emitted: Sequence[str] = ()) -> None:
+        """Save a feed's state and mark ``emitted`` item keys, in one transaction."""
+        ...
+
+    def file(self, source: str, path: str) -> FileState | None: ...
+
+    def save_file(self, source: str, state: FileState) -> None: ...
+
+    def purge(self, before: datetime) -> int:
+        """Forget emitted items and seen events older than ``before``; returns how many rows went."""
+        ...
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A feed's HTTP response: ``status`` 200 with ``body``, or 304 (not modified, no body), with the validators
+    to send next time."""
+
+    status: int
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    url: str = ""  # where the body came from, after redirects
+    content_type: str | None = None
+
+
+class FetchError(RuntimeError):
+    """A feed could not be fetched (timeout, refused, too many redirects, too big, an HTTP error status)."""
+
+
+class FeedFetcher(Protocol):
+    """Fetches a feed's bytes, conditionally (``If-None-Match`` / ``If-Modified-Since``), within limits."""
+
+    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+        """The response, or :class:`FetchError` with the reason."""
+        ...

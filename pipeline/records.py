@@ -262,8 +262,9 @@ class Message(Record):
 
     @property
     def key(self) -> str:
-        """Partition key: the first entity, else the channel, so one entity stays ordered."""
-        return self.entities[0] if self.entities else self.channel
+        """Partition key: the first entity, so one entity stays ordered, else the message id, so that a corpus
+        without entities spreads over the partitions and the scorers of a group share it."""
+        return self.entities[0] if self.entities else self.id
 
 
 class Probs(BaseModel):

@@ -340,3 +340,65 @@ class StateFenceRow(Base):
     owner: Mapped[str] = mapped_column(String(256))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IngestItemRow(Base):
+    """An item an ingest source has emitted (a feed item's guid hash, a file line's key): emitted once, ever."""
+
+    __tablename__ = "ingest_items"
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    emitted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class IngestFeedRow(Base):
+    """A polled feed's HTTP cache validators (ETag, Last-Modified) and its error backoff."""
+
+    __tablename__ = "ingest_feeds"
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    last_modified: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IngestFileRow(Base):
+    """A file a file source has read: its identity (size, mtime, sha256) and how far it got (``position``,
+    the byte offset after the last emitted batch; ``done`` when the whole file is emitted)."""
+
+    __tablename__ = "ingest_files"
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    path: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(BigInteger)
+    done: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IngestSeenEventRow(Base):
+    """A webhook event id already taken (Slack retries an event it thinks was lost: it is published once)."""
+
+    __tablename__ = "ingest_seen_events"
+
+    source: Mapped[str] = mapped_column(String(256), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AlertAckRow(Base):
+    """An analyst's acknowledgement of an alert, shown to every analyst on the page (the latest one wins)."""
+
+    __tablename__ = "alert_acks"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    acked_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -268,7 +268,7 @@ def alerts_benchmark(
         "entities": entities,
         "messages": messages,
         "texts": source if source else str(EXAMPLES),
-        "alert_settings": settings.alerts.model_dump(mode="json", exclude={"webhooks", "serve_host", "serve_port"}),
+        "alert_settings": settings.alerts.model_dump(mode="json", exclude={"webhooks"}),
         "throughput": throughput,
         "delay": delay,
         "scorer": scorer,

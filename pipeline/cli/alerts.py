@@ -8,7 +8,6 @@ benchmarks in bench.py.
 from __future__ import annotations
 
 import queue
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +76,35 @@ def serve(
     host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1: this machine only)."),
     port: int | None = typer.Option(None, help="Port (default 8765; 0: any free port)."),
 ) -> None:
-    """Serve the analysts' page: live alert feed, sentiment over time per entity, model versions and drift."""
-    from aet.adapters.web import AnalystServer
+    """Serve AET's HTTP surface: the analysts' page and its live feed, the read API, the ingest API
+    (POST /v1/messages, with web.ingest_token) and its OpenAPI page (/docs), the chat webhooks
+    (/v1/webhooks/slack|telegram|discord|stocktwits, each once its secret is set), /healthz and /readyz."""
+    from aet.adapters.web import WebServer
+    from aet.pipeline.intake import MessageIntake
+    from aet.pipeline.webhooks import WebhookIntake
+    from aet.storage.analyst_store import AnalystStore
+    from aet.storage.ingest_store import IngestStore
 
-    s = resolve_settings(alerts={"serve_host": host, "serve_port": port})
+    s = resolve_settings(web={"host": host, "port": port})
     with open_app(s) as application:
         stop = stop_on_signals()
+        intake = MessageIntake(
+            application.bus, s.topics, max_batch=s.web.max_batch, max_text_chars=s.scorer.max_text_chars
+        )
+        webhooks = WebhookIntake(application.bus, s.topics.messages, IngestStore(application.db))
         try:
-            server = AnalystServer(application.alert_store, s.alerts.serve_host, s.alerts.serve_port)
+            server = WebServer(
+                application.alert_store,
+                s.web,
+                intake=intake,
+                webhooks=webhooks,
+                notes=AnalystStore(application.db),
+            )
         except OSError as exc:
-            fail(f"cannot listen on {s.alerts.serve_host}:{s.alerts.serve_port}: {exc}")
-        thread = threading.Thread(target=server.serve_forever, name="aet-serve", daemon=True)
-        thread.start()
-        typer.echo(f"serving {server.url}  (database {s.db_url_display}; Ctrl-C to stop)")
+            fail(f"cannot listen on {s.web.host}:{s.web.port}: {exc}")
+        server.start()
+        ingest = "on" if s.web.ingest_token is not None else "off (set web.ingest_token)"
+        typer.echo(f"serving {server.url}  (database {s.db_url_display}; ingest API {ingest}; Ctrl-C to stop)")
         try:
             stop.wait()
         finally:

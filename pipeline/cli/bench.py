@@ -19,7 +19,11 @@ from aet.pipeline.cli.common import fail, global_options, open_app, print_json, 
 
 if TYPE_CHECKING:
     from aet.pipeline.bench.bus import BusBackends
+    from aet.pipeline.bench.ingest import IngestBenchEdges
+    from aet.pipeline.config import RssSourceSettings, WebSettings
+    from aet.pipeline.intake import MessageIntake
     from aet.pipeline.ports import Bus
+    from aet.pipeline.runtime import App
 
 app = typer.Typer(help="Benchmarks that print JSON (and write it, with plots, under --out).", no_args_is_help=True)
 
@@ -398,4 +402,67 @@ def bench_soak(
             )
         finally:
             application.close()
+    print_json(result)
+
+
+def ingest_edges() -> IngestBenchEdges:
+    """The web server, the sources' state store and the feed fetcher ``aet bench ingest`` runs on."""
+    from aet.adapters.sources.http_fetch import HttpFeedFetcher
+    from aet.adapters.web import WebServer
+    from aet.pipeline.bench.ingest import IngestBenchEdges
+    from aet.storage.ingest_store import IngestStore
+
+    @contextmanager
+    def serve(application: App, intake: MessageIntake, web: WebSettings) -> Iterator[str]:
+        server = WebServer(application.alert_store, web, intake=intake).start()
+        try:
+            yield server.url
+        finally:
+            server.close()
+
+    def fetcher(settings: RssSourceSettings) -> HttpFeedFetcher:
+        return HttpFeedFetcher(timeout_s=settings.timeout_s, max_bytes=settings.max_bytes)
+
+    return IngestBenchEdges(serve=serve, state=lambda application: IngestStore(application.db), fetcher=fetcher)
+
+
+@app.command("ingest")
+def bench_ingest(
+    batched: int = typer.Option(20_000, help="Messages POSTed in batches."),
+    batch: int = typer.Option(500, help="Messages per batched request."),
+    single: int = typer.Option(2_000, help="Messages POSTed one per request (their latency is http_p99_ms)."),
+    feeds: int = typer.Option(20, help="Local RSS feeds polled."),
+    items: int = typer.Option(200, help="Items per feed."),
+    file_msgs: int = typer.Option(20_000, help="Messages in the JSONL file read by the file source."),
+    scorer_messages: int = typer.Option(
+        500, help="Messages for the scorer's rate, when a champion is registered (0: skip it)."
+    ),
+    out: Path = typer.Option(Path("bench-results"), help="Directory for ingest.json."),
+) -> None:
+    """Records/s into the bus through the HTTP API (batched, one per request), the RSS poller and the file
+    source, with the API's p99 latency; compared with the scorer's rate when a champion is registered."""
+    from aet.pipeline.bench.ingest import run
+    from aet.pipeline.bench.score import scorer_rate
+
+    s = resolve_settings()
+    scorer = None
+    if scorer_messages > 0:
+        with open_app(s) as application:
+            if application.registry.champion() is not None:
+                scorer = scorer_rate(application, n=scorer_messages, bootstrap_data=None)
+    try:
+        result = run(
+            s,
+            ingest_edges(),
+            batched=batched,
+            batch=batch,
+            single=single,
+            feeds=feeds,
+            items=items,
+            file_msgs=file_msgs,
+            scorer=scorer,
+            out=out,
+        )
+    except RuntimeError as exc:
+        fail(str(exc))
     print_json(result)

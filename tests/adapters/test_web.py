@@ -1,5 +1,8 @@
 """``aet serve``'s page in a real headless browser (Debian's chromium), plus its JSON and SSE endpoints.
 
+The server is the real one (Starlette on uvicorn, on a loopback port); the hostile
+clients are in tests/adapters/test_web_guards.py.
+
 The browser test opens the page, waits for its live feed to connect, then writes
 an alert to the database the way an alert engine does and waits for the page to
 show it; it checks the sentiment chart and the model timeline were drawn, and
@@ -9,7 +12,6 @@ saves a screenshot (its path is printed; run pytest with ``-s`` to see it).
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from aet.adapters.web import AnalystServer
+from aet.adapters.web import WebServer
 from aet.pipeline.ports import BucketSnapshot
-from aet.pipeline.records import Alert, ControlEvent
+from aet.pipeline.records import Alert, ControlEvent, Probs, ScoredMessage
 from aet.storage.alert_store import AlertStore
+from aet.storage.analyst_store import AnalystStore
 from aet.storage.db import Database
 from aet.storage.registry import ModelRegistry
 from aet.storage.store import ResultStore
@@ -45,6 +48,29 @@ def alert(i: int, entity: str = "$XYZ", minutes: int = 60) -> Alert:
         example_ids=[f"m{i}-1", f"m{i}-2"],
         model_version="v0002",
     )
+
+
+EVIDENCE_TEXT = "$XYZ recalls its flagship product after regulator finds defects"
+
+
+def evidence(i: int) -> list[ScoredMessage]:
+    """The stored messages behind alert(i)'s example ids (the second one a chat message with a link)."""
+    return [
+        ScoredMessage(
+            id=f"m{i}-{j}",
+            source=source,
+            channel="wire" if source == "news" else "traders",
+            text=text,
+            ts=T0 + timedelta(minutes=40 + j),
+            entities=["$XYZ"],
+            meta={"url": "https://chat.example/m/2"} if j == 2 else {},
+            label="negative",
+            probs=Probs(negative=0.9, neutral=0.05, positive=0.05),
+            score=-0.85,
+            model_version="v0002",
+        )
+        for j, (source, text) in enumerate([("news", EVIDENCE_TEXT), ("chat", "dumping all my $XYZ, this is ugly")], 1)
+    ]
 
 
 @pytest.fixture
@@ -102,16 +128,14 @@ def populated(tmp_path: Path) -> Iterator[AlertStore]:
         status="champion",
         parent="v0001",
     )
-    ResultStore(db).write(alerts=[alert(0, "$ACME", minutes=30)])
+    ResultStore(db).write(alerts=[alert(0, "$ACME", minutes=30)], scored=evidence(1))
     yield store
     db.dispose()
 
 
 @pytest.fixture
-def server(populated: AlertStore) -> Iterator[AnalystServer]:
-    srv = AnalystServer(populated, "127.0.0.1", 0, poll_s=0.1)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+def server(populated: AlertStore) -> Iterator[WebServer]:
+    srv = WebServer(populated, port=0, feed_poll_s=0.1, notes=AnalystStore(populated.db)).start()
     yield srv
     srv.close()
 
@@ -122,18 +146,17 @@ def get_json(url: str) -> object:
 
 
 def test_binds_to_loopback_by_default(populated: AlertStore) -> None:
-    from aet.pipeline.config import AlertSettings
+    from aet.pipeline.config import WebSettings
 
-    assert AlertSettings().serve_host == "127.0.0.1"
-    srv = AnalystServer(populated, port=0)
+    assert WebSettings().host == "127.0.0.1"
+    srv = WebServer(populated, port=0)
     try:
-        assert srv.server_address[0] == "127.0.0.1"
+        assert srv.thread.host == "127.0.0.1"
     finally:
-        srv.server_close()
-        srv.feed.close()
+        srv.close()
 
 
-def test_json_endpoints(server: AnalystServer) -> None:
+def test_json_endpoints(server: WebServer) -> None:
     base = server.url
     assert [a["id"] for a in get_json(base + "api/alerts")] == ["al-web-0"]
     entities = get_json(base + "api/entities")
@@ -146,9 +169,39 @@ def test_json_endpoints(server: AnalystServer) -> None:
     assert [e["kind"] for e in models["events"]] == ["drift"]
     with pytest.raises(urllib.error.HTTPError):
         get_json(base + "nope")
+    # Each bucket's shares come with their 95% Wilson interval: a bucket of 11 messages cannot claim 7/11 exactly.
+    b = series["buckets"][30]
+    assert 0.3 < b["negative_lo"] < 7 / 11 < b["negative_hi"] < 0.9
+    assert get_json(base + "api/sentiment?entity=%24ACME")["alerts"][0]["window_start"] == "2026-03-03T11:30:00+00:00"
 
 
-def test_event_stream_pushes_new_alerts(server: AnalystServer, populated: AlertStore) -> None:
+def test_alerts_carry_their_evidence_and_acknowledgement(server: WebServer, populated: AlertStore) -> None:
+    ResultStore(populated.db).write(alerts=[alert(1)])
+    (a,) = get_json(server.url + "api/alerts?entity=%24XYZ")
+    assert [e["text"] for e in a["evidence"]] == [EVIDENCE_TEXT, "dumping all my $XYZ, this is ugly"]
+    assert a["evidence"][1]["url"] == "https://chat.example/m/2" and a["sources"] == ["chat", "news"]
+    assert a["ack"] is None
+    body = json.dumps({"by": "dana", "note": "checked the wire"}).encode()
+    request = urllib.request.Request(server.url + "api/alerts/al-web-1/ack", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert json.loads(r.read())["by"] == "dana"
+    (a,) = get_json(server.url + "api/alerts?entity=%24XYZ")
+    assert a["ack"]["by"] == "dana" and a["ack"]["note"] == "checked the wire"
+    # A page on another origin cannot acknowledge through the analyst's browser.
+    forged = urllib.request.Request(
+        server.url + "api/alerts/al-web-1/ack", data=body, method="POST", headers={"Origin": "http://evil.example"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 403
+    for path, data in [("al-web-404", body), ("al-web-1", b"{}"), ("al-web-1", b"not json")]:
+        bad = urllib.request.Request(server.url + f"api/alerts/{path}/ack", data=data, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(bad, timeout=10)
+        assert caught.value.code in (400, 404)
+
+
+def test_event_stream_pushes_new_alerts(server: WebServer, populated: AlertStore) -> None:
     """A raw SSE client: an alert stored after it connected arrives as an ``alert`` event."""
     with urllib.request.urlopen(server.url + "events", timeout=10) as stream:
         assert stream.headers["Content-Type"] == "text/event-stream"
@@ -167,7 +220,7 @@ def test_event_stream_pushes_new_alerts(server: AnalystServer, populated: AlertS
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: apt-get install -y chromium (Debian)")
 def test_page_in_headless_chromium_shows_pushed_alert_and_chart(
-    server: AnalystServer, populated: AlertStore, tmp_path: Path
+    server: WebServer, populated: AlertStore, tmp_path: Path
 ) -> None:
     browser = Chromium(tmp_path / "chromium-profile")
     try:
@@ -184,6 +237,12 @@ def test_page_in_headless_chromium_shows_pushed_alert_and_chart(
         )
         text = browser.evaluate("document.querySelector('#alerts li[data-id=\"al-web-1\"]').textContent")
         assert "$XYZ" in text and "10/18 negative" in text and "v0002" in text
+        # The evidence is the messages' text, with source and time, and a link where the platform gave one.
+        assert EVIDENCE_TEXT in text and "m1-1" not in text and "news · wire · 2026-03-03 12:41" in text
+        assert (
+            browser.evaluate("document.querySelector('#alerts li[data-id=\"al-web-1\"] .a-ev a').href")
+            == "https://chat.example/m/2"
+        )
         assert browser.evaluate("document.querySelector('#alerts li').dataset.id") == "al-web-1"  # newest first
         # The chart follows the new alert's entity and is drawn: bars, two lines, the alert marker.
         assert browser.wait_for(
@@ -196,6 +255,26 @@ def test_page_in_headless_chromium_shows_pushed_alert_and_chart(
         assert chart == {"points": 48, "bars": 48, "lines": 2, "marks": 1, "width": chart["width"]}
         assert chart["width"] > 300
         shot = browser.screenshot(tmp_path / "aet-serve.png")
+        # Filters: severity and source hide what does not match.
+        browser.evaluate(
+            "(() => { const s = document.querySelector('#f-severity'); s.value = 'critical'; s.onchange(); })()"
+        )
+        assert browser.evaluate("document.body.dataset.shownAlerts") == "0"
+        browser.evaluate(
+            "(() => { const s = document.querySelector('#f-severity'); s.value = ''; s.onchange(); "
+            "const t = document.querySelector('#f-source'); t.value = 'chat'; t.onchange(); })()"
+        )
+        assert browser.evaluate("document.body.dataset.shownAlerts") == "1"  # al-web-0's evidence is not stored
+        # Clicking an alert zooms the chart to its window (with as much again on either side).
+        browser.evaluate("document.querySelector('#alerts li[data-id=\"al-web-1\"] .a-meta').click()")
+        assert browser.wait_for("document.querySelector('#chart').dataset.zoomed === 'yes'")
+        assert 0 < browser.evaluate("+document.querySelector('#chart').dataset.points") < 48
+        assert browser.evaluate("document.querySelectorAll('#chart .alert-window').length") == 1
+        # Acknowledging stores it (every analyst's page shows it) and shows who took it.
+        browser.evaluate("document.querySelector('#who').value = 'dana'")
+        browser.evaluate("document.querySelector('#alerts li[data-id=\"al-web-1\"] button.ack').click()")
+        assert browser.wait_for("document.querySelector('#alerts li[data-id=\"al-web-1\"] .a-ack')")
+        assert AnalystStore(populated.db).acks(["al-web-1"])["al-web-1"]["by"] == "dana"
     finally:
         browser.close()
     assert shot.stat().st_size > 10_000

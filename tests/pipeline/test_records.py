@@ -73,7 +73,7 @@ def test_message_round_trips_through_bytes() -> None:
 def test_defaults_and_key() -> None:
     m = decode(Message, {"id": "x", "source": "chat", "text": "hi", "ts": "2026-01-01T00:00:00Z"})
     assert m.channel == "default" and m.entities == [] and m.meta == {}
-    assert m.key == "default"
+    assert m.key == "x"  # no entity: the id, so messages without entities spread over the partitions
     assert decode(Message, valid(entities=["$B", "$C"])).key == "$B"
 
 

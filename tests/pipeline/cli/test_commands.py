@@ -28,7 +28,7 @@ ROOT = [
     "dlq",
 ]
 MODELS = ["bootstrap", "list", "promote", "rollback", "show", "retrain-request"]
-BENCH = ["score", "swap", "bus", "alerts", "drift-detect", "adapt", "gpu-train", "stream", "recipe", "soak"]
+BENCH = ["score", "swap", "bus", "alerts", "drift-detect", "adapt", "gpu-train", "stream", "recipe", "soak", "ingest"]
 
 
 def _tree(command: Any) -> dict[str, Any]:

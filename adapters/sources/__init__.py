@@ -1,0 +1,1 @@
+"""The concrete edges of the ingest sources: the HTTP fetcher of the feed poller and the foreign Kafka reader."""
