@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -72,14 +71,18 @@ class FileSource:
     def name(self) -> str:
         return self.settings.name
 
-    def run(self, stop: threading.Event) -> int:
-        """Scan every ``poll_interval_s`` until ``stop`` is set (once, unless ``watch``); returns messages published."""
-        while not stop.is_set():
-            self.scan_once()
-            if not self.settings.watch:
-                break
-            stop.wait(self.settings.poll_interval_s)
-        return self.stats.published
+    @property
+    def interval_s(self) -> float:
+        return self.settings.poll_interval_s
+
+    def step(self) -> None:
+        self.scan_once()
+
+    def recover(self) -> None:
+        """Nothing to undo after a failed publish: the position was not saved, the next scan emits the batch again."""
+
+    def close(self) -> None:
+        """No resource held between scans."""
 
     def scan_once(self) -> SourceStats:
         """Read every settled file not read yet; returns the running totals."""

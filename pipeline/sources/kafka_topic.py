@@ -9,7 +9,7 @@ offsets: a crash in between re-reads that poll's records, which map to the same 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 
 from aet.pipeline.config import KafkaTopicSourceSettings
 from aet.pipeline.ingest import normalize, refusal
@@ -26,10 +26,16 @@ class ForeignTopicSource:
     """Maps one foreign topic's records to messages (see the module docstring)."""
 
     def __init__(
-        self, settings: KafkaTopicSourceSettings, consumer: Consumer, emitter: Emitter, *, max_text_chars: int = 5000
+        self,
+        settings: KafkaTopicSourceSettings,
+        open_consumer: Callable[[], Consumer],
+        emitter: Emitter,
+        *,
+        max_text_chars: int = 5000,
     ) -> None:
         self.settings = settings
-        self.consumer = consumer
+        self.open_consumer = open_consumer
+        self.consumer = open_consumer()
         self.emitter = emitter
         self.mapper = FieldMapper(settings.mapping)
         self.max_text_chars = max_text_chars
@@ -56,11 +62,18 @@ class ForeignTopicSource:
         self.consumer.commit()
         return len(records)
 
-    def run(self, stop: threading.Event) -> int:
-        """Poll until ``stop`` is set; returns the messages published."""
-        while not stop.is_set():
-            self.poll_once()
-        return self.stats.published
+    interval_s = 0.0  # the poll itself waits for records
+
+    def step(self) -> None:
+        self.poll_once()
+
+    def recover(self) -> None:
+        """After a failed publish: rejoin the group, so the records not committed are read again."""
+        self.consumer.close()
+        self.consumer = self.open_consumer()
+
+    def close(self) -> None:
+        self.consumer.close()
 
     def _map(self, r: BusRecord) -> Message | DeadLetter:
         draft = self.mapper.draft(r.value)

@@ -16,8 +16,6 @@ import calendar
 import hashlib
 import json
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -141,13 +139,18 @@ class RssSource:
             self.poll_feed(feed)
         return self.stats
 
-    def run(self, stop: threading.Event) -> int:
-        """Poll every ``poll_interval_s`` until ``stop`` is set; returns the messages published."""
-        while not stop.is_set():
-            started = time.monotonic()
-            self.poll_once()
-            stop.wait(max(0.0, self.settings.poll_interval_s - (time.monotonic() - started)))
-        return self.stats.published
+    @property
+    def interval_s(self) -> float:
+        return self.settings.poll_interval_s
+
+    def step(self) -> None:
+        self.poll_once()
+
+    def recover(self) -> None:
+        """Nothing to undo after a failed publish: the state was not saved, the next poll emits the batch again."""
+
+    def close(self) -> None:
+        """The fetcher belongs to whoever made it."""
 
     def poll_feed(self, feed: FeedSettings) -> None:
         """Fetch, parse and emit one feed if its backoff allows."""
