@@ -7,7 +7,8 @@ the item's published time as event time, the item's guid as its platform id); dr
 items this source emitted before (kept in the database); emit the rest in acknowledged
 batches, saving after each batch the items it held, and after the last one the feed's new
 validators. A fetch or parse error doubles the feed's wait (``backoff_base_s`` up to
-``backoff_max_s``) and leaves the other feeds alone.
+``backoff_max_s``; longer when a 429 or 503 asks for it with ``Retry-After``) and leaves
+the other feeds alone.
 """
 
 from __future__ import annotations
@@ -164,16 +165,21 @@ class RssSource:
                 self.state.save_feed(self.name, replace(known, failures=0, retry_at=None, last_error=None))
                 return
             title, items = parse_feed(got.body, feed.url, self.settings.text, got.content_type)
-        except (FetchError, ValueError) as exc:
+        except FetchError as exc:
+            self._failed(known, str(exc), now, exc.retry_after_s)
+            return
+        except ValueError as exc:
             self._failed(known, str(exc), now)
             return
         fresh = FeedState(feed.url, etag=got.etag, last_modified=got.last_modified)
         channel = feed.channel or (title or "").strip()[:256] or urlsplit(feed.url).hostname or "rss"
         self._emit_items(known, fresh, channel, items)
 
-    def _failed(self, known: FeedState, reason: str, now: datetime) -> None:
+    def _failed(self, known: FeedState, reason: str, now: datetime, retry_after_s: float | None = None) -> None:
         failures = known.failures + 1
         wait = self.backoff.delay_s(failures)
+        if retry_after_s is not None:  # the server's own ask, within the longest wait configured
+            wait = min(max(wait, retry_after_s), self.settings.backoff_max_s)
         log.warning("feed %s failed (%d in a row, next try in %.0f s): %s", known.url, failures, wait, reason)
         self.stats.errors += 1
         self.state.save_feed(

@@ -4,10 +4,11 @@ declared length, redirects followed up to the limit, clear reasons for what fail
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from aet.adapters.sources.http_fetch import HttpFeedFetcher
+from aet.adapters.sources.http_fetch import HttpFeedFetcher, retry_after
 from aet.pipeline.ports import FetchError
 from tests.pipeline.sources.feed_server import FeedServer, Route, serve
 
@@ -67,3 +68,18 @@ def test_refused_connection_and_http_errors_are_fetch_errors(server: FeedServer,
         fetcher.fetch(server.url("/missing"))
     with pytest.raises(FetchError, match="ConnectError"):
         fetcher.fetch("http://127.0.0.1:9/feed.xml")
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert retry_after("120", now) == 120
+    assert retry_after("Mon, 02 Mar 2026 12:05:00 GMT", now) == 300
+    assert retry_after("Mon, 02 Mar 2026 11:00:00 GMT", now) == 0
+    assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+def test_a_429_carries_its_retry_after(server: FeedServer, fetcher: HttpFeedFetcher) -> None:
+    server.routes["/slow-down"] = Route(status=429, headers={"Retry-After": "90"})
+    with pytest.raises(FetchError, match="HTTP 429") as err:
+        fetcher.fetch(server.url("/slow-down"))
+    assert err.value.retry_after_s == 90

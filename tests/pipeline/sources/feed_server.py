@@ -58,6 +58,7 @@ class Route:
     delay_s: float = 0.0
     content_type: str = "application/rss+xml; charset=utf-8"
     chunked: bool = False  # no Content-Length: the body's size is known only by reading it
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +111,8 @@ def serve(server_state: FeedServer) -> Iterator[FeedServer]:
                 self.send_response(status)
                 if route is not None and route.redirect:
                     self.send_header("Location", route.redirect)
+                for name, value in route.headers.items() if route is not None else ():
+                    self.send_header(name, value)
                 body = route.body if route is not None and status == 200 else b""
                 if route is not None and status in (200, 304):
                     if route.etag:
