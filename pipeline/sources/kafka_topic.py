@@ -35,7 +35,7 @@ class ForeignTopicSource:
     ) -> None:
         self.settings = settings
         self.open_consumer = open_consumer
-        self.consumer = open_consumer()
+        self.consumer: Consumer | None = None  # joined on the first poll, left by recover()
         self.emitter = emitter
         self.mapper = FieldMapper(settings.mapping)
         self.max_text_chars = max_text_chars
@@ -47,6 +47,8 @@ class ForeignTopicSource:
 
     def poll_once(self) -> int:
         """Map, publish, acknowledge and commit one poll's records; returns how many records it read."""
+        if self.consumer is None:
+            self.consumer = self.open_consumer()
         records = self.consumer.poll(self.settings.batch_size, int(self.settings.poll_interval_s * 1000))
         if not records:
             return 0
@@ -68,12 +70,13 @@ class ForeignTopicSource:
         self.poll_once()
 
     def recover(self) -> None:
-        """After a failed publish: rejoin the group, so the records not committed are read again."""
-        self.consumer.close()
-        self.consumer = self.open_consumer()
+        """After a failed publish: leave the group; the next poll joins again and reads what was not committed."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.close()
 
     def close(self) -> None:
-        self.consumer.close()
+        self.recover()
 
     def _map(self, r: BusRecord) -> Message | DeadLetter:
         draft = self.mapper.draft(r.value)

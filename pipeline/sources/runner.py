@@ -59,8 +59,11 @@ class SourceRunner:
                 self.bus_failures += 1
                 wait = min(self.max_backoff_s, 2.0 ** min(self.bus_failures - 1, 10))
                 log.warning("%s: the bus did not acknowledge (%s); again in %.0f s", self.source.name, exc, wait)
-                self.source.recover()
                 stop.wait(wait)
+                try:
+                    self.source.recover()
+                except BusError as again:  # still away (a consumer cannot rejoin): the next step fails and waits longer
+                    log.warning("%s: cannot recover yet: %s", self.source.name, again)
                 continue
             self.bus_failures = 0
             if self.once:

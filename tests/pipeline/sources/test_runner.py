@@ -38,6 +38,8 @@ class Flaky:
 
     def recover(self) -> None:
         self.recovered += 1
+        if self.recovered == 1 and self.failures:  # the first recovery finds the bus still away
+            raise BusError("cannot rejoin")
 
     def close(self) -> None:
         return None
