@@ -624,7 +624,12 @@ class Fetched:
 
 
 class FetchError(RuntimeError):
-    """A feed could not be fetched (timeout, refused, too many redirects, too big, an HTTP error status)."""
+    """A feed could not be fetched (timeout, refused, too many redirects, too big, an HTTP error status);
+    ``retry_after_s``: how long the server asked to be left alone (a 429's or 503's ``Retry-After``)."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 class FeedFetcher(Protocol):

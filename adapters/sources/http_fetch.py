@@ -7,10 +7,28 @@ httpx and hands feedparser the bytes.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 from aet.pipeline.ports import Fetched, FetchError
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class HttpFeedFetcher:
@@ -50,7 +68,10 @@ class HttpFeedFetcher:
                 if response.status_code == 304:
                     return Fetched(304, etag=etag, last_modified=last_modified, url=str(response.url))
                 if response.status_code != 200:
-                    raise FetchError(f"HTTP {response.status_code} {response.reason_phrase} from {response.url}")
+                    raise FetchError(
+                        f"HTTP {response.status_code} {response.reason_phrase} from {response.url}",
+                        retry_after_s=retry_after(response.headers.get("Retry-After")),
+                    )
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self.max_bytes:
                     raise FetchError(f"feed is {declared} bytes, over the limit of {self.max_bytes}")

@@ -80,6 +80,7 @@ def serve(
     (POST /v1/messages, with web.ingest_token) and its OpenAPI page (/docs), the chat webhooks
     (/v1/webhooks/slack|telegram|discord|stocktwits, each once its secret is set), /healthz and /readyz."""
     from aet.adapters.web import WebServer
+    from aet.pipeline.config import WebSettings
     from aet.pipeline.intake import MessageIntake
     from aet.pipeline.webhooks import WebhookIntake
     from aet.storage.analyst_store import AnalystStore
@@ -103,6 +104,12 @@ def serve(
         except OSError as exc:
             fail(f"cannot listen on {s.web.host}:{s.web.port}: {exc}")
         server.start()
+        if s.web.host not in ("127.0.0.1", "localhost", "::1") and s.web.allowed_hosts == WebSettings().allowed_hosts:
+            log.warning(
+                "web.host is %s but web.allowed_hosts only names this machine: requests naming this server by any "
+                "other host are refused (400); set web.allowed_hosts",
+                s.web.host,
+            )
         ingest = "on" if s.web.ingest_token is not None else "off (set web.ingest_token)"
         typer.echo(f"serving {server.url}  (database {s.db_url_display}; ingest API {ingest}; Ctrl-C to stop)")
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from aet.pipeline.cli import alerts, bench, dlq, doctor, drift, models, roles, run, train
+from aet.pipeline.cli import alerts, bench, dlq, doctor, drift, ingest, models, roles, run, train
 from aet.pipeline.cli.common import GlobalOptions, use_global_options
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(run.app)
 app.add_typer(roles.app)
+app.add_typer(ingest.app)
 app.add_typer(alerts.app)
 app.add_typer(drift.app)
 app.add_typer(train.app)

@@ -4,18 +4,18 @@ Each scan lists the configured files and the new files of the configured directo
 (JSONL/CSV by pattern, or the day files of a Slack export, or DiscordChatExporter JSON
 files), oldest first, leaving alone a file modified within ``settle_s`` (still being
 written). A file already read whole, with the same size and mtime, is skipped without
-reading it; otherwise its sha256 says whether it is the file of the saved state (resume
-after the last saved record) or a new one (start over: identical records get identical
-ids, so the stores keep each once). Records are emitted in acknowledged batches, and the
-file's position saved after each (emit, then save); a record that cannot be a message is
-a dead letter with its file, line and reason.
+reading it; otherwise its sha256 says whether it is the file of the saved state, or that
+file with records appended (a growing log: resume after the last saved record), or a new
+one (start over: identical records get identical ids, so the stores keep each once).
+Records are emitted in acknowledged batches, and the file's position saved after each
+(emit, then save); a record that cannot be a message is a dead letter with its file,
+line and reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,11 +40,18 @@ log = logging.getLogger(__name__)
 SLACK_METADATA = {"users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "integration_logs.json"}
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, limit: int | None = None) -> str:
+    """sha256 of the file, or of its first ``limit`` bytes."""
     digest = hashlib.sha256()
+    left = limit
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        while left is None or left > 0:
+            chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not chunk:
+                break
             digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
     return digest.hexdigest()
 
 
@@ -72,14 +79,18 @@ class FileSource:
     def name(self) -> str:
         return self.settings.name
 
-    def run(self, stop: threading.Event) -> int:
-        """Scan every ``poll_interval_s`` until ``stop`` is set (once, unless ``watch``); returns messages published."""
-        while not stop.is_set():
-            self.scan_once()
-            if not self.settings.watch:
-                break
-            stop.wait(self.settings.poll_interval_s)
-        return self.stats.published
+    @property
+    def interval_s(self) -> float:
+        return self.settings.poll_interval_s
+
+    def step(self) -> None:
+        self.scan_once()
+
+    def recover(self) -> None:
+        """Nothing to undo after a failed publish: the position was not saved, the next scan emits the batch again."""
+
+    def close(self) -> None:
+        """No resource held between scans."""
 
     def scan_once(self) -> SourceStats:
         """Read every settled file not read yet; returns the running totals."""
@@ -148,7 +159,7 @@ class FileSource:
             self.stats.skipped += 1  # touched, not changed
             self.state.save_file(self.name, FileState(key, st.st_size, st.st_mtime, digest, known.position, True))
             return
-        start = known.position if known is not None and known.sha256 == digest else 0
+        start = known.position if known is not None and self._continues(path, known, digest) else 0
         position = 0
         batch: list[Record] = []
         for record in self._records(path):
@@ -164,6 +175,14 @@ class FileSource:
         self.state.save_file(self.name, FileState(key, st.st_size, st.st_mtime, digest, position, done=True))
         self.files_read += 1
         log.info("%s: read %s (%d records)", self.name, path, position)
+
+    @staticmethod
+    def _continues(path: Path, known: FileState, digest: str) -> bool:
+        """Whether ``path`` is the file of ``known`` (same sha256) or that file with lines appended (a log that
+        grows: its first ``known.size`` bytes have the saved sha256), so reading resumes after ``known.position``."""
+        if known.sha256 == digest:
+            return True
+        return path.stat().st_size > known.size and file_sha256(path, known.size) == known.sha256
 
     def _emit(self, path: Path, batch: Sequence[Record]) -> None:
         messages: list[Message] = []

@@ -9,7 +9,7 @@ offsets: a crash in between re-reads that poll's records, which map to the same 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 
 from aet.pipeline.config import KafkaTopicSourceSettings
 from aet.pipeline.ingest import normalize, refusal
@@ -26,10 +26,16 @@ class ForeignTopicSource:
     """Maps one foreign topic's records to messages (see the module docstring)."""
 
     def __init__(
-        self, settings: KafkaTopicSourceSettings, consumer: Consumer, emitter: Emitter, *, max_text_chars: int = 5000
+        self,
+        settings: KafkaTopicSourceSettings,
+        open_consumer: Callable[[], Consumer],
+        emitter: Emitter,
+        *,
+        max_text_chars: int = 5000,
     ) -> None:
         self.settings = settings
-        self.consumer = consumer
+        self.open_consumer = open_consumer
+        self.consumer: Consumer | None = None  # joined on the first poll, left by recover()
         self.emitter = emitter
         self.mapper = FieldMapper(settings.mapping)
         self.max_text_chars = max_text_chars
@@ -41,6 +47,8 @@ class ForeignTopicSource:
 
     def poll_once(self) -> int:
         """Map, publish, acknowledge and commit one poll's records; returns how many records it read."""
+        if self.consumer is None:
+            self.consumer = self.open_consumer()
         records = self.consumer.poll(self.settings.batch_size, int(self.settings.poll_interval_s * 1000))
         if not records:
             return 0
@@ -56,11 +64,19 @@ class ForeignTopicSource:
         self.consumer.commit()
         return len(records)
 
-    def run(self, stop: threading.Event) -> int:
-        """Poll until ``stop`` is set; returns the messages published."""
-        while not stop.is_set():
-            self.poll_once()
-        return self.stats.published
+    interval_s = 0.0  # the poll itself waits for records
+
+    def step(self) -> None:
+        self.poll_once()
+
+    def recover(self) -> None:
+        """After a failed publish: leave the group; the next poll joins again and reads what was not committed."""
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.close()
+
+    def close(self) -> None:
+        self.recover()
 
     def _map(self, r: BusRecord) -> Message | DeadLetter:
         draft = self.mapper.draft(r.value)

@@ -7,7 +7,8 @@ the item's published time as event time, the item's guid as its platform id); dr
 items this source emitted before (kept in the database); emit the rest in acknowledged
 batches, saving after each batch the items it held, and after the last one the feed's new
 validators. A fetch or parse error doubles the feed's wait (``backoff_base_s`` up to
-``backoff_max_s``) and leaves the other feeds alone.
+``backoff_max_s``; longer when a 429 or 503 asks for it with ``Retry-After``) and leaves
+the other feeds alone.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import calendar
 import hashlib
 import json
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -141,13 +140,18 @@ class RssSource:
             self.poll_feed(feed)
         return self.stats
 
-    def run(self, stop: threading.Event) -> int:
-        """Poll every ``poll_interval_s`` until ``stop`` is set; returns the messages published."""
-        while not stop.is_set():
-            started = time.monotonic()
-            self.poll_once()
-            stop.wait(max(0.0, self.settings.poll_interval_s - (time.monotonic() - started)))
-        return self.stats.published
+    @property
+    def interval_s(self) -> float:
+        return self.settings.poll_interval_s
+
+    def step(self) -> None:
+        self.poll_once()
+
+    def recover(self) -> None:
+        """Nothing to undo after a failed publish: the state was not saved, the next poll emits the batch again."""
+
+    def close(self) -> None:
+        """The fetcher belongs to whoever made it."""
 
     def poll_feed(self, feed: FeedSettings) -> None:
         """Fetch, parse and emit one feed if its backoff allows."""
@@ -161,16 +165,21 @@ class RssSource:
                 self.state.save_feed(self.name, replace(known, failures=0, retry_at=None, last_error=None))
                 return
             title, items = parse_feed(got.body, feed.url, self.settings.text, got.content_type)
-        except (FetchError, ValueError) as exc:
+        except FetchError as exc:
+            self._failed(known, str(exc), now, exc.retry_after_s)
+            return
+        except ValueError as exc:
             self._failed(known, str(exc), now)
             return
         fresh = FeedState(feed.url, etag=got.etag, last_modified=got.last_modified)
         channel = feed.channel or (title or "").strip()[:256] or urlsplit(feed.url).hostname or "rss"
         self._emit_items(known, fresh, channel, items)
 
-    def _failed(self, known: FeedState, reason: str, now: datetime) -> None:
+    def _failed(self, known: FeedState, reason: str, now: datetime, retry_after_s: float | None = None) -> None:
         failures = known.failures + 1
         wait = self.backoff.delay_s(failures)
+        if retry_after_s is not None:  # the server's own ask, within the longest wait configured
+            wait = min(max(wait, retry_after_s), self.settings.backoff_max_s)
         log.warning("feed %s failed (%d in a row, next try in %.0f s): %s", known.url, failures, wait, reason)
         self.stats.errors += 1
         self.state.save_feed(

@@ -17,6 +17,7 @@ ROOT = [
     "replay",
     "score",
     "fast-path",
+    "ingest",
     "alert",
     "serve",
     "monitor",

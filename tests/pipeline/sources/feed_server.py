@@ -57,6 +57,8 @@ class Route:
     redirect: str | None = None
     delay_s: float = 0.0
     content_type: str = "application/rss+xml; charset=utf-8"
+    chunked: bool = False  # no Content-Length: the body's size is known only by reading it
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +111,8 @@ def serve(server_state: FeedServer) -> Iterator[FeedServer]:
                 self.send_response(status)
                 if route is not None and route.redirect:
                     self.send_header("Location", route.redirect)
+                for name, value in route.headers.items() if route is not None else ():
+                    self.send_header(name, value)
                 body = route.body if route is not None and status == 200 else b""
                 if route is not None and status in (200, 304):
                     if route.etag:
@@ -117,6 +121,14 @@ def serve(server_state: FeedServer) -> Iterator[FeedServer]:
                         self.send_header("Last-Modified", route.last_modified)
                 if status == 200 and route is not None:
                     self.send_header("Content-Type", route.content_type)
+                if route is not None and route.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for i in range(0, len(body), 4096):
+                        part = body[i : i + 4096]
+                        self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

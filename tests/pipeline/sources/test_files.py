@@ -135,15 +135,28 @@ def test_a_kill_mid_file_re_emits_one_batch_with_the_same_ids(
     assert sum(Counter(m.id for m in published()).values()) == 14
 
 
+def test_a_growing_file_emits_only_its_new_lines(
+    tmp_path: Path, make_source: Callable[..., FileSource], published: Callable[[], list[Message]]
+) -> None:
+    path = write_jsonl(tmp_path / "log.jsonl", NEWS[:1])
+    make_source(path).scan_once()
+    with open(path, "a", encoding="utf-8") as f:  # a log appended to
+        f.write(json.dumps(NEWS[1]) + "\n" + json.dumps(NEWS[2]) + "\n")
+    restarted = make_source(path)
+    restarted.scan_once()
+    assert restarted.stats.published == 2
+    assert sorted(m.id for m in published()) == ["files:n-1", "files:n-2", "files:n-3"]
+
+
 def test_a_rewritten_file_is_read_again_and_its_unchanged_rows_keep_their_ids(
     tmp_path: Path, make_source: Callable[..., FileSource], published: Callable[[], list[Message]]
 ) -> None:
-    path = write_jsonl(tmp_path / "day.jsonl", NEWS[:2])
+    path = write_jsonl(tmp_path / "day.jsonl", NEWS[1:])
     make_source(path).scan_once()
-    write_jsonl(path, NEWS)
+    write_jsonl(path, NEWS)  # a row put in front: not an append
     make_source(path).scan_once()
     counts = Counter(m.id for m in published())
-    assert counts == {"files:n-1": 2, "files:n-2": 2, "files:n-3": 1}
+    assert counts == {"files:n-1": 1, "files:n-2": 2, "files:n-3": 2}
 
 
 def slack_export(root: Path) -> Path:

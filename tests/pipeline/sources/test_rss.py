@@ -208,6 +208,18 @@ def test_backoff_is_capped(server: FeedServer, make_source: Callable[..., RssSou
     assert [source.backoff.delay_s(n) for n in (1, 2, 3, 4, 5, 8)] == [60, 120, 240, 480, 600, 600]
 
 
+def test_a_retry_after_is_honoured_within_the_longest_wait(
+    server: FeedServer, make_source: Callable[..., RssSource], clock: Clock
+) -> None:
+    server.routes["/busy"] = Route(status=429, headers={"Retry-After": "300"})
+    server.routes["/away"] = Route(status=503, headers={"Retry-After": "86400"})
+    source = make_source(server.url("/busy"), server.url("/away"))
+    source.poll_once()
+    busy, away = source.state.feed("rss", server.url("/busy")), source.state.feed("rss", server.url("/away"))
+    assert busy is not None and busy.retry_at == T0 + timedelta(seconds=300)  # over the 60 s backoff
+    assert away is not None and away.retry_at == T0 + timedelta(seconds=600)  # capped by backoff_max_s
+
+
 class CrashAfterPublish:
     """The state store of a process killed between the bus's acknowledgement and the state save."""
 
