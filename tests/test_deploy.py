@@ -1,4 +1,5 @@
-"""The deployment files parse and start only roles that the ``aet`` command line has."""
+"""The deployment files: they parse, validate against Kubernetes' schemas, run only commands and settings that
+exist, and name only metrics a daemon exports (and plot every one it does)."""
 
 from __future__ import annotations
 
@@ -20,26 +21,129 @@ from tests.conftest import REPO
 DEPLOY = REPO / "deploy"
 
 
-def _commands() -> set[str]:
-    return set(typer.main.get_command(app).commands)
-
-
 def test_compose_services_run_known_roles() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
-    roles = {name: svc["command"][0] for name, svc in compose["services"].items() if "command" in svc}
+    roles = {name: svc["command"] for name, svc in compose["services"].items() if "command" in svc}
     assert roles, "no AET services in docker-compose.yml"
-    assert set(roles.values()) <= _commands(), roles
+    assert all(_command_exists(args) for args in roles.values()), roles
     for name in ("scorer", "monitor", "trainer", "alerter"):
         assert "--metrics-port" in compose["services"][name]["command"], name
 
 
-def test_k8s_and_systemd_roles_exist() -> None:
-    for doc in yaml.safe_load_all((DEPLOY / "k8s" / "scorer.yaml").read_text()):
-        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            assert container["args"][0] in _commands()
+def _k8s_docs() -> list[dict[str, Any]]:
+    return [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+
+
+def _workloads() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _k8s_docs() if d["kind"] == "Deployment"}
+
+
+def _command_exists(args: list[str]) -> bool:
+    """Whether ``aet ARGS`` names a command (a group's subcommand included), the options being the command's own."""
+    command: Any = typer.main.get_command(app)
+    words = [a for a in args if not a.startswith("-")]
+    for word in words:
+        commands = getattr(command, "commands", None)
+        if commands is None:
+            break
+        if word not in commands:
+            return False
+        command = commands[word]
+    if getattr(command, "commands", None) is not None:
+        return False  # a group named without its subcommand
+    options = {opt for p in command.params for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+    return all(a.split("=")[0] in options for a in args if a.startswith("--"))
+
+
+def _setting_exists(variable: str) -> bool:
+    """Whether ``AET_X__Y`` names a field of the settings (``X.Y``)."""
+    from pydantic import BaseModel
+
+    from aet.pipeline.config import Settings
+
+    model: type[BaseModel] = Settings
+    parts = variable.removeprefix("AET_").lower().split("__")
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        if i < len(parts) - 1:
+            annotation = field.annotation
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return False
+            model = annotation
+    return True
+
+
+#: AET_ variables that are not settings: read directly by the process.
+NOT_SETTINGS = {"AET_METRICS_ADDR", "AET_CONFIG"}
+
+
+def test_every_k8s_manifest_is_valid_against_the_kubernetes_schemas() -> None:
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    for doc in _k8s_docs():
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_every_role_has_a_workload_that_runs_an_existing_command_with_probes_as_non_root() -> None:
+    workloads = _workloads()
+    assert set(workloads) == {
+        f"aet-{r}" for r in ("scorer", "monitor", "trainer", "alerter", "fast-path", "dead-letters")
+    }
+    for name, doc in workloads.items():
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, name
+        [container] = pod["containers"]
+        assert _command_exists(container["args"]), (name, container["args"])
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert "--metrics-port" in container["args"], name
+
+
+def test_scorers_autoscale_on_lag_the_trainer_gets_a_gpu_and_a_budget_guards_the_scorers() -> None:
+    docs = _k8s_docs()
+    [hpa] = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "aet-scorer"
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "aet_consumer_lag_records"
+    trainer = _workloads()["aet-trainer"]["spec"]["template"]["spec"]
+    assert trainer["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert trainer["containers"][0]["image"] == "aet:cuda"
+    [budget] = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"] == _workloads()["aet-scorer"]["spec"]["selector"]["matchLabels"]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    for doc in _workloads().values():
+        for volume in doc["spec"]["template"]["spec"]["volumes"]:
+            assert volume["persistentVolumeClaim"]["claimName"] in claims
+
+
+def test_every_referenced_setting_exists() -> None:
+    variables: set[str] = set()
+    for doc in _k8s_docs():
+        if doc["kind"] in ("ConfigMap", "Secret"):
+            variables |= set(doc.get("data", {})) | set(doc.get("stringData", {}))
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    variables |= set(compose["x-aet"]["environment"])
+    variables |= set(re.findall(r"\b(AET_[A-Z0-9_]+)", (DEPLOY / "systemd" / "aet@.service").read_text()))
+    aet = {v for v in variables if v.startswith("AET_")} - NOT_SETTINGS
+    assert aet and not sorted(v for v in aet if not _setting_exists(v)), "variables that name no setting"
+    assert not _setting_exists("AET_BUS__NO_SUCH_SETTING"), "the check itself must be able to fail"
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "ARG TORCH_INDEX" in dockerfile, "the CUDA variant is built with another torch index"
+
+
+def test_systemd_unit_runs_a_role_and_notifies() -> None:
     unit = (DEPLOY / "systemd" / "aet@.service").read_text()
     assert re.search(r"^ExecStart=\S+/aet .*%i", unit, re.M)
     assert "KillSignal=SIGTERM" in unit
+    assert re.search(r"^Type=notify$", unit, re.M) and re.search(r"^WatchdogSec=\d+", unit, re.M)
 
 
 @pytest.fixture(scope="module")
