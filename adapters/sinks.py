@@ -380,7 +380,7 @@ class SinkDispatcher(threading.Thread):
         if time.monotonic() - self._housekept_at >= self.HOUSEKEEPING_S:
             self.housekeeping()
         since = max(self.since, utcnow() - timedelta(seconds=self.retention_s))  # purged rows are not enqueued again
-        self.outbox.enqueue_missing(self.sink.name, since)
+        metrics.OUTBOX_ENQUEUED.labels(self.sink.name).inc(self.outbox.enqueue_missing(self.sink.name, since))
         attempted = 0
         for claimed in self.outbox.claim_due(self.sink.name, limit=self.claim_limit, lease_s=self.lease_s):
             d = self.outbox.renew(claimed, lease_s=self.lease_s)  # the claim may be old by now: a fresh lease or none

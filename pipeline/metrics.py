@@ -124,6 +124,8 @@ ALERT_ENTITIES = Gauge("aet_alert_entities", "Entities with open windows in the 
 SINK_DELIVERIES = Counter(
     "aet_alert_deliveries_total", "Alert delivery attempts per sink and outcome", ["sink", "outcome"]
 )
+# Enqueued minus finished (delivered, failed, rejected) deliveries is a sink's outbox backlog in this process.
+OUTBOX_ENQUEUED = Counter("aet_alert_outbox_enqueued_total", "Alerts put into a sink's outbox", ["sink"])
 
 # Trainer role and champion/challenger (pipeline/roles/trainer.py, pipeline/learning/promotion.py).
 RETRAIN_SECONDS = Histogram(
@@ -132,6 +134,9 @@ RETRAIN_SECONDS = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 TRAINING_ROUNDS = Counter("aet_training_rounds_total", "Retrain requests by outcome", ["outcome"])
+PROMOTIONS = Counter(
+    "aet_champion_changes_total", "Champion changes by kind (promotion, heads, rollback)", ["kind"]
+)  # pipeline/learning/promotion.py
 
 # Drift monitor (pipeline/roles/monitor.py, pipeline/drift/).
 DRIFT_EVENTS = Counter("aet_drift_events_total", "Drift events emitted", ["source", "detector"])

@@ -32,6 +32,7 @@ def run(
     speed: float | None = typer.Option(None, help="Event-time speed-up of the replay; 0 = as fast as possible."),
     rate: float | None = typer.Option(None, help="Most messages a second the replay publishes; 0 = no limit."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    metrics_port: int = typer.Option(0, help="Serve every role's Prometheus /metrics on PORT while it runs (0: off)."),
 ) -> None:
     """Run every role in this process on the memory bus: replay DATA, score it, store it, summarise.
 
@@ -39,6 +40,7 @@ def run(
     second run reuses the registered champion.
     """
     from aet.pipeline.learning.examples import TrainingDataError
+    from aet.pipeline.metrics import serve_metrics
     from aet.pipeline.model import ModelLoadError
     from aet.pipeline.runtime import NoChampionError, run_embedded
 
@@ -50,6 +52,7 @@ def run(
     if not data.is_file():
         fail(f"stream file not found: {data}")
     with open_app(s) as application:
+        serve_metrics(metrics_port)
         try:
             summary = run_embedded(
                 application, data, bootstrap_data=bootstrap_data, progress=progress, stop=stop_on_signals()

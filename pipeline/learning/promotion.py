@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aet.pipeline import metrics
 from aet.pipeline.config import RetrainSettings
 from aet.pipeline.learning.evidence import paired_bootstrap
 from aet.pipeline.learning.examples import Example
@@ -224,6 +225,7 @@ class Promoter:
         if before is not None and before.version == version:
             raise ValueError(f"{version} is already the champion")
         info = self.registry.promote(version)
+        metrics.PROMOTIONS.labels(kind).inc()
         log.info("promoted %s (previous champion %s): %s", version, before.version if before else None, reason)
         return ControlEvent(
             kind=kind,
@@ -239,6 +241,7 @@ class Promoter:
     def rollback(self, to: str | None = None, *, reason: str = "manual", **context: Any) -> ControlEvent:
         """Demote the champion and reinstate ``to`` (default: the previous champion)."""
         demoted, champion = self.registry.rollback(to)
+        metrics.PROMOTIONS.labels("rollback").inc()
         log.info("rolled back %s; %s serves again: %s", demoted.version, champion.version, reason)
         return ControlEvent(
             kind="rollback",

@@ -1,4 +1,6 @@
-"""JSON log lines carry the role, message id and model version the code knew when it logged; no secret is logged."""
+"""JSON log lines carry the role, message id and model version the code knew when it logged; no secret is logged.
+
+The command line's ``--log-format json`` is checked on a real daemon in tests/pipeline/cli/test_daemon_health.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from aet.pipeline.config import ScorerSettings, TopicSettings
 from aet.pipeline.logging_setup import bind, build_handler, configure_logging
 from aet.pipeline.roles.scorer import Scorer
 from aet.storage.store import ResultStore
-from tests.cli_helpers import aet_env, run_aet
 from tests.pipeline.pipeline_fakes import FakeModel, encode, message_payload
 
 
@@ -76,16 +77,3 @@ def test_configure_logging_leaves_a_configured_root_alone() -> None:
     before = list(root.handlers)
     configure_logging("INFO", "json")  # pytest's capture handlers are on the root: nothing changes
     assert root.handlers == before
-
-
-def test_the_cli_writes_json_lines_with_the_role(tmp_path: object) -> None:
-    from pathlib import Path
-
-    home = Path(str(tmp_path))
-    env = aet_env(home / "home", AET_BUS__JOURNAL_DIR=str(home / "journal"))
-    done = run_aet(["--log-format", "json", "dlq", "record", "--drain"], env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
-    assert records, "the recorder logs when it stops"
-    stopped = [r for r in records if "stopped after" in str(r["message"])]
-    assert stopped and stopped[0]["role"] == "dead-letters"

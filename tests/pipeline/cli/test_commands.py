@@ -27,6 +27,8 @@ ROOT = [
     "bench",
     "alerts",
     "dlq",
+    "doctor",
+    "status",
 ]
 MODELS = ["bootstrap", "list", "promote", "rollback", "show", "retrain-request"]
 BENCH = ["score", "swap", "bus", "alerts", "drift-detect", "adapt", "gpu-train", "stream", "recipe", "soak", "ingest"]

@@ -1,5 +1,6 @@
 """A real daemon (``aet dlq record`` in a subprocess) answers its probes: ready once subscribed with its database
-reachable, not ready (and still live) while PostgreSQL is cut off by a TCP proxy, ready again once it is back."""
+reachable, not ready (and still live) while PostgreSQL is cut off by a TCP proxy, ready again once it is back;
+and its ``--log-format json`` logs are JSON lines that name its role."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_readiness_follows_the_database_and_the_subscription(tmp_path: Path, pos
     proxied = make_url(postgres_url).set(port=proxy.port).render_as_string(hide_password=False)
     port = free_port()
     env = aet_env(tmp_path / "home", AET_BUS__JOURNAL_DIR=str(tmp_path / "journal"), AET_DATABASE_URL=proxied)
-    proc = start_aet(["dlq", "record", "--metrics-port", str(port)], env, tmp_path / "daemon.log")
+    log = tmp_path / "daemon.log"
+    proc = start_aet(["--log-format", "json", "dlq", "record", "--metrics-port", str(port)], env, log)
     try:
         wait_until(lambda: probe(port, "/readyz")[0] == 200, 60, "the recorder ready", proc)
         body = probe(port, "/readyz")[1]
@@ -59,4 +61,7 @@ def test_readiness_follows_the_database_and_the_subscription(tmp_path: Path, pos
         proc.terminate()
         proc.wait(30)
         proxy.close()
-    assert proc.returncode == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]  # every line is JSON
+    [stopped] = [entry for entry in lines if "stopped after" in entry["message"]]
+    assert stopped["role"] == "dead-letters" and stopped["level"] == "INFO"
