@@ -44,6 +44,7 @@ from aet.pipeline.roles.replay import Replay
 from aet.pipeline.roles.scorer import Scorer
 from aet.pipeline.roles.trainer import TrainerRole
 from aet.pipeline.signing import SigningBus
+from aet.pipeline.worker import Worker
 from aet.storage.alert_store import AlertStore
 from aet.storage.artifacts import ArtifactStore, verify
 from aet.storage.db import Database
@@ -446,9 +447,7 @@ def _run_roles(
     dispatchers = app.sink_dispatchers()
     monitor = app.monitor()  # consumes aet.scored and aet.labels: drift events, retrain requests
     threads.append(WorkerThread(monitor, stop))
-    pending: list[
-        tuple[Scorer | LabelRecorder | AlertWorker | Monitor | HeadLearner | DeadLetterRecorder, list[str]]
-    ] = [
+    pending: list[tuple[Worker, list[str]]] = [
         (scorer, [topics.messages]),
         (labels, [topics.labels]),
         (recorder, [topics.dlq]),
@@ -459,6 +458,10 @@ def _run_roles(
     if fast_path is not None:
         threads.append(WorkerThread(fast_path, stop))
         pending.append((fast_path, [topics.scored, topics.labels, topics.control]))
+    # Serves the monitor's retrain requests while the stream runs; a promotion is swapped into the scorer.
+    trainer = app.trainer(progress=False)
+    threads.append(WorkerThread(trainer, stop))
+    pending.append((trainer, [topics.control]))
     for t in threads:
         t.start()
     try:

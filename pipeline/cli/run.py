@@ -1,22 +1,31 @@
 """``aet run``: every role in one process on the memory bus, and the summary it prints at the end.
 
-The quickest way to see the whole loop (replay, score, store, alert, monitor)
-on a file; the daemons of the other command modules run the same roles one per
-process, on Kafka or a journaled memory bus.
+The quickest way to see the whole loop on a file (replay, score, store, alert,
+monitor drift, fast-path heads, retraining rounds with the gate and hot swap);
+the daemons of the other command modules run the same roles one per process,
+on Kafka or a journaled memory bus.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aet.pipeline.cli.alerts import KIND_LABEL
 from aet.pipeline.cli.common import fail, open_app, resolve_settings, stop_on_signals
+from aet.pipeline.records import utcnow
+
+if TYPE_CHECKING:
+    from aet.storage.drift_store import MonitorStore
 
 app = typer.Typer()
+
+#: The control events of the retraining loop the summary reports (fast-path ``heads`` events have their own line).
+MODEL_EVENTS = ("training_result", "promotion", "shadow", "rejection", "rollback")
 
 
 @app.command()
@@ -34,7 +43,7 @@ def run(
     progress: bool = typer.Option(True, help="Show progress bars."),
     metrics_port: int = typer.Option(0, help="Serve every role's Prometheus /metrics on PORT while it runs (0: off)."),
 ) -> None:
-    """Run every role in this process on the memory bus: replay DATA, score it, store it, summarise.
+    """Run every role in this process on the memory bus: replay DATA, score, monitor, adapt, summarise.
 
     Bootstraps a champion from --bootstrap-data when none is registered; a
     second run reuses the registered champion.
@@ -53,13 +62,55 @@ def run(
         fail(f"stream file not found: {data}")
     with open_app(s) as application:
         serve_metrics(metrics_port)
+        started = utcnow()
         try:
             summary = run_embedded(
                 application, data, bootstrap_data=bootstrap_data, progress=progress, stop=stop_on_signals()
             )
         except (NoChampionError, ModelLoadError, TrainingDataError, FileNotFoundError, ValueError) as exc:
             fail(str(exc))
+        summary["model_events"] = model_events(application.monitor_store, started)
+        summary["after_drift"] = after_drift(application.monitor_store, summary["drift"]["events_this_run"])
     print_summary(summary)
+
+
+def model_events(store: MonitorStore, since: datetime) -> list[dict[str, Any]]:
+    """The retraining loop's control events stored since ``since``, oldest first: rounds trained, gate decisions,
+    promotions and rollbacks (what ``aet run``'s trainer and monitor did with the drift it found)."""
+    rows = [r for r in store.events(kinds=MODEL_EVENTS) if r.ts >= since]
+    return [
+        {"kind": r.kind, "version": r.model_version, "payload": r.payload} for r in sorted(rows, key=lambda r: r.ts)
+    ]
+
+
+def after_drift(store: MonitorStore, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each drift event of the run: accuracy on the drifted source's labeled messages from the drift on,
+    per model weights that scored them (fast-path heads counted with their weights), in the order they served.
+
+    This is the before/after of a retraining round on the same stretch of the stream: the champion's
+    weights until the promotion is swapped in, the challenger's after it. Read from the monitor's
+    label ledger, which holds each label with the prediction it was joined to and its stream position.
+    """
+    drifts = [e for e in events if e["kind"] == "drift" and isinstance(e.get("position"), int)]
+    if not drifts:
+        return []
+    joins = [j for j in store.label_joins() if j.status == "joined" and j.position is not None]
+    joins.sort(key=lambda j: j.position or 0)
+    out = []
+    for e in drifts:
+        groups: dict[str, list[Any]] = {}
+        for j in joins:
+            if j.source != e["source"] or (j.position or 0) < e["position"] or j.model_version is None:
+                continue
+            g = groups.setdefault(j.model_version.split(".h")[0], [0, 0, False])
+            g[0] += 1
+            g[1] += int(j.predicted == j.label)
+            g[2] = g[2] or ".h" in j.model_version
+        by_weights = [
+            {"weights": w, "labeled": n, "accuracy": c / n, "heads": heads} for w, (n, c, heads) in groups.items()
+        ]
+        out.append({**e, "by_weights": by_weights})
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -99,6 +150,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             typer.echo(line)
     if "drift" in summary:
         typer.echo(drift_line(summary["drift"]))
+    for line in model_event_lines(summary.get("model_events") or []):
+        typer.echo(line)
+    for line in after_drift_lines(summary.get("after_drift") or []):
+        typer.echo(line)
     typer.echo(f"  database          {summary['database']}")
     typer.echo(
         "  inspect with      aet models list   |   "
@@ -146,3 +201,40 @@ def drift_line(drift: dict[str, Any]) -> str:
         f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"
         f"   (aet drift)"
     )
+
+
+def model_event_lines(events: list[dict[str, Any]]) -> list[str]:
+    """What the trainer and the monitor did with the run's drift: rounds trained, gate decisions, rollbacks."""
+    if not events:
+        return []
+    lines = [f"  retraining        {sum(e['kind'] == 'training_result' for e in events)} rounds trained this run"]
+    for e in events:
+        p, version = e["payload"], e["version"]
+        if e["kind"] == "training_result":
+            seconds = p.get("train_seconds")
+            took = f", {seconds:.0f} s" if isinstance(seconds, int | float) else ""
+            lines.append(f"    {version} trained ({p.get('mode')}{took})")
+        elif e["kind"] == "promotion":
+            gate = p.get("gate") or {}
+            why = "; ".join(gate.get("reasons") or []) or p.get("reason", "")
+            lines.append(f"    {version} promoted over {p.get('previous')}: {why}")
+        elif e["kind"] == "rollback":
+            lines.append(f"    rolled back {p.get('from')} to {p.get('to')}: {p.get('reason')}")
+        else:  # a rejection, or a challenger left as a shadow for the live labels to decide
+            what = "left as a shadow" if e["kind"] == "shadow" else "rejected"
+            lines.append(f"    {version} {what}: {p.get('reason')}")
+    return lines
+
+
+def after_drift_lines(episodes: list[dict[str, Any]]) -> list[str]:
+    """Accuracy on each drifted source from its drift on, per model weights in serving order: before/after."""
+    lines = []
+    for ep in episodes:
+        lines.append(
+            f"  after the drift   {ep['source']}@{ep['position']} ({ep['detector']}): accuracy on the "
+            f"{ep['source']} messages from there on, by the weights that scored them"
+        )
+        for g in ep["by_weights"]:
+            key = f"{g['weights']} + fast-path heads" if g["heads"] else g["weights"]
+            lines.append(f"    {key:<28}{g['accuracy']:.3f} on {g['labeled']} labeled messages")
+    return lines
