@@ -195,7 +195,7 @@ def alert_lines(alerts: dict[str, Any]) -> list[str]:
 def drift_line(drift: dict[str, Any]) -> str:
     """The drift events of the run (the first five placed) and how many retrain requests followed."""
     events = [e for e in drift["events_this_run"] if e["kind"] == "drift"]
-    requests = len(drift["events_this_run"]) - len(events)
+    requests = sum(e["kind"] == "retrain_request" for e in drift["events_this_run"])
     where = ", ".join(f"{e['source']}@{e['position']} ({e['detector']})" for e in events[:5])
     return (
         f"  drift             {len(events)} events{': ' + where if where else ''}; {requests} retrain requests"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aet.pipeline.cli.run import after_drift, after_drift_lines, model_event_lines, model_events
+from aet.pipeline.cli.run import after_drift, after_drift_lines, drift_line, model_event_lines, model_events
 from aet.pipeline.config import load_settings
 from aet.pipeline.records import LABELS, ControlEvent, Message, decode
 from aet.pipeline.roles.replay import ordered_rows, to_message_payload
@@ -140,3 +140,16 @@ def test_model_events_lists_this_runs_rounds_and_gate_decisions_in_order(monitor
     assert lines[1] == "    v0003 trained (attention, 41 s)"
     assert lines[2].startswith("    v0003 promoted over v0002.h4: recent macro-F1 0.550 -> 0.800")
     assert model_event_lines([]) == []
+
+
+def test_drift_line_counts_only_retrain_requests() -> None:
+    """Shadow trials and rollbacks the monitor raised are not retrain requests."""
+    events = [
+        {"kind": "drift", "source": "chat", "position": 288, "detector": "adwin_confidence"},
+        {"kind": "retrain_request"},
+        {"kind": "shadow_rejected"},
+        {"kind": "rollback"},
+    ]
+    line = drift_line({"events_this_run": events})
+    assert "1 events: chat@288 (adwin_confidence)" in line
+    assert line.rstrip().split(";")[1].strip().startswith("1 retrain requests")
