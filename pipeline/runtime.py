@@ -86,7 +86,7 @@ def load_verified_model(
         batch_size=settings.batch_size,
         device=settings.device if device is None else device,
         new_head=False,
-        precision=settings.precision if serving else "auto",
+        precision=settings.precision if serving else None,
     )
 
 

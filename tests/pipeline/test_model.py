@@ -12,6 +12,7 @@ import torch
 from aet.pipeline.model import (
     ModelLoadError,
     SentimentModel,
+    cpu_has_bf16,
     resolve_backbone,
     sentiment_label_order,
     serving_precision,
@@ -127,9 +128,11 @@ def test_save_writes_safetensors_only(fresh_model: SentimentModel, tmp_path: Pat
 # -- serving precision -----------------------------------------------------------
 
 
-def test_serving_precision_auto_is_float32_on_cpu_and_bf16_on_cuda_and_int8_stays_on_cpu() -> None:
-    assert serving_precision("auto", torch.device("cpu")) == "float32"
+def test_serving_precision_auto_is_bf16_where_the_hardware_has_it_and_int8_stays_on_cpu() -> None:
+    assert serving_precision("auto", torch.device("cpu"), bf16_cpu=False) == "float32"
+    assert serving_precision("auto", torch.device("cpu"), bf16_cpu=True) == "bf16"
     assert serving_precision("auto", torch.device("cuda")) == "bf16"
+    assert serving_precision("float32", torch.device("cpu"), bf16_cpu=True) == "float32"
     assert serving_precision("int8", torch.device("cpu")) == "int8"
     with pytest.raises(ValueError, match="CPU only"):
         serving_precision("int8", torch.device("cuda"))
@@ -162,3 +165,10 @@ def test_bf16_serves_distributions_close_to_float32() -> None:
     probs = bf16.predict_proba(TEXTS)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     assert np.allclose(probs, float32.predict_proba(TEXTS), atol=0.02)
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("flags\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t: fpu avx512f avx512_vnni\n")
+    assert cpu_has_bf16(with_bf16) and not cpu_has_bf16(without) and not cpu_has_bf16(tmp_path / "missing")
