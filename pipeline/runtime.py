@@ -62,12 +62,19 @@ class NoChampionError(RuntimeError):
 
 
 def load_verified_model(
-    ref: ModelRef, settings: ModelSettings, device: str | None = None, *, name: str = "model"
+    ref: ModelRef,
+    settings: ModelSettings,
+    device: str | None = None,
+    *,
+    name: str = "model",
+    serving: bool = False,
 ) -> SentimentModel:
     """Verify a registered artifact against its sha256, then load it (on ``device``, default the settings').
 
     A missing or altered artifact is a :class:`ModelLoadError` that names the
     version (as ``name`` ``version``), never a model loaded from unverified files.
+    With ``serving``, the verified float32 weights are converted to ``model.precision``;
+    otherwise (a model to train or evaluate) they stay float32 on the CPU, bf16 on CUDA.
     """
     try:
         verify(Path(ref.artifact_path), ref.sha256)
@@ -80,6 +87,7 @@ def load_verified_model(
         batch_size=settings.batch_size,
         device=settings.device if device is None else device,
         new_head=False,
+        precision=settings.precision if serving else None,
     )
 
 
@@ -114,21 +122,29 @@ class App:
     # ------------------------------------------------------------------ models
 
     def load_model(
-        self, ref: ModelRef, device: str | None = None, *, name: str = "model", share_weights: bool = False
+        self,
+        ref: ModelRef,
+        device: str | None = None,
+        *,
+        name: str = "model",
+        share_weights: bool = False,
+        serving: bool = False,
     ) -> SentimentModel:
         """Verify a registered artifact against its sha256 and load it (see :func:`load_verified_model`).
 
         A fast-path heads version loads its base's verified weights and adds
         the heads. With ``share_weights``, weights already loaded for serving
         in this process are reused instead of loaded again (never for a model
-        that will be trained: its weights must be its own).
+        that will be trained: its weights must be its own). Shared or
+        ``serving`` weights are converted to ``model.precision``.
         """
+        serving = serving or share_weights
         path = Path(ref.artifact_path)
         if not (path / HEADS_FILE).is_file():
             cached = self._serving_weights.get(ref.version) if share_weights else None
             if cached is not None:  # its weights already serve here (they were verified when loaded)
                 return replace(cached, heads=None, version=ref.version, base_version=None)
-            model = load_verified_model(ref, self.settings.model, device, name=name)
+            model = load_verified_model(ref, self.settings.model, device, name=name, serving=serving)
             if share_weights:
                 self._serving_weights[model.base] = model
             return model
@@ -140,7 +156,9 @@ class App:
         assert heads is not None
         base = self._serving_weights.get(heads.base) if share_weights else None
         if base is None:
-            base = load_verified_model(self.registry.get(heads.base), self.settings.model, device, name=name)
+            base = load_verified_model(
+                self.registry.get(heads.base), self.settings.model, device, name=name, serving=serving
+            )
         model = base.with_heads(heads, ref.version)
         if share_weights:
             self._serving_weights[heads.base] = model
@@ -234,7 +252,7 @@ class App:
         The model is loaded here and referenced only by the scorer, so that a
         swap releases it.
         """
-        scorer = self.scorer(self.load_model(champion))
+        scorer = self.scorer(self.load_model(champion, serving=True))
         if not self.settings.scorer.hot_swap:
             yield scorer
             return

@@ -183,7 +183,7 @@ def bus_benchmark(
     limit it. ``variants``: extra ``bus.kafka`` settings to measure side by side
     (for tuning), each on top of kafka-python's defaults.
     """
-    rows, source = load_texts(None, n)
+    rows, source = load_texts(None, n, cycle=True)  # the bus does not care whether texts repeat
     payloads = bus_payloads(rows)
     kafka_extra = dict(bus_settings.kafka or {})
     kafka_extra.setdefault("session_timeout_ms", 6000)  # tansu holds a join for half of it

@@ -73,7 +73,7 @@ def swap_benchmark(
     """Run the timeline described in the module docstring; write ``swap.json`` and ``swap.png`` under ``out``."""
     champion = app.ensure_champion(bootstrap_data or EXAMPLES / "train.jsonl", progress=False)
     duration = steady_s + swaps * every_s
-    rows, source = load_texts(data, int(rate * duration) + 100)
+    rows, source = load_texts(data, int(rate * duration) + 100, cycle=True)
     with tempfile.TemporaryDirectory(prefix="aet-bench-swap-") as tmp:
         bench = scratch_app(
             app.settings,

@@ -57,15 +57,20 @@ def tansu_servers() -> Iterator[str]:
 @app.command("score")
 def bench_score(
     data: Path | None = typer.Option(None, help="JSONL of messages (default: a shared corpus, else the examples)."),
-    n: int = typer.Option(2000, help="Number of messages."),
+    n: int = typer.Option(2000, help="Number of messages (never repeated: fewer if the corpus is shorter)."),
     out: Path = typer.Option(Path("bench-results"), help="Directory for score.json and score.png."),
     bootstrap_data: Path | None = typer.Option(None, help="Labeled JSONL to bootstrap a champion if none exists."),
+    quick: bool = typer.Option(False, help="CI-sized: 200 messages, 200 test examples a split, short latency runs."),
+    device: str | None = typer.Option(None, help="Device to serve on (default: model.device), e.g. cuda."),
 ) -> None:
-    """Messages/s of the scorer worker vs transformers' pipeline (batch 1 and 32), same model and messages."""
+    """Per serving option (float32, int8, bf16, score cache): throughput, latency at half load, macro-F1 on the
+    real test splits; next to transformers' pipeline (batch 1 and 32) and the embedded loop; same messages."""
     from aet.pipeline.bench.score import score_benchmark
 
-    with open_app(resolve_settings()) as application:
-        result = score_benchmark(application, data=data, n=n, out=out, bootstrap_data=bootstrap_data)
+    with open_app(resolve_settings(**({"model": {"device": device}} if device else {}))) as application:
+        result = score_benchmark(
+            application, data=data, n=200 if quick else n, out=out, bootstrap_data=bootstrap_data, quick=quick
+        )
     print_json(result)
 
 

@@ -8,6 +8,13 @@ its id, so the sample is the same across replays and restarts) among those the
 same version scored, and with ``embedding_reference: training`` embeds the
 champion's training texts as the reference. An embedding failure is logged and
 skipped: the monitor keeps running on its label-free signals.
+
+A scored message that carries its features (``scorer.features``, on while the
+fast path runs) already holds the embedding: the features are the final
+layer's input followed by the mean-pooled last hidden state of the forward
+pass that scored it, the very vector :meth:`SentimentModel.embed` computes
+(float16 on the wire). Those messages are not run through the encoder a second
+time; only messages without features are (``reused`` and ``encoded`` count both).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from aet.pipeline.config import MonitorSettings
 from aet.pipeline.drift import DriftConfig
 from aet.pipeline.learning.examples import load_examples
 from aet.pipeline.ports import ModelInfo, RegistryReader
-from aet.pipeline.records import ScoredMessage
+from aet.pipeline.records import ScoredMessage, unpack_features
 
 log = logging.getLogger(__name__)
 EMBEDDING_DETECTOR = "hotelling_embedding"
@@ -56,6 +63,19 @@ def sampled_for_embedding(message_id: str, every: int) -> bool:
     return every <= 1 or zlib.crc32(message_id.encode("utf-8")) % every == 0
 
 
+def embedding_of_features(message: ScoredMessage) -> np.ndarray | None:
+    """The mean-pooled last hidden state carried in ``message.features`` (their second half), if it has any."""
+    if message.features is None:
+        return None
+    try:
+        values = unpack_features(message.features)
+    except ValueError:  # not base64: embed the text instead
+        return None
+    if len(values) == 0 or len(values) % 2:
+        return None
+    return values[len(values) // 2 :]
+
+
 class ChampionEmbedder:
     """The monitor's model to embed with: follows the champion, embeds sampled messages and training texts."""
 
@@ -74,6 +94,8 @@ class ChampionEmbedder:
         self._last_champion_check = -float("inf")
         self._warned_no_embedder = False
         self._training_sources: dict[str, set[str] | None] = {}
+        self.reused = 0  # sampled messages whose embedding came with their features
+        self.encoded = 0  # sampled messages run through the encoder here
 
     @property
     def wanted(self) -> bool:
@@ -117,17 +139,23 @@ class ChampionEmbedder:
         ]
         if not chosen:
             return {}
+        out = {m.id: v for m in chosen if (v := embedding_of_features(m)) is not None}
+        rest = [m for m in chosen if m.id not in out]
+        self.reused += len(out)
+        if not rest:
+            return out
         try:
-            vectors = np.asarray(self.embedder.embed([m.text for m in chosen]), dtype=np.float32)
+            vectors = np.asarray(self.embedder.embed([m.text for m in rest]), dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the monitor; the signal skips it
             log.warning(
                 "embedding %d messages failed (%s: %s); the embedding signal skips them",
-                len(chosen),
+                len(rest),
                 type(exc).__name__,
                 exc,
             )
-            return {}
-        return {m.id: v for m, v in zip(chosen, vectors, strict=True)}
+            return out
+        self.encoded += len(rest)
+        return out | {m.id: v for m, v in zip(rest, vectors, strict=True)}
 
     def training_sources(self, version: str) -> set[str] | None:
         """The sources ``version`` was trained on, or ``None`` when its training data cannot be read."""

@@ -23,6 +23,7 @@ from aet.pipeline.records import (
     utcnow,
 )
 from aet.pipeline.roles.hotswap import ModelSwapper
+from aet.pipeline.score_cache import ScoreCache
 from aet.pipeline.worker import Outputs, Worker
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class Scorer(Worker):
     """Consumes ``aet.messages``, publishes ``aet.scored``, stores each score under its message id.
 
     With a :class:`~aet.pipeline.roles.hotswap.ModelSwapper`, a newly promoted model that
-    is loaded and verified replaces the current one between two batches.
+    is loaded and verified replaces the current one between two batches. A
+    :class:`~aet.pipeline.score_cache.ScoreCache` (``scorer.cache_size``) serves
+    texts the serving version already scored without a forward pass.
     """
 
     role = "scorer"
@@ -84,6 +87,7 @@ class Scorer(Worker):
         self.out_topic = topics.scored
         self.max_text_chars = settings.max_text_chars
         self.emit_features = settings.features
+        self.cache: ScoreCache[_Row] = ScoreCache(settings.cache_size)
 
     def before_batch(self) -> None:
         """Swap in a model the swapper has ready; no batch is in flight here."""
@@ -92,6 +96,7 @@ class Scorer(Worker):
             if new is not None:
                 old, self.model = self.model, new
                 self.swapper.retire(old)  # released off the scoring path; nothing else refers to it
+                self.cache.clear()  # keyed by version, so unreachable now: give the memory back
         logging_setup.set_model_version(self.model.version)  # the batch's log lines name the version scoring it
 
     def handle(self, records: list[BusRecord]) -> Outputs:
@@ -134,8 +139,33 @@ class Scorer(Worker):
         return results
 
     def _score(self, model: SentimentModel, messages: Sequence[Message]) -> list[_Row]:
-        """Probabilities (each source's fast-path head where it has one), the weights' own where a head served,
-        and, if emitted, the features, per message."""
+        """Per message: probabilities (each source's fast-path head where it has one), the weights' own where a
+        head served, and, if emitted, the features; from the cache, else from one forward pass over the rest."""
+        if not self.cache.enabled:
+            return self._forward(model, messages)
+        rows: list[_Row | None] = [None] * len(messages)
+        todo: dict[tuple[str, str, str], list[int]] = {}  # texts to score, each with the messages that carry it
+        for i, m in enumerate(messages):
+            key = self.cache.key(model.version, m.source, m.text)
+            if key in todo:  # repeated within this batch: scored once
+                todo[key].append(i)
+                self.cache.stats.hits += 1
+                continue
+            cached = self.cache.get(key)
+            if cached is None:
+                todo[key] = [i]
+            else:
+                rows[i] = cached
+        if todo:
+            fresh = self._forward(model, [messages[ix[0]] for ix in todo.values()])
+            for (key, ix), row in zip(todo.items(), fresh, strict=True):
+                self.cache.put(key, row)
+                for i in ix:
+                    rows[i] = row
+        return [r for r in rows if r is not None]
+
+    def _forward(self, model: SentimentModel, messages: Sequence[Message]) -> list[_Row]:
+        """Rows of ``messages`` from one call of the model."""
         n = len(messages)
         prediction = model.predict(
             [m.text for m in messages], [m.source for m in messages], features=self.emit_features

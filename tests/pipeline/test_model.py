@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from aet.pipeline.model import ModelLoadError, SentimentModel, resolve_backbone, sentiment_label_order
+from aet.pipeline.model import (
+    ModelLoadError,
+    SentimentModel,
+    cpu_has_bf16,
+    resolve_backbone,
+    sentiment_label_order,
+    serving_precision,
+)
 from aet.pipeline.records import LABELS
+from tests.pipeline.tiny_model import tiny_model
 
 TEXTS = [
     "Shares of $AAPL fell 5% after weak guidance",
@@ -115,3 +123,52 @@ def test_save_writes_safetensors_only(fresh_model: SentimentModel, tmp_path: Pat
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert "model.safetensors" in names and "config.json" in names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+
+
+# -- serving precision -----------------------------------------------------------
+
+
+def test_serving_precision_auto_is_bf16_where_the_hardware_has_it_and_int8_stays_on_cpu() -> None:
+    assert serving_precision("auto", torch.device("cpu"), bf16_cpu=False) == "float32"
+    assert serving_precision("auto", torch.device("cpu"), bf16_cpu=True) == "bf16"
+    assert serving_precision("auto", torch.device("cuda")) == "bf16"
+    assert serving_precision("float32", torch.device("cpu"), bf16_cpu=True) == "float32"
+    assert serving_precision("int8", torch.device("cpu")) == "int8"
+    with pytest.raises(ValueError, match="CPU only"):
+        serving_precision("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="must be one of"):
+        serving_precision("fp8", torch.device("cpu"))
+
+
+def test_int8_quantizes_the_encoder_keeps_head_and_pooler_float32_and_keeps_the_outputs() -> None:
+    float32 = tiny_model(0)
+    int8 = float32.converted("int8")
+    assert (int8.precision, float32.precision) == ("int8", "float32")
+    quantized = [n for n, m in int8.model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and all(n.startswith("bert.encoder.") for n in quantized)
+    assert type(int8.model.classifier) is torch.nn.Linear and type(int8.model.bert.pooler.dense) is torch.nn.Linear
+    assert type(float32.model.bert.encoder.layer[0].output.dense) is torch.nn.Linear  # the original is untouched
+    got, want = int8.predict(TEXTS, features=True), float32.predict(TEXTS, features=True)
+    assert np.allclose(got.probs, want.probs, atol=0.02)
+    assert got.features is not None and got.features.shape == want.features.shape  # type: ignore[union-attr]
+    assert int8.own_head().weight.shape == float32.own_head().weight.shape  # the fast path's prior still reads
+    with pytest.raises(ValueError, match="never saved"):
+        int8.save(Path("unused"))
+    with pytest.raises(ValueError, match="from the float32 model"):
+        int8.converted("bf16")
+
+
+def test_bf16_serves_distributions_close_to_float32() -> None:
+    float32 = tiny_model(0)
+    bf16 = float32.converted("bf16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    probs = bf16.predict_proba(TEXTS)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    assert np.allclose(probs, float32.predict_proba(TEXTS), atol=0.02)
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("flags\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t: fpu avx512f avx512_vnni\n")
+    assert cpu_has_bf16(with_bf16) and not cpu_has_bf16(without) and not cpu_has_bf16(tmp_path / "missing")

@@ -20,6 +20,7 @@ from aet.pipeline.learning.promotion import Promoter
 from aet.pipeline.model import SentimentModel
 from aet.pipeline.ports import ModelInfo
 from aet.pipeline.records import ScoredMessage, decode
+from aet.pipeline.roles import hotswap
 from aet.pipeline.roles.hotswap import ModelSwapper, SwapTarget
 from aet.pipeline.runtime import App
 from tests.pipeline.pipeline_fakes import Running, encode, message_payload
@@ -372,3 +373,45 @@ def test_retries_are_bounded_and_the_champion_keeps_serving(app: App, caplog: py
         assert any("given up after 3 attempts" in r.getMessage() for r in caplog.records)
     finally:
         swapper.close()
+
+
+# ------------------------------------------------------------------ serving precision
+
+
+def test_an_int8_champion_is_verified_converted_and_warmed_up_before_the_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = App(
+        load_settings(
+            home=tmp_path / "home",
+            model={"device": "cpu", "max_length": 32, "precision": "int8"},
+            scorer={"swap_retries": 0},
+        )
+    )
+    try:
+        v1 = register_tiny(a, seed=0)
+        v2 = register_tiny(a, seed=1, status="challenger")
+        serving = a.serving_model(v1)
+        assert serving.precision == "int8"
+        assert a.load_model(v1).precision == "float32"  # a model loaded to train keeps its float32 weights
+        swapper = a.swapper(serving)
+        warmed: list[str] = []
+        real_warm_up = hotswap.warm_up
+
+        def recording_warm_up(model: SentimentModel, texts: Any) -> None:
+            warmed.append(f"{model.version}:{model.precision}")
+            real_warm_up(model, texts)
+
+        monkeypatch.setattr(hotswap, "warm_up", recording_warm_up)
+        try:
+            assert_refused(swapper, SwapTarget(v2.version, v2.artifact_path, "0" * 64), "does not match")
+            swapper.request(SwapTarget.of(v2))
+            model = settle(swapper)
+        finally:
+            swapper.close()
+        assert model is not None and model.version == "v0002" and model.precision == "int8"
+        assert warmed == ["v0002:int8"]  # the converted form is what was warmed up and checked (once verified)
+        expected = tiny_model(1).predict_proba(TEXTS)
+        assert np.allclose(model.predict_proba(TEXTS), expected, atol=0.02)
+    finally:
+        a.close()

@@ -319,3 +319,71 @@ def test_scorers_attach_features_only_while_the_fast_path_runs(tmp_path) -> None
             assert app.scorer(FakeModel()).emit_features is enabled  # type: ignore[arg-type]
         finally:
             app.close()
+
+
+# -- the score cache -------------------------------------------------------------
+
+
+def test_a_repeated_text_is_scored_once_per_model_version_and_served_from_the_cache(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore
+) -> None:
+    headline = "Acme shares soar on record profit"
+    for i, text in enumerate([headline, f"  {headline} ", "Acme holds AGM", headline]):
+        bus.publish(topics.messages, encode(message_payload(i, text, id=f"a{i}")), key="k")
+    model = FakeModel("v0001")
+    scorer = make_scorer(bus, store, model, topics, max_batch=2)
+    assert drain(scorer) == 4
+    assert sorted(t for call in model.calls for t in call) == sorted([headline, "Acme holds AGM"])
+    assert scorer.cache.stats.hits == 2  # the same headline from two more outlets (one with other spacing)
+    labels = {s.id: s.label for s in scored(bus, topics)}
+    assert labels == {"a0": "positive", "a1": "positive", "a2": "neutral", "a3": "positive"}
+
+
+class StubSwapper:
+    """Hands the scorer one model to swap to, as a ModelSwapper would once it has verified and warmed it up."""
+
+    def __init__(self, new: Any) -> None:
+        self.new: Any = new
+        self.retired: list[Any] = []
+
+    def take(self) -> Any:
+        new, self.new = self.new, None
+        return new
+
+    def retire(self, model: Any) -> None:
+        self.retired.append(model)
+
+
+class FlippedModel(FakeModel):
+    """Another version that reads every text the other way round."""
+
+    @staticmethod
+    def probs_for(text: str) -> list[float]:
+        return FakeModel.probs_for(text)[::-1]
+
+
+def test_a_swap_never_serves_a_score_of_the_model_it_replaced(
+    bus: MemoryBus, topics: TopicSettings, store: ResultStore
+) -> None:
+    headline = "Acme shares soar on record profit"
+    scorer = make_scorer(bus, store, FakeModel("v0001"), topics)
+    bus.publish(topics.messages, encode(message_payload(0, headline, id="before")), key="k")
+    drain(scorer)
+    assert len(scorer.cache) == 1
+    new = FlippedModel("v0002")
+    scorer.swapper = StubSwapper(new)  # type: ignore[assignment]
+    bus.publish(topics.messages, encode(message_payload(1, headline, id="after")), key="k")
+    drain(scorer)
+    out = {s.id: s for s in scored(bus, topics)}
+    assert (out["before"].label, out["before"].model_version) == ("positive", "v0001")
+    assert (out["after"].label, out["after"].model_version) == ("negative", "v0002")
+    assert new.calls == [[headline]] and len(scorer.cache) == 1  # scored by the new version; the old rows dropped
+
+
+def test_cache_size_zero_scores_every_message(bus: MemoryBus, topics: TopicSettings, store: ResultStore) -> None:
+    for i in range(3):
+        bus.publish(topics.messages, encode(message_payload(i, "same text", id=f"s{i}")), key="k")
+    model = FakeModel()
+    scorer = make_scorer(bus, store, model, topics, cache_size=0)
+    assert drain(scorer) == 3
+    assert sum(len(c) for c in model.calls) == 3 and len(scorer.cache) == 0
