@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute
 
 from aet.pipeline.ports import FeedState, FileState
 from aet.pipeline.records import REASON_CHARS, utcnow
@@ -37,16 +38,20 @@ class IngestStore:
     # -- items
 
     def emitted(self, source: str, keys: Sequence[str]) -> set[str]:
+        return self._present(IngestItemRow.source, IngestItemRow.item_key, source, keys)
+
+    def _present(
+        self,
+        source_column: InstrumentedAttribute[str],
+        key_column: InstrumentedAttribute[str],
+        source: str,
+        keys: Sequence[str],
+    ) -> set[str]:
+        """Which of ``keys`` the table of ``key_column`` holds for ``source``."""
         found: set[str] = set()
         with self.db.session() as s:
             for chunk in _chunks(keys):
-                found.update(
-                    s.scalars(
-                        select(IngestItemRow.item_key).where(
-                            IngestItemRow.source == source, IngestItemRow.item_key.in_(chunk)
-                        )
-                    )
-                )
+                found.update(s.scalars(select(key_column).where(source_column == source, key_column.in_(chunk))))
         return found
 
     # -- feeds
@@ -110,17 +115,7 @@ class IngestStore:
     # -- webhook events
 
     def seen_events(self, source: str, event_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        with self.db.session() as s:
-            for chunk in _chunks(event_ids):
-                found.update(
-                    s.scalars(
-                        select(IngestSeenEventRow.event_id).where(
-                            IngestSeenEventRow.source == source, IngestSeenEventRow.event_id.in_(chunk)
-                        )
-                    )
-                )
-        return found
+        return self._present(IngestSeenEventRow.source, IngestSeenEventRow.event_id, source, event_ids)
 
     def mark_seen(self, source: str, event_ids: Sequence[str]) -> set[str]:
         now = utcnow()

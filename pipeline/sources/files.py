@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from aet.pipeline.config import FilesSourceSettings
-from aet.pipeline.ingest import normalize, refusal
+from aet.pipeline.ingest import refusal
 from aet.pipeline.ports import FileState, IngestState
 from aet.pipeline.records import DeadLetter, Message
 from aet.pipeline.sources.emit import Emitter, SourceStats
@@ -199,14 +199,4 @@ class FileSource:
         self.emitter.emit(messages, dead, self.stats)
 
     def _message(self, draft: Draft) -> Message:
-        return normalize(
-            source=self.name,
-            kind=draft.kind or self.settings.message_source,
-            text=draft.text,
-            ts=draft.ts,
-            channel=draft.channel,
-            platform_id=draft.platform_id,
-            entities=draft.entities,
-            meta=draft.meta,
-            max_text_chars=self.max_text_chars,
-        )
+        return draft.message(self.name, self.settings.message_source, self.max_text_chars)

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aet.pipeline.records import Source
+from aet.pipeline.ingest import normalize
+from aet.pipeline.records import Message, Source
 
 MESSAGE_FIELDS = {"id", "text", "source", "channel", "ts", "entities", "entity", "meta"}
 
@@ -45,6 +46,20 @@ class Draft:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: Source | None = None
     raw: bytes = b""
+
+    def message(self, source: str, default_kind: Source, max_text_chars: int, **meta: Any) -> Message:
+        """The message record of this draft from ``source`` (``meta`` added to the draft's); raises ValueError."""
+        return normalize(
+            source=source,
+            kind=self.kind or default_kind,
+            text=self.text,
+            ts=self.ts,
+            channel=self.channel,
+            platform_id=self.platform_id,
+            entities=self.entities,
+            meta={**self.meta, **meta},
+            max_text_chars=max_text_chars,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from aet.pipeline.config import KafkaTopicSourceSettings
-from aet.pipeline.ingest import normalize, refusal
+from aet.pipeline.ingest import refusal
 from aet.pipeline.ports import BusRecord, Consumer
 from aet.pipeline.records import DeadLetter, Message
 from aet.pipeline.sources.emit import Emitter, SourceStats
@@ -85,17 +85,7 @@ class ForeignTopicSource:
             reason = f"{where}: {draft.reason}"
         else:
             try:
-                return normalize(
-                    source=self.name,
-                    kind=draft.kind or self.settings.message_source,
-                    text=draft.text,
-                    ts=draft.ts,
-                    channel=draft.channel,
-                    platform_id=draft.platform_id,
-                    entities=draft.entities,
-                    meta={**draft.meta, "topic": r.topic},
-                    max_text_chars=self.max_text_chars,
-                )
+                return draft.message(self.name, self.settings.message_source, self.max_text_chars, topic=r.topic)
             except ValueError as exc:
                 reason = f"{where}: {refusal(exc)}"
         return DeadLetter.of(
