@@ -4,7 +4,9 @@ clean stop on SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ def test_once_from_the_command_line_then_a_restart_emits_nothing(tmp_path: Path,
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a.jsonl").write_text(json.dumps({"id": "f-1", "text": "file row", "ts": "2026-03-02T12:00:00Z"}) + "\n")
+    settled = time.time() - 60  # older than files.settle_s: the source leaves a file still being written alone
+    os.utime(inbox / "a.jsonl", (settled, settled))
     home, journal = tmp_path / "home", tmp_path / "journal"
     args = ("ingest", "--rss", server.url("/cli.xml"), "--files", str(inbox), "--once")
     first = invoke(home, journal, *args)
