@@ -23,7 +23,9 @@ def _memory(settings: BusSettings, *, tuned: bool = True) -> MemoryBus:
 def test_payloads_are_keyed_like_live_traffic() -> None:
     rows = [{"text": "$aapl beats, $MSFT lags"}, {"text": "no tag", "channel": "desk"}, {"text": "x", "entity": "$T"}]
     payloads = bus_payloads(rows)
-    assert [key for key, _ in payloads] == ["$AAPL", "desk", "$T"]
+    # Keyed by the first entity, else by message id (not the channel: one channel would be one partition).
+    assert [key for key, _ in payloads] == ["$AAPL", decode(Message, payloads[1][1]).id, "$T"]
+    assert payloads[1][0] != "desk"
     first = decode(Message, payloads[0][1])
     assert first.entities == ["$AAPL", "$MSFT"] and first.source == "news"
 
