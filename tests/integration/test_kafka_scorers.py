@@ -32,7 +32,7 @@ from tests.kafka_broker import TansuBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-STREAM_LIMIT = 600
+STREAM_LIMIT = 1500  # enough that the survivor is still scoring when the newcomer (a fresh process) joins
 MAX_BATCH = 16
 PARTITIONS = 4
 GROUP = "aet-scorer"
