@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from aet.pipeline.bench.data import BENCH_TS, EXAMPLES, load_texts
-from aet.pipeline.bench.report import bar_chart, cpu_description, environment, write_report
+from aet.pipeline.bench.report import bar_chart, environment, write_report
 from aet.pipeline.bench.scratch import scratch_app
 from aet.pipeline.evaluation import macro_f1
-from aet.pipeline.model import SentimentModel, serving_precision
+from aet.pipeline.model import SentimentModel, cpu_has_bf16, serving_precision
 from aet.pipeline.records import Message, ScoredMessage, decode
 
 #: The real test splits: (corpus, use the corpus's own split).
@@ -220,7 +220,7 @@ def serving_options(model: SentimentModel) -> dict[str, SentimentModel]:
     options = {"float32": model}
     if model.device.type == "cpu":
         options["int8"] = model.converted("int8")
-        if any("bf16" in f or f.startswith("amx") for f in cpu_description()["flags"]):
+        if cpu_has_bf16():
             options["bf16"] = model.converted("bf16")
     else:
         options["bf16"] = model.converted("bf16")

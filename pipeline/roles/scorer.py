@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class Scorer(Worker):
                 self.cache.put(key, row)
                 for i in ix:
                     rows[i] = row
-        return [r for r in rows if r is not None]
+        return cast(list[_Row], rows)  # every position was filled: from the cache, the batch or the forward pass
 
     def _forward(self, model: SentimentModel, messages: Sequence[Message]) -> list[_Row]:
         """Rows of ``messages`` from one call of the model."""
