@@ -11,7 +11,7 @@ in gives the same ids, the same entities and the same cleaning:
 - **entities extracted at ingest** (:mod:`aet.pipeline.entities`): the producer's entities
   and the cashtags of the text;
 - **platform metadata kept** in ``meta`` (with ``meta["platform"]`` the source it came from);
-- **keyed on the bus** by :func:`bus_key`: the first entity, else the message id, so a corpus
+- **keyed on the bus** by ``Message.key``: the first entity, else the message id, so a corpus
   without entities spreads over the partitions and the scorers of a group share it.
 
 ``source`` is a platform name (``rss``, ``slack``, ``discord``, ...) or a message kind
@@ -164,12 +164,6 @@ def normalize(
     return Message.model_validate(
         payload, context={"now": now, "limits": current_limits(), "max_text_chars": max_text_chars}
     )
-
-
-def bus_key(message: Message) -> str:
-    """The partition key: the first entity (one entity's messages stay in order), else the message id (so
-    scorers in a group share a corpus without entities instead of one partition taking it all)."""
-    return message.key
 
 
 def refusal(error: ValueError) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aet.pipeline.config import TopicSettings
-from aet.pipeline.ingest import bus_key, normalize
+from aet.pipeline.ingest import normalize
 from aet.pipeline.ports import Publisher
 from aet.pipeline.records import DEFAULT_MAX_TEXT_CHARS, ID_CHARS, Message
 
@@ -116,9 +116,9 @@ class MessageIntake:
         return messages
 
     def publish(self, messages: Sequence[Message], timeout_s: float) -> None:
-        """Publish every message keyed by :func:`bus_key`, then wait for the bus's acknowledgement (``BusError``)."""
+        """Publish every message by its ``key``, then wait for the bus's acknowledgement (``BusError``)."""
         for m in messages:
-            self.bus.publish(self.topic, m.to_bytes(), key=bus_key(m))
+            self.bus.publish(self.topic, m.to_bytes(), key=m.key)
         self.bus.flush(timeout_s)
 
     def request_schema(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Publishing a source's batch: messages to ``aet.messages`` keyed by :func:`~aet.pipeline.ingest.bus_key`, refused
+"""Publishing a source's batch: messages to ``aet.messages`` keyed by :attr:`~aet.pipeline.records.Message.key`, refused
 input to the dead-letter topic, then a wait for the bus's acknowledgement.
 
 Every source saves its state only after :meth:`Emitter.emit` returned (emit, then save): a crash
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aet.pipeline.config import TopicSettings
-from aet.pipeline.ingest import bus_key
 from aet.pipeline.ports import Publisher
 from aet.pipeline.records import DeadLetter, Message
 
@@ -45,7 +44,7 @@ class Emitter:
     ) -> None:
         """Publish ``messages`` and ``dead`` and block until the bus acknowledged them (or raise ``BusError``)."""
         for m in messages:
-            self.bus.publish(self.topics.messages, m.to_bytes(), key=bus_key(m))
+            self.bus.publish(self.topics.messages, m.to_bytes(), key=m.key)
         for d in dead:
             self.bus.publish(self.topics.dlq, d.to_bytes(), key=d.key)
         if messages or dead:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aet.pipeline.ingest import bus_key
 from aet.pipeline.ports import Publisher, SeenEvents
 from aet.pipeline.records import Message
 from aet.pipeline.webhooks import discord, slack, stocktwits, telegram
@@ -53,7 +52,7 @@ class WebhookIntake:
         fresh = [e for e in ids if e not in old]
         messages: Sequence[Message] = [m for e in fresh for m in batch.events[e]]
         for m in messages:
-            self.bus.publish(self.topic, m.to_bytes(), key=bus_key(m))
+            self.bus.publish(self.topic, m.to_bytes(), key=m.key)
         if messages:
             self.bus.flush(timeout_s)
         if fresh:

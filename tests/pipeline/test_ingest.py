@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from aet.pipeline.entities import EntityExtractor, Gazetteer
-from aet.pipeline.ingest import bus_key, message_id, normalize, strip_markup
+from aet.pipeline.ingest import message_id, normalize, strip_markup
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -98,8 +98,8 @@ def test_overlong_platform_id_is_hashed_into_the_column() -> None:
     assert m.id.startswith("kafka:") and len(m.id) == len("kafka:") + 32
 
 
-def test_bus_key_is_first_entity_else_id() -> None:
+def test_the_partition_key_is_first_entity_else_id() -> None:
     with_entity = normalize(source="chat", text="$GME to the moon", ts="2026-03-02T14:00:00Z", now=NOW)
     without = normalize(source="chat", text="to the moon", ts="2026-03-02T14:00:00Z", now=NOW)
-    assert bus_key(with_entity) == "$GME"
-    assert bus_key(without) == without.id
+    assert with_entity.key == "$GME"
+    assert without.key == without.id
