@@ -123,9 +123,12 @@ class SourceDrift:
         message_position: int | None,
         correct: bool,
         reference: tuple[int, int] | None = None,
+        served_correct: bool | None = None,
     ) -> list[Alarm]:
         """Feed one joined label; labels of messages scored before the last reset are ignored.
 
+        ``correct`` is whether ``version``'s weights predicted it (the error detectors' signal);
+        ``served_correct`` whether what served it did (a fast-path head; default ``correct``).
         ``reference`` is the (correct, labeled) of the champion on the other sources, for a
         never-seen source's accuracy check (which counts every label of the source, whichever
         version served it: it asks whether the source is served worse than the others).
@@ -133,7 +136,7 @@ class SourceDrift:
         self.labeled += 1
         raw: list[tuple[Detector | NewSourceCheck, dict[str, Any]]] = []
         if self.novel is not None:
-            stat = self.novel.update(correct, reference)
+            stat = self.novel.update(correct if served_correct is None else served_correct, reference)
             if stat is not None:
                 raw.append((self.novel, stat))
         if version != self.version or (message_position is not None and message_position <= self.baseline_position):
@@ -232,8 +235,9 @@ class DriftEngine:
         message_position: int | None,
         correct: bool,
         reference: tuple[int, int] | None = None,
+        served_correct: bool | None = None,
     ) -> list[Alarm]:
-        return self.source(source).label(version, message_position, correct, reference)
+        return self.source(source).label(version, message_position, correct, reference, served_correct)
 
     def set_reference(self, source: str, vectors: np.ndarray) -> bool:
         """Give the embedding detector of ``source`` a fixed reference; ``False`` if it has none."""

@@ -70,12 +70,24 @@ RETRAIN_BLOCKERS = ("retrain_request", "training_result", "promotion")
 
 @dataclass
 class _Prediction:
+    """What served a message, and what the weights under a fast-path head predicted on their own."""
+
     source: str
     position: int | None
     label: int
     version: str
     ts: datetime
     labeled: bool = False
+    base_label: int | None = None  # the weights' own prediction; None where it is the served one
+    base_version: str | None = None
+
+    @property
+    def own_label(self) -> int:
+        return self.label if self.base_label is None else self.base_label
+
+    @property
+    def own_version(self) -> str:
+        return self.base_version or self.version
 
 
 def record_key(r: BusRecord) -> str:
@@ -335,7 +347,18 @@ class Monitor(Worker):
         position = src.position
         if position % CHECKPOINT_EVERY == 1:
             self.checkpoints.setdefault(m.source, deque(maxlen=MAX_CHECKPOINTS)).append((position, ts))
-        self._remember(m.id, _Prediction(m.source, position, LABELS.index(m.label), m.model_version, m.ts))
+        self._remember(
+            m.id,
+            _Prediction(
+                m.source,
+                position,
+                LABELS.index(m.label),
+                m.model_version,
+                m.ts,
+                base_label=int(np.argmax(probs)) if m.base_probs is not None else None,
+                base_version=m.base_version,
+            ),
+        )
         if self.shadow is not None:
             self.shadow.observe(m.id, m.text)
         self._emit(alarms, m.id, m.ts, out)
@@ -471,8 +494,15 @@ class Monitor(Worker):
         novel = self.engine.source(pred.source).novel
         reference = self._accuracy_elsewhere(pred.source) if novel is not None and not novel.done else None
         self._outcomes(pred.source).append(int(true == pred.label))
+        # The error detectors judge the weights they follow, as the label-free ones do: a fast-path head that
+        # fixes the weights' errors must not hide their drift (nor would a heads version match the weights').
         alarms = self.engine.label(
-            pred.source, pred.version, pred.position if pred.position is not None else 0, true == pred.label, reference
+            pred.source,
+            pred.own_version,
+            pred.position if pred.position is not None else 0,
+            true == pred.own_label,
+            reference,
+            served_correct=true == pred.label,
         )
         self._emit(alarms, mid, pred.ts, out)
 

@@ -255,6 +255,25 @@ def test_a_drift_is_one_event_published_and_stored(bus: MemoryBus, topics: Topic
     assert sample("aet_drift_events_total", source="news", detector="page_hinkley_class_mix") >= 1
 
 
+def test_the_error_detector_judges_the_weights_under_a_fast_path_head(
+    bus: MemoryBus, topics: TopicSettings, mstore: MonitorStore
+) -> None:
+    """A head that fixes the weights' new errors must not hide their drift from ``adwin_error``."""
+    for i in range(1200):
+        weights = CALM if i < 400 else SHIFTED  # the weights start to predict negative for neutral messages
+        m = Message(id=f"m{i}", source="news", channel="wire", text=f"message {i}", ts=T0 + timedelta(minutes=i))
+        served = to_scored(m, np.asarray(CALM), "fake-v1.h1", base_version="fake-v1", base_probs=np.asarray(weights))
+        bus.publish(topics.scored, served.to_bytes(), key="$ACME")
+    for i in range(1200):
+        bus.publish(topics.labels, label(f"m{i}"), key=f"m{i}")
+    monitor = make(bus, mstore, topics, detectors=["adwin_error"], hold_messages=2000)
+    drain(monitor)
+    [event] = [e for e in control(bus, topics) if e.kind == "drift"]
+    assert (event.payload["detector"], event.model_version) == ("adwin_error", "fake-v1")
+    assert 400 < event.payload["position"] <= 600
+    assert monitor.quality.of("news", "fake-v1.h1").accuracy() == 1.0  # what served was right on every label
+
+
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
