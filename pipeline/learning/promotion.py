@@ -6,8 +6,10 @@ window, its macro-F1 beats the champion's by at least ``promote_min_gain``
 (``gate_confidence``, pipeline/learning/evidence.py) is above zero — a
 challenger better on a small slice by the luck of the draw is not promoted —
 and, on a held-out slice of older data (the reservoir's never-trained share),
-its macro-F1 is at most ``forget_max_drop`` below the champion's. Otherwise
-it is recorded as rejected with the numbers. Every decision, promotion and
+its macro-F1 is at most ``forget_max_drop`` below the champion's — a drop
+counts only when the bootstrap also finds the challenger worse there with
+``gate_confidence``, since a small older slice moves by several points on the
+luck of the draw. Otherwise it is recorded as rejected with the numbers. Every decision, promotion and
 rollback becomes a :class:`ControlEvent` for ``aet.control`` and the database.
 
 Payloads: every event names the version it is about in ``model_version`` and
@@ -161,11 +163,18 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
             )
         else:
             reasons.append(f"forgetting not checked: only {n} held-out older examples")
+    elif -older.delta > drop + EPS and older.high is not None and older.high >= 0:
+        reasons.append(
+            f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}) on {older.n} "
+            f"examples is not worse with {older.confidence:.0%} confidence (the change's interval is "
+            f"{older.low:+.3f} .. {older.high:+.3f}): not counted as forgetting"
+        )
     elif -older.delta > drop + EPS:
         ok = older_ok = False
+        bound = "" if older.high is None else f", worse with {older.confidence:.0%} confidence"
         reasons.append(
             f"older macro-F1 {older.champion:.3f} -> {older.challenger:.3f} ({older.delta:+.3f}) "
-            f"falls by more than the allowed {drop:.3f}"
+            f"falls by more than the allowed {drop:.3f}{bound}"
         )
     else:
         reasons.append(

@@ -25,6 +25,19 @@ SETTINGS = RetrainSettings(promote_min_gain=0.02, forget_max_drop=0.03, min_hold
         (SliceScores(5, 0.50, 0.90), SliceScores(100, 0.80, 0.80), False, "only 5 held-out recent examples"),
         (SliceScores(100, 0.50, 0.70), SliceScores(3, 0.80, 0.80), False, "forgetting cannot be checked"),
         (SliceScores(100, 0.50, 0.70), None, False, "forgetting cannot be checked"),
+        # with the bootstrap's interval, a drop counts as forgetting only when the challenger is worse with confidence
+        (
+            SliceScores(100, 0.50, 0.70, 0.1, 0.3, 0.8),
+            SliceScores(40, 0.80, 0.72, -0.2, 0.03, 0.8),
+            True,
+            "not counted as forgetting",
+        ),
+        (
+            SliceScores(100, 0.50, 0.70, 0.1, 0.3, 0.8),
+            SliceScores(400, 0.80, 0.72, -0.12, -0.04, 0.8),
+            False,
+            "falls by more than the allowed 0.030, worse with 80% confidence",
+        ),
         # exactly on the margins passes
         (SliceScores(100, 0.50, 0.52), SliceScores(100, 0.80, 0.77), True, "at least +0.020"),
     ],
