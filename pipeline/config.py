@@ -532,9 +532,10 @@ class MonitorSettings(_Section):
     )
     warmup: int = Field(default=200, ge=20, description="messages of a new regime that set a detector's baseline")
     cooldown_messages: int = Field(
-        default=2000,
+        default=500,
         ge=0,
-        description="messages of a source after a drift event in which further alarms are suppressed",
+        description="messages of a source after a drift event in which further alarms are suppressed "
+        "(2,000 hid a second switch of a feed 1,500 messages after the first: docs/drift.md)",
     )
     embedding_reference: Literal["stream", "training"] = Field(
         default="stream",

@@ -36,7 +36,7 @@ class DriftConfig:
     detectors: tuple[str, ...] = DEFAULT_DETECTORS
     expected_run_length: float = 20_000
     warmup: int = 200
-    cooldown_messages: int = 2_000
+    cooldown_messages: int = 500
     reference_size: int = 300
     embedding_window: int = 100
     embed_every: int = 2

@@ -16,6 +16,13 @@ serves the one whose predictions of labels it had not yet learned from
 (prequential log-loss, decayed) were best. A stationary stream thus keeps
 the champion; a drifted one moves to the weakest pull that predicts well.
 
+A head also notices when it stops paying: river's ADWIN watches how much
+better than the champion's own layer its best candidate predicts each new
+label, and when that gain falls (the feed went back to a language the
+champion knows, or on to one the head misleads on) the head starts a new
+episode on the labels since the change. The monitor's drift events do the same, but a
+drift event waits out the monitor's cooldown; the head's own test does not.
+
 The heads of a model version live next to its weights in
 ``heads.safetensors`` (:func:`save_heads`, :func:`load_heads`).
 """
@@ -32,9 +39,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from river import drift as river_drift
 
 HEADS_FILE = "heads.safetensors"
 N_CLASSES = 3
+#: ADWIN's confidence for the head's change test (river's default), and the log-loss gain per label it reads,
+#: clipped to ± this many nats and scaled into [0, 1].
+GAIN_DELTA = 0.002
+GAIN_CLIP = 3.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,7 @@ class OnlineHead:
         self.decay = 0.5 ** (1.0 / half_life)
         self.min_labels = min_labels
         self.evidence_window = evidence_window
+        self.changes = 0  # episodes started by the head's own change test
         self.reset()
 
     def reset(self, prior: HeadWeights | None = None) -> None:
@@ -167,6 +180,7 @@ class OnlineHead:
         self.weight_sum = 0.0
         # Each candidate's log-loss on each label before learning it, for the paired evidence test.
         self.prequential: deque[np.ndarray] = deque(maxlen=self.evidence_window)
+        self.gain = river_drift.ADWIN(delta=GAIN_DELTA)  # the best head's log-loss gain over the prior, per label
 
     def new_episode(self, keep_last: int) -> None:
         """A drift: judge the candidates afresh, refit on the last ``keep_last`` labels only (the new regime's)."""
@@ -204,6 +218,7 @@ class OnlineHead:
         y = np.asarray(labels, dtype=np.int64)
         if len(y) == 0:
             return
+        best = 1 + int(np.argmin(self.loss[1:]))  # the head candidate the change test follows, chosen beforehand
         losses = np.empty((len(y), len(self.candidates)))
         for k, candidate in enumerate(self.candidates):
             p = candidate.proba(x)[np.arange(len(y)), y]
@@ -218,11 +233,26 @@ class OnlineHead:
         self.features.extend(x)
         self.labels.extend(int(v) for v in y)
         self.learned += len(y)
+        since = self._gain_fell(losses, best)
+        if since is not None:
+            self.changes += 1
+            self.new_episode(keep_last=since)
+            return
         window_x, window_y = np.asarray(self.features), np.asarray(self.labels)
         self.candidates = [self.prior] + [
             fit_map(window_x, window_y, self.prior, s, start=previous)
             for s, previous in zip(self.strengths, self.candidates[1:], strict=True)
         ]
+
+    def _gain_fell(self, losses: np.ndarray, best: int) -> int | None:
+        """Feed each label's gain of candidate ``best`` over the prior to the ADWIN; when the gain fell, the
+        number of labels since the change (ADWIN's remaining window), else ``None``."""
+        for gain in np.clip(losses[:, 0] - losses[:, best], -GAIN_CLIP, GAIN_CLIP):
+            before = self.gain.estimation
+            self.gain.update((float(gain) + GAIN_CLIP) / (2 * GAIN_CLIP))
+            if self.gain.drift_detected and self.gain.estimation < before:
+                return max(int(self.gain.width), 1)
+        return None
 
     def evidence(self) -> float:
         """One-sided p-value that the serving candidate predicts unseen labels better than the prior.

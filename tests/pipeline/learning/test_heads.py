@@ -91,6 +91,37 @@ def test_the_online_head_keeps_the_prior_when_the_prior_is_right() -> None:
     assert agree > 0.95
 
 
+def _stream(head: OnlineHead, x: np.ndarray, y: np.ndarray, *, batch: int = 16) -> None:
+    for start in range(0, len(y), batch):
+        head.learn_many(x[start : start + batch], y[start : start + batch])
+
+
+def test_a_head_that_stops_beating_the_prior_starts_a_new_episode_on_its_own() -> None:
+    """A feed back in the champion's language: the head's gain over the prior falls, the head notices it
+    (without a drift event) and the prior serves again within a few dozen labels."""
+    prior = HeadWeights(_prior(3).weight * 4, np.zeros(3))
+    other = HeadWeights(_prior(4).weight * 4, np.zeros(3))  # another language: the prior is wrong on it
+    head = OnlineHead(prior, min_labels=8)
+    x, y = _data(400, other, seed=11)
+    _stream(head, x, y)
+    assert head.selected > 0 and head.changes == 0
+    back_x, back_y = _data(400, prior, seed=12)
+    for start in range(0, 400, 16):
+        head.learn_many(back_x[start : start + 16], back_y[start : start + 16])
+        if head.changes:
+            break
+    assert head.changes == 1 and start < 120, start
+    assert head.selected == 0  # the prior serves again until the new episode's labels say otherwise
+
+
+def test_a_head_on_a_stationary_stream_keeps_its_episode() -> None:
+    other = HeadWeights(_prior(4).weight * 4, np.zeros(3))
+    head = OnlineHead(HeadWeights(_prior(3).weight * 4, np.zeros(3)), min_labels=8)
+    x, y = _data(1500, other, seed=13)
+    _stream(head, x, y)
+    assert head.changes == 0 and head.selected > 0
+
+
 def test_reset_forgets_the_window_and_can_start_from_a_new_prior() -> None:
     head = OnlineHead(_prior(0), min_labels=2)
     x, y = _data(40, _prior(1), seed=8)
