@@ -241,7 +241,15 @@ class HeadLearner(Worker):
         features = self.scaler(np.stack([f for f, _ in rows]))
         labels = np.asarray([y for _, y in rows])
         self._judge_mix(source, features, labels)
+        changes = head.changes
         head.learn_many(features, labels)
+        if head.changes > changes:
+            self.counts["head_changes"] += 1
+            log.info(
+                "fast path: the head of %s stopped beating the champion's layer; refit on its last %d labels",
+                source,
+                len(head.labels),
+            )
         self.since_publish[source] += len(rows)
 
     def _mix_offset(self, source: str) -> np.ndarray | None:
