@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aet.pipeline.config import RoundSettings
@@ -37,6 +37,10 @@ class RoundResult:
     seconds: dict[str, float]
     counts: dict[str, int]
     settings: RoundSettings
+    # What :func:`with_new_fisher` needs when the round skipped it: the champion's Fisher and the examples trained on.
+    fisher_old: Tensors | None = None
+    trained_on: Sequence[Example] = ()
+    fisher_names: Sequence[str] = ()
 
     def facts(self) -> dict[str, Any]:
         """JSON-ready facts for the registry and reports."""
@@ -137,30 +141,51 @@ def adapt(
         p.requires_grad_(True)
     net.eval()
 
-    fisher, info = None, {"gamma": s.fisher_gamma, "champion_fisher": fisher_source}
-    if new_fisher:
-        t = time.perf_counter()
-        estimated = estimate_fisher(
-            student, train, samples=s.fisher_samples, batch_size=s.fisher_batch_size, seed=s.seed + 1, names=names
-        )
-        fisher = merge_fisher(fisher_old, estimated, s.fisher_gamma)
-        seconds["fisher_new"] = time.perf_counter() - t
-        info.update(
-            samples=min(s.fisher_samples, len(train)),
-            batch_size=s.fisher_batch_size,
-            merged=fisher_old is not None,
-            tensors=len(fisher),
-            values=int(sum(t.numel() for t in fisher.values())),
-        )
     seconds["round"] = time.perf_counter() - started
     counts = {"recent": len(recent), "rehearsal": len(rehearsed), "train": len(train), "validation": len(validation)}
-    return RoundResult(
+    done = RoundResult(
         model=student,
-        fisher=fisher,
-        fisher_info=info,
+        fisher=None,
+        fisher_info={"gamma": s.fisher_gamma, "champion_fisher": fisher_source},
         train=result,
         trainable_parameters=trainable.count,
         seconds=seconds,
         counts=counts,
         settings=s,
+        fisher_old=fisher_old,
+        trained_on=train,
+        fisher_names=names,
     )
+    return with_new_fisher(done) if new_fisher else done
+
+
+def with_new_fisher(result: RoundResult) -> RoundResult:
+    """``result`` with the Fisher of its model on the round's examples, merged into the champion's (γ·F_old + F_new).
+
+    A round computes it last, and the trainer only for a challenger the gate may keep: a rejected
+    one never becomes a champion that the next round anchors to.
+    """
+    if result.fisher is not None or not result.trained_on:
+        return result
+    s = result.settings
+    t = time.perf_counter()
+    estimated = estimate_fisher(
+        result.model,
+        result.trained_on,
+        samples=s.fisher_samples,
+        batch_size=s.fisher_batch_size,
+        seed=s.seed + 1,
+        names=result.fisher_names,
+    )
+    fisher = merge_fisher(result.fisher_old, estimated, s.fisher_gamma)
+    seconds = {**result.seconds, "fisher_new": time.perf_counter() - t}
+    seconds["round"] = result.seconds["round"] + seconds["fisher_new"]
+    info = {
+        **result.fisher_info,
+        "samples": min(s.fisher_samples, len(result.trained_on)),
+        "batch_size": s.fisher_batch_size,
+        "merged": result.fisher_old is not None,
+        "tensors": len(fisher),
+        "values": int(sum(v.numel() for v in fisher.values())),
+    }
+    return replace(result, fisher=fisher, fisher_info=info, seconds=seconds)

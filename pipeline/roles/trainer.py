@@ -70,7 +70,7 @@ from aet.pipeline.learning.fisher import load_fisher, save_fisher
 from aet.pipeline.learning.loop import TrainingInterrupted
 from aet.pipeline.learning.promotion import Promoter, SliceScores, decide, score_slice
 from aet.pipeline.learning.rehearsal import Reservoir, split_holdout, text_key
-from aet.pipeline.learning.round import adapt
+from aet.pipeline.learning.round import adapt, with_new_fisher
 from aet.pipeline.model import ModelLoadError, SentimentModel, pick_device
 from aet.pipeline.ports import (
     ArtifactError,
@@ -434,11 +434,21 @@ class TrainerRole(Worker):
             version=version,
             progress=self.progress,
             interrupt=self._stop.is_set,
+            new_fisher=False,
         )
         confidence, seed = self.settings.gate_confidence, self.settings.seed
         recent_scores = score_slice(champion, result.model, data.recent_holdout, confidence=confidence, seed=seed)
         older_scores = score_slice(champion, result.model, data.older_holdout, confidence=confidence, seed=seed)
         del champion
+        s = self.settings
+        gated = (s.auto_promote and request.auto_promote is not False) or (
+            bool(request.auto_promote) and s.request_may_promote
+        )
+        verdict = decide(recent_scores, older_scores, s)
+        if not gated or verdict.promote or verdict.shadow:
+            result = with_new_fisher(result)  # a challenger that may become the champion anchors the next round
+        else:  # the gate will reject it (see _conclude): its Fisher would never anchor a round
+            result.fisher_info["skipped"] = "rejected by the gate"
 
         facts = {
             "origin": "retrain",

@@ -400,6 +400,10 @@ def test_the_gate_promotes_or_rejects_the_challenger(
             "training_result",
             outcome,
         ]
+        # Only a challenger that may become the champion pays for the Fisher that would anchor the next round.
+        info = app.registry.get("v0002")
+        assert (load_fisher(Path(info.artifact_path)) is not None) is (status == "champion")
+        assert ("skipped" in info.info["fisher"]) is (status == "rejected")
     finally:
         app.close()
 
