@@ -98,7 +98,12 @@ class ScorerSettings(_Section):
 
     group: str = "aet-scorer"
     max_batch: int = Field(default=64, ge=1)
-    max_wait_ms: int = Field(default=100, ge=0)
+    max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        description="after a batch's first message, wait this long for more: under load a batch fills to max_batch "
+        "without waiting, so the wait only adds latency at low rates (it was 100: p99 over 250 ms at half load)",
+    )
     max_text_chars: int = Field(default=5000, ge=1)
     features: bool = Field(
         default=True,

@@ -25,7 +25,7 @@ log_level: warning
 scorer:
   group: file-group
   max_batch: 10
-  max_wait_ms: 20
+  max_wait_ms: 45
 bus:
   backend: kafka
   bootstrap_servers: file-broker:9092
@@ -39,7 +39,7 @@ log_level = "warning"
 [scorer]
 group = "file-group"
 max_batch = 10
-max_wait_ms = 20
+max_wait_ms = 45
 
 [bus]
 backend = "kafka"
@@ -69,7 +69,7 @@ def test_defaults() -> None:
     s = load_settings()
     assert isinstance(s, Settings)
     assert s.scorer == ScorerSettings()
-    assert s.scorer.max_batch == 64 and s.scorer.max_wait_ms == 100 and s.scorer.max_text_chars == 5000
+    assert s.scorer.max_batch == 64 and s.scorer.max_wait_ms == 20 and s.scorer.max_text_chars == 5000
     assert s.bus.backend == "memory"
     assert s.log_level == "INFO"
     assert s.topics.messages == "aet.messages" and s.topics.dlq == "aet.dlq"
@@ -80,7 +80,7 @@ def test_defaults() -> None:
 def test_file_overrides_defaults(config_file: Path) -> None:
     s = load_settings(config_file)
     assert s.scorer.group == "file-group"
-    assert (s.scorer.max_batch, s.scorer.max_wait_ms) == (10, 20)
+    assert (s.scorer.max_batch, s.scorer.max_wait_ms) == (10, 45)
     assert s.scorer.max_text_chars == 5000  # untouched default survives next to file values
     assert s.bus.backend == "kafka" and s.bus.bootstrap_servers == "file-broker:9092"
     assert s.bus.partitions == 3
