@@ -507,6 +507,14 @@ class FastPathSettings(_Section):
     prior_min_shift: float = Field(
         default=0.1, gt=0, le=1, description="total-variation change of the class mix below which nothing is corrected"
     )
+    regimes: int = Field(
+        default=0,
+        ge=0,
+        description="earlier episodes of a source kept as regimes, with the head that served each, weighed in by "
+        "how much a message looks like each (learning/heads.py RegimeGate; 0: off). Off by default: on the quick "
+        "three-switch replay 3 regimes won the return to news (+5.9 points) and lost the chat (-2.6), "
+        "post-drift -1.1 (docs/stream.md)",
+    )
 
 
 DetectorName = Literal[

@@ -37,7 +37,7 @@ from transformers import (
 )
 
 from aet.pipeline.config import DEFAULT_BACKBONE, PRECISIONS
-from aet.pipeline.learning.heads import HeadSet, HeadWeights, softmax
+from aet.pipeline.learning.heads import HeadSet, HeadWeights
 from aet.pipeline.records import LABELS
 
 log = logging.getLogger(__name__)
@@ -339,11 +339,11 @@ class SentimentModel:
         self.model.train(was_training)
         base_probs = None
         if self.heads is not None and sources is not None and feats is not None:
-            head_logits = self.heads.logits(feats, sources)
-            served = ~np.isnan(head_logits).any(axis=1)
+            head_probs = self.heads.proba(feats, sources, probs.astype(np.float64))
+            served = ~np.isnan(head_probs).any(axis=1)
             base_probs = np.full_like(probs, np.nan)
             base_probs[served] = probs[served]
-            probs[served] = softmax(head_logits[served]).astype(np.float32)
+            probs[served] = head_probs[served].astype(np.float32)
         return Prediction(probs, feats if features else None, base_probs)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

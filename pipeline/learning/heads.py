@@ -33,7 +33,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -311,21 +311,62 @@ def widen(layer: HeadWeights, extra: int) -> HeadWeights:
 
 
 @dataclass(frozen=True)
+class RegimeGate:
+    """Weighs, for each message of a source, the regimes its features look like: earlier ones and the current one.
+
+    A source's language can come back (a feed returns to the news it carried
+    before a chat episode). The fast path keeps each earlier episode of a
+    source as a regime — the messages it saw and the head that served it —
+    and a multinomial logistic regression over the standardised mean-pooled
+    features (``weight``, ``bias``: one row per earlier regime, the last row
+    the current one) gives each message a posterior over them, with no label
+    and no delay. ``heads[k]`` served earlier regime ``k`` (``None``: the model's
+    own layer); the current regime is served by the source's head in the set.
+    """
+
+    weight: np.ndarray  # (regimes, mean-pooled features)
+    bias: np.ndarray  # (regimes,)
+    heads: tuple[HeadWeights | None, ...]  # the earlier regimes' heads; len(heads) == regimes - 1
+
+    def posterior(self, mean_features: np.ndarray) -> np.ndarray:
+        """Each row's probability of each regime (the last column: the current one)."""
+        return softmax(np.asarray(mean_features, dtype=np.float64) @ self.weight.T + self.bias)
+
+
+@dataclass(frozen=True)
 class HeadSet:
-    """The fast-path heads of one model: per source, a head over the model's standardised features."""
+    """The fast-path heads of one model: per source, a head over the model's standardised features, and for a
+    source whose language changed, a gate that weighs its earlier regimes' heads in."""
 
     base: str
     scaler: FeatureScaler
     heads: Mapping[str, HeadWeights]
+    gates: Mapping[str, RegimeGate] = field(default_factory=dict)
 
-    def logits(self, features: np.ndarray, sources: Sequence[str]) -> np.ndarray:
-        """Logits for rows whose source has a head; NaN rows for the others (the model's own layer answers them)."""
+    def proba(self, features: np.ndarray, sources: Sequence[str], own: np.ndarray) -> np.ndarray:
+        """Served probabilities; NaN rows where the model's own layer alone serves (no head, no gate).
+
+        ``own`` is the model's own probabilities of the rows. A source with a gate
+        gets the mixture of its regimes' answers (a head's, or ``own`` for a regime
+        the model's layer served) weighted by the gate's posterior: a message that
+        clearly belongs to an earlier regime is answered as it was then, and an
+        ambiguous one by a blend, not by a guess.
+        """
         x = self.scaler(features)
         out = np.full((len(x), N_CLASSES), np.nan)
-        for source, head in self.heads.items():
-            rows = np.array([s == source for s in sources], dtype=bool)
-            if rows.any():
-                out[rows] = head.logits(x[rows])
+        names = np.asarray(sources, dtype=object)
+        for source in sorted(set(self.heads) | set(self.gates)):
+            rows = np.flatnonzero(names == source)
+            if not len(rows):
+                continue
+            current, gate = self.heads.get(source), self.gates.get(source)
+            if gate is None:
+                if current is not None:
+                    out[rows] = current.proba(x[rows])
+                continue
+            weights = gate.posterior(x[rows, self.scaler.pooled_dim :])
+            answers = [own[rows] if head is None else head.proba(x[rows]) for head in (*gate.heads, current)]
+            out[rows] = sum(weights[:, k : k + 1] * answer for k, answer in enumerate(answers))
         return out
 
 
@@ -337,10 +378,19 @@ def save_heads(heads: HeadSet, directory: Path, info: Mapping[str, Any] | None =
         "_scaler.center": torch.as_tensor(heads.scaler.center, dtype=torch.float32).contiguous(),
         "_scaler.scale": torch.as_tensor(heads.scaler.scale, dtype=torch.float32).contiguous(),
     }
-    for source, head in heads.heads.items():
-        tensors[f"{source}.weight"] = torch.as_tensor(head.weight, dtype=torch.float32).contiguous()
-        tensors[f"{source}.bias"] = torch.as_tensor(head.bias, dtype=torch.float32).contiguous()
-    meta = {"base": heads.base, "pooled_dim": heads.scaler.pooled_dim, **dict(info or {})}
+    layers: list[tuple[str, HeadWeights | RegimeGate | None]] = list(heads.heads.items())
+    for source, gate in heads.gates.items():
+        layers += [(f"_gate.{source}", gate)] + [(f"_regime.{k}.{source}", h) for k, h in enumerate(gate.heads)]
+    for prefix, layer in layers:
+        if layer is not None:
+            tensors[f"{prefix}.weight"] = torch.as_tensor(layer.weight, dtype=torch.float32).contiguous()
+            tensors[f"{prefix}.bias"] = torch.as_tensor(layer.bias, dtype=torch.float32).contiguous()
+    meta = {
+        "base": heads.base,
+        "pooled_dim": heads.scaler.pooled_dim,
+        "gates": {source: len(gate.heads) for source, gate in heads.gates.items()},
+        **dict(info or {}),
+    }
     path = Path(directory) / HEADS_FILE
     save_file(tensors, str(path), metadata={"aet": json.dumps(meta, sort_keys=True, default=str)})
     return path
@@ -357,11 +407,23 @@ def load_heads(directory: Path) -> HeadSet | None:
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("aet", "{}"))
     tensors = load_file(str(path))
-    sources = sorted({name.rsplit(".", 1)[0] for name in tensors if not name.startswith("_scaler.")})
+    sources = sorted({name.rsplit(".", 1)[0] for name in tensors if not name.startswith("_")})
     scaler = FeatureScaler(
         int(meta["pooled_dim"]), tensors["_scaler.center"].double().numpy(), tensors["_scaler.scale"].double().numpy()
     )
-    heads = {
-        s: HeadWeights(tensors[f"{s}.weight"].double().numpy(), tensors[f"{s}.bias"].double().numpy()) for s in sources
+
+    def head(prefix: str) -> HeadWeights | None:
+        if f"{prefix}.weight" not in tensors:
+            return None
+        return HeadWeights(tensors[f"{prefix}.weight"].double().numpy(), tensors[f"{prefix}.bias"].double().numpy())
+
+    heads = {s: h for s in sources if (h := head(s)) is not None}
+    gates = {
+        source: RegimeGate(
+            tensors[f"_gate.{source}.weight"].double().numpy(),
+            tensors[f"_gate.{source}.bias"].double().numpy(),
+            tuple(head(f"_regime.{k}.{source}") for k in range(int(earlier))),
+        )
+        for source, earlier in dict(meta.get("gates") or {}).items()
     }
-    return HeadSet(base=str(meta["base"]), scaler=scaler, heads=heads)
+    return HeadSet(base=str(meta["base"]), scaler=scaler, heads=heads, gates=gates)

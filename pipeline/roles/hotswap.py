@@ -91,11 +91,19 @@ def check_heads(model: SentimentModel) -> None:
     width = pooled + len(scaler.center)
     if scaler.pooled_dim != pooled or len(scaler.scale) != len(scaler.center) or not (scaler.scale > 0).all():
         raise SwapRefused(f"the heads' feature scaler does not fit the model's {pooled} pooled features")
-    for source, head in model.heads.heads.items():
+    heads = [(repr(source), head) for source, head in model.heads.heads.items()]
+    for source, gate in model.heads.gates.items():
+        regimes = len(gate.heads) + 1
+        if gate.weight.shape != (regimes, len(scaler.center)) or gate.bias.shape != (regimes,):
+            raise SwapRefused(f"the regime gate of {source!r} has shape {gate.weight.shape}, the features {width}")
+        if not (np.isfinite(gate.weight).all() and np.isfinite(gate.bias).all()):
+            raise SwapRefused(f"the regime gate of {source!r} has non-finite weights")
+        heads += [(f"{source!r} (regime {k})", h) for k, h in enumerate(gate.heads) if h is not None]
+    for name, head in heads:
         if head.weight.shape != (3, width) or head.bias.shape != (3,):
-            raise SwapRefused(f"the head of {source!r} has shape {head.weight.shape}, the features {width}")
+            raise SwapRefused(f"the head of {name} has shape {head.weight.shape}, the features {width}")
         if not (np.isfinite(head.weight).all() and np.isfinite(head.bias).all()):
-            raise SwapRefused(f"the head of {source!r} has non-finite weights")
+            raise SwapRefused(f"the head of {name} has non-finite weights")
 
 
 def release_memory() -> None:

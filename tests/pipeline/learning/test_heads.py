@@ -14,6 +14,7 @@ from aet.pipeline.learning.heads import (
     HeadSet,
     HeadWeights,
     OnlineHead,
+    RegimeGate,
     fit_map,
     load_heads,
     save_heads,
@@ -135,14 +136,19 @@ def test_reset_forgets_the_window_and_can_start_from_a_new_prior() -> None:
 def test_heads_round_trip_through_safetensors(tmp_path: Path) -> None:
     features = np.random.default_rng(2).normal(size=(50, D + 4)) * 3 + 1
     scaler = FeatureScaler.fit(features, pooled_dim=D)
-    heads = HeadSet("v0001", scaler, {"news": widen(_prior(0), 4), "chat": widen(_prior(1), 4)})
+    gate = RegimeGate(np.eye(2, 4), np.zeros(2), (widen(_prior(2), 4),))
+    heads = HeadSet("v0001", scaler, {"news": widen(_prior(0), 4), "chat": widen(_prior(1), 4)}, {"news": gate})
     save_heads(heads, tmp_path, {"published_after_labels": 64})
     loaded = load_heads(tmp_path)
     assert loaded is not None and loaded.base == "v0001" and sorted(loaded.heads) == ["chat", "news"]
+    [(source, back)] = loaded.gates.items()
+    assert source == "news" and np.allclose(back.weight, gate.weight) and back.heads[0] is not None
+    assert np.allclose(back.heads[0].weight, gate.heads[0].weight, atol=1e-6)
     assert np.allclose(loaded.scaler.center, scaler.center, atol=1e-5)
-    logits = loaded.logits(features[:3], ["news", "chat", "other"])
-    assert np.allclose(logits[0], heads.logits(features[:1], ["news"])[0], atol=1e-4)
-    assert np.isnan(logits[2]).all()  # no head for that source: the model's own layer answers
+    own = np.full((3, 3), 1 / 3)
+    served = loaded.proba(features[:3], ["news", "chat", "other"], own)
+    assert np.allclose(served[:2], heads.proba(features[:2], ["news", "chat"], own[:2]), atol=1e-4)
+    assert np.isnan(served[2]).all()  # no head for that source: the model's own layer answers
     assert load_heads(tmp_path / "missing") is None
 
 
@@ -153,3 +159,20 @@ def test_a_widened_prior_predicts_what_the_model_predicts() -> None:
     scaler = FeatureScaler.fit(features, pooled_dim=D)
     head = widen(prior, 6)
     assert np.allclose(head.logits(scaler(features)), prior.logits(features[:, :D]))
+
+
+def test_a_regime_gate_weighs_each_rows_regimes_by_where_its_features_sit() -> None:
+    """Rows that sit with the earlier regime are answered by its head (or, for None, the model's own
+    probabilities); an ambiguous row gets the blend the gate's posterior gives."""
+    earlier, current = widen(_prior(0), 2), widen(_prior(1), 2)
+    scaler = FeatureScaler(D, np.zeros(2), np.ones(2))
+    x = np.random.default_rng(3).normal(size=(7, D + 2))
+    x[:3, D], x[3:6, D], x[6, D] = 20.0, -20.0, 0.0  # earlier regime, current regime, halfway
+    gate = RegimeGate(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.zeros(2), (earlier,))
+    own = np.tile([0.2, 0.5, 0.3], (7, 1))
+    served = HeadSet("v0001", scaler, {"news": current}, {"news": gate}).proba(x, ["news"] * 7, own)
+    assert np.allclose(served[:3], earlier.proba(x[:3])) and np.allclose(served[3:6], current.proba(x[3:6]))
+    assert np.allclose(served[6], 0.5 * earlier.proba(x[6:]) + 0.5 * current.proba(x[6:]))
+    to_layer = HeadSet("v0001", scaler, {"news": current}, {"news": RegimeGate(gate.weight, gate.bias, (None,))})
+    served = to_layer.proba(x, ["news"] * 3 + ["chat"] * 4, own)
+    assert np.allclose(served[:3], own[:3]) and np.isnan(served[3:]).all()  # chat: no head, no gate

@@ -42,14 +42,16 @@ class FakeRegistry:
         return ControlEvent(kind="heads", model_version=f"{heads.base}.h{len(self.published)}", payload=info)
 
 
-def features_for(label: int, *, shifted: bool) -> np.ndarray:
-    """Before the shift the first pooled feature carries the class; after it, the second mean-pooled one does."""
+def features_for(label: int, *, shifted: bool, offset: float = 0.0) -> np.ndarray:
+    """Before the shift the first pooled feature carries the class; after it, the second mean-pooled one does.
+    ``offset`` moves the first mean-pooled feature: where a regime's messages sit, whatever their class."""
     x = rng.normal(0, 1, POOLED + MEAN)
     signal = (label - 1) * 2.0
     if shifted:
         x[POOLED + 1] += signal
     else:
         x[0] += signal
+    x[POOLED] += offset
     return x
 
 
@@ -58,11 +60,19 @@ class Stream:
         self.bus, self.topics, self.n = bus, topics, 0
 
     def send(
-        self, label: int, *, shifted: bool, base: str = "v0001", source: str = "news", labeled: bool = True
+        self,
+        label: int,
+        *,
+        shifted: bool,
+        base: str = "v0001",
+        source: str = "news",
+        labeled: bool = True,
+        offset: float = 0.0,
     ) -> str:
         self.n += 1
         message = Message(id=f"m{self.n}", text=f"message {self.n}", ts="2026-01-05T14:30:00+00:00", source=source)
-        scored = to_scored(message, np.array([0.2, 0.6, 0.2]), base, features=features_for(label, shifted=shifted))
+        features = features_for(label, shifted=shifted, offset=offset)
+        scored = to_scored(message, np.array([0.2, 0.6, 0.2]), base, features=features)
         self.bus.publish(self.topics.scored, scored.to_bytes(), key=message.id)
         if labeled:
             record = LabelRecord(message_id=message.id, label=LABELS[label], ts="2026-01-05T14:31:00+00:00")
@@ -107,7 +117,7 @@ def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_se
     # The published head classifies the shifted regime, which the champion's own layer cannot.
     labels = np.array([i % 3 for i in range(300)])
     x = np.stack([features_for(int(y), shifted=True) for y in labels])
-    accuracy = (np.nanargmax(heads.logits(x, ["news"] * len(x)), axis=1) == labels).mean()
+    accuracy = (heads.proba(x, ["news"] * len(x), np.full((len(x), 3), 1 / 3)).argmax(axis=1) == labels).mean()
     own = (registry.layer.logits(x[:, :POOLED]).argmax(axis=1) == labels).mean()
     assert accuracy > 0.7 > 0.5 > own  # the Bayes rate of this regime is about 0.79
     events = [decode(ControlEvent, r.value) for r in bus.read_all(topics.control)]
@@ -189,3 +199,46 @@ def test_a_changed_class_mix_is_corrected_before_any_label(topics: TopicSettings
     plain = FakeRegistry()
     drain(learner(off, topics, plain, prior_window=128, prior_shift=False))
     assert plain.published == []  # without the correction nothing serves before labels
+
+
+def test_an_earlier_regime_is_served_by_its_own_head_when_its_language_returns(topics: TopicSettings) -> None:
+    """News, a drift to another language (elsewhere in feature space) with its own head, then news again: the
+    published gate sends news-like messages to what served the news (the champion's own layer) at once."""
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    worker = learner(bus, topics, registry, regimes=3)
+    for i in range(160):
+        stream.send(i % 3, shifted=False, labeled=False)
+    drain(worker)
+    drift = ControlEvent(kind="drift", model_version="v0001", payload={"source": "news"})
+    bus.publish(topics.control, drift.to_bytes(), key="news")
+    drain(worker)
+    assert worker.counts["regimes"] == 1
+    for i in range(240):
+        stream.send(i % 3, shifted=True, offset=4.0)
+    drain(worker)
+    heads, info = registry.published[-1]
+    gate = heads.gates["news"]
+    assert gate.heads == (None,) and info["evidence"]["news"]["regimes"] == 2 and "news" in heads.heads
+    labels = np.array([i % 3 for i in range(300)])
+    news = np.stack([features_for(int(y), shifted=False) for y in labels])
+    chat = np.stack([features_for(int(y), shifted=True, offset=4.0) for y in labels])
+    earlier = lambda x: float(gate.posterior(heads.scaler(x)[:, POOLED:])[:, 0].mean())
+    assert earlier(news) > 0.85 and earlier(chat) < 0.15  # news rows: mostly answered as the model's own layer does
+
+
+def test_regimes_off_publishes_no_gate(topics: TopicSettings) -> None:
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    worker = learner(bus, topics, registry, regimes=0)
+    for i in range(160):
+        stream.send(i % 3, shifted=False, labeled=False)
+    drain(worker)
+    bus.publish(
+        topics.control, ControlEvent(kind="drift", model_version="v0001", payload={"source": "news"}).to_bytes()
+    )
+    drain(worker)
+    for i in range(240):
+        stream.send(i % 3, shifted=True, offset=4.0)
+    drain(worker)
+    assert registry.published and all(not heads.gates for heads, _ in registry.published)

@@ -298,6 +298,28 @@ def test_a_tampered_heads_artifact_is_refused(app: App) -> None:
         swapper.close()
 
 
+def test_heads_whose_regime_gate_does_not_fit_the_features_are_refused(app: App) -> None:
+    from dataclasses import replace
+
+    from aet.pipeline.learning.heads import RegimeGate
+    from aet.pipeline.roles.hotswap import SwapRefused, check_heads
+
+    v1 = register_tiny(app, seed=0)
+    model = app.serving_model(publish_heads(app, v1))
+    assert model.heads is not None
+    width = len(model.heads.scaler.center)
+    fits = RegimeGate(np.zeros((2, width)), np.zeros(2), (None,))
+    check_heads(replace(model, heads=replace(model.heads, gates={"news": fits})))
+    for bad, why in [
+        (RegimeGate(np.zeros((2, width + 1)), np.zeros(2), (None,)), "regime gate"),
+        (RegimeGate(np.zeros((3, width)), np.zeros(3), (None,)), "regime gate"),
+        (RegimeGate(np.full((2, width), np.nan), np.zeros(2), (None,)), "non-finite"),
+        (replace(fits, heads=(model.heads.heads["chat"].__class__(np.zeros((3, 2)), np.zeros(3)),)), "regime 0"),
+    ]:
+        with pytest.raises(SwapRefused, match=why):
+            check_heads(replace(model, heads=replace(model.heads, gates={"news": bad})))
+
+
 def test_the_champion_follower_swaps_heads_versions_in_from_the_control_topic(app: App) -> None:
     v1 = register_tiny(app, seed=0)
     with app.serving_scorer(v1) as scorer:
