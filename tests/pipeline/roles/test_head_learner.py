@@ -201,22 +201,28 @@ def test_a_changed_class_mix_is_corrected_before_any_label(topics: TopicSettings
     assert plain.published == []  # without the correction nothing serves before labels
 
 
-def test_an_earlier_regime_is_served_by_its_own_head_when_its_language_returns(topics: TopicSettings) -> None:
-    """News, a drift to another language (elsewhere in feature space) with its own head, then news again: the
-    published gate sends news-like messages to what served the news (the champion's own layer) at once."""
+def news_then_drift_then_another_language(topics: TopicSettings, regimes: int) -> tuple[HeadLearner, FakeRegistry]:
+    """160 unlabeled news messages, a drift event of news, 240 labeled messages of a language that sits elsewhere."""
     bus, registry = MemoryBus(partitions=1), FakeRegistry()
     stream = Stream(bus, topics)
-    worker = learner(bus, topics, registry, regimes=3)
+    worker = learner(bus, topics, registry, regimes=regimes)
     for i in range(160):
         stream.send(i % 3, shifted=False, labeled=False)
     drain(worker)
     drift = ControlEvent(kind="drift", model_version="v0001", payload={"source": "news"})
     bus.publish(topics.control, drift.to_bytes(), key="news")
     drain(worker)
-    assert worker.counts["regimes"] == 1
     for i in range(240):
         stream.send(i % 3, shifted=True, offset=4.0)
     drain(worker)
+    return worker, registry
+
+
+def test_an_earlier_regime_is_served_by_its_own_head_when_its_language_returns(topics: TopicSettings) -> None:
+    """News, a drift to another language (elsewhere in feature space) with its own head, then news again: the
+    published gate sends news-like messages to what served the news (the champion's own layer) at once."""
+    worker, registry = news_then_drift_then_another_language(topics, regimes=3)
+    assert worker.counts["regimes"] == 1
     heads, info = registry.published[-1]
     gate = heads.gates["news"]
     assert gate.heads == (None,) and info["evidence"]["news"]["regimes"] == 2 and "news" in heads.heads
@@ -228,17 +234,6 @@ def test_an_earlier_regime_is_served_by_its_own_head_when_its_language_returns(t
 
 
 def test_regimes_off_publishes_no_gate(topics: TopicSettings) -> None:
-    bus, registry = MemoryBus(partitions=1), FakeRegistry()
-    stream = Stream(bus, topics)
-    worker = learner(bus, topics, registry, regimes=0)
-    for i in range(160):
-        stream.send(i % 3, shifted=False, labeled=False)
-    drain(worker)
-    bus.publish(
-        topics.control, ControlEvent(kind="drift", model_version="v0001", payload={"source": "news"}).to_bytes()
-    )
-    drain(worker)
-    for i in range(240):
-        stream.send(i % 3, shifted=True, offset=4.0)
-    drain(worker)
+    worker, registry = news_then_drift_then_another_language(topics, regimes=0)
+    assert worker.counts["regimes"] == 0
     assert registry.published and all(not heads.gates for heads, _ in registry.published)
