@@ -139,6 +139,7 @@ class HeadLearner(Worker):
         # Regimes: each source's current episode's latest messages (standardised mean-pooled features), its
         # earlier episodes with the head that served them, and the gate last fitted (with its episode size).
         self.episode: dict[str, deque[np.ndarray]] = {}
+        self.episode_seen: Counter[str] = Counter()  # messages of the current episode, beyond the kept ones too
         self.regimes: dict[str, list[tuple[np.ndarray, HeadWeights | None]]] = {}
         self.gates: dict[str, tuple[int, RegimeGate]] = {}
         if base is not None:
@@ -195,6 +196,7 @@ class HeadLearner(Worker):
             if self.scaler is not None and self.settings.regimes:
                 mean = self.scaler(features)[0, self.scaler.pooled_dim :]
                 self.episode.setdefault(m.source, deque(maxlen=REGIME_MESSAGES)).append(mean)
+                self.episode_seen[m.source] += 1
         held = self.held.pop(m.id, None)
         if held is not None:  # its label came first (another partition, or a scorer restart)
             self._on_label(held, learned)
@@ -273,6 +275,7 @@ class HeadLearner(Worker):
     def _archive(self, source: str) -> None:
         """The source's episode ended: keep it as a regime with the head that served it, if it is one."""
         rows = self.episode.pop(source, None)
+        self.episode_seen.pop(source, None)
         if not self.settings.regimes or rows is None or len(rows) < MIN_REGIME_MESSAGES:
             return
         kept = self.regimes.setdefault(source, [])
@@ -287,9 +290,9 @@ class HeadLearner(Worker):
         current = self.episode.get(source)
         if not earlier or current is None or len(current) < MIN_REGIME_MESSAGES:
             return None
-        fitted = self.gates.get(source)
-        if fitted is not None and fitted[0] >= len(current) // 2 and len(current) < REGIME_MESSAGES:
-            return fitted[1]  # refit when the current regime has doubled, then at each decision once it is full
+        fitted, seen = self.gates.get(source), self.episode_seen[source]
+        if fitted is not None and 2 * fitted[0] > seen:
+            return fitted[1]  # refit each time the current regime has doubled
         x = np.concatenate([rows for rows, _ in earlier] + [np.stack(current)])
         y = np.concatenate(
             [np.full(len(rows), k) for k, (rows, _) in enumerate(earlier)] + [np.full(len(current), len(earlier))]
@@ -297,7 +300,7 @@ class HeadLearner(Worker):
         zero = HeadWeights(np.zeros((len(earlier) + 1, x.shape[1])), np.zeros(len(earlier) + 1))
         fit = fit_map(x, y, zero, GATE_STRENGTH)
         gate = RegimeGate(fit.weight, fit.bias, tuple(head for _, head in earlier))
-        self.gates[source] = (len(current), gate)
+        self.gates[source] = (seen, gate)
         return gate
 
     def _mix_offset(self, source: str) -> np.ndarray | None:

@@ -77,17 +77,15 @@ class _Prediction:
     label: int
     version: str
     ts: datetime
+    own_label: int  # what the weights under a head predicted (the served label where no head served)
+    own_version: str  # the weights' version
     labeled: bool = False
-    base_label: int | None = None  # the weights' own prediction; None where it is the served one
-    base_version: str | None = None
 
-    @property
-    def own_label(self) -> int:
-        return self.label if self.base_label is None else self.base_label
-
-    @property
-    def own_version(self) -> str:
-        return self.base_version or self.version
+    @classmethod
+    def stored(cls, p: Any, position: int | None) -> _Prediction:
+        """A prediction read back from the store, which keeps only what served."""
+        label = LABELS.index(p.label)
+        return cls(p.source, position, label, p.model_version, p.ts, label, p.model_version)
 
 
 def record_key(r: BusRecord) -> str:
@@ -350,13 +348,7 @@ class Monitor(Worker):
         self._remember(
             m.id,
             _Prediction(
-                m.source,
-                position,
-                LABELS.index(m.label),
-                m.model_version,
-                m.ts,
-                base_label=int(np.argmax(probs)) if m.base_probs is not None else None,
-                base_version=m.base_version,
+                m.source, position, LABELS.index(m.label), m.model_version, m.ts, int(np.argmax(probs)), m.base
             ),
         )
         if self.shadow is not None:
@@ -379,9 +371,7 @@ class Monitor(Worker):
         pred = self.recent.get(mid)
         if pred is None and mid in stored and mid not in already:
             p = stored[mid]
-            pred = _Prediction(
-                p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts
-            )
+            pred = _Prediction.stored(p, self._position_at(p.source, p.ts))
             self._remember(mid, pred)  # so that a second label for it in this batch is a duplicate
         if pred is not None and not pred.labeled and mid not in already:
             self._join(label, pred, mid, out, batch, touched)
@@ -516,9 +506,7 @@ class Monitor(Worker):
             label, _ = self.held.pop(mid)
             if mid in stored:
                 p = stored[mid]
-                pred = _Prediction(
-                    p.source, self._position_at(p.source, p.ts), LABELS.index(p.label), p.model_version, p.ts
-                )
+                pred = _Prediction.stored(p, self._position_at(p.source, p.ts))
                 self._join(label, pred, mid, out, batch, touched)
                 continue
             self.counts["expired"] += 1

@@ -440,12 +440,8 @@ class TrainerRole(Worker):
         recent_scores = score_slice(champion, result.model, data.recent_holdout, confidence=confidence, seed=seed)
         older_scores = score_slice(champion, result.model, data.older_holdout, confidence=confidence, seed=seed)
         del champion
-        s = self.settings
-        gated = (s.auto_promote and request.auto_promote is not False) or (
-            bool(request.auto_promote) and s.request_may_promote
-        )
-        verdict = decide(recent_scores, older_scores, s)
-        if not gated or verdict.promote or verdict.shadow:
+        verdict = decide(recent_scores, older_scores, self.settings)
+        if not self._gated(request) or verdict.promote or verdict.shadow:
             result = with_new_fisher(result)  # a challenger that may become the champion anchors the next round
         else:  # the gate will reject it (see _conclude): its Fisher would never anchor a round
             result.fisher_info["skipped"] = "rejected by the gate"
@@ -495,6 +491,14 @@ class TrainerRole(Worker):
         metrics.TRAINING_ROUNDS.labels("registered").inc()
         return self._conclude(request_id, request, info)
 
+    def _gated(self, request: RetrainRequest) -> bool:
+        """Whether the gate decides this request's challenger: a request may always switch promotion off, and on
+        only where ``request_may_promote`` allows it."""
+        s = self.settings
+        if request.auto_promote is False:
+            return False
+        return s.auto_promote or (bool(request.auto_promote) and s.request_may_promote)
+
     def _conclude(self, request_id: str, request: RetrainRequest, info: ModelInfo) -> list[ControlEvent]:
         """Announce a registered challenger, apply the gate, and close the request's run.
 
@@ -519,17 +523,14 @@ class TrainerRole(Worker):
                 },
             )
         ]
-        auto = s.auto_promote and request.auto_promote is not False  # a request may always switch promotion off
-        if request.auto_promote and not s.auto_promote:
-            if s.request_may_promote:
-                auto = True
-            else:
-                log.warning(
-                    "retrain request %s asks for auto_promote, which is off; a request may not switch it on "
-                    "(retrain.request_may_promote): %s stays a challenger",
-                    request_id,
-                    info.version,
-                )
+        auto = self._gated(request)
+        if request.auto_promote and not s.auto_promote and not s.request_may_promote:
+            log.warning(
+                "retrain request %s asks for auto_promote, which is off; a request may not switch it on "
+                "(retrain.request_may_promote): %s stays a challenger",
+                request_id,
+                info.version,
+            )
         if auto and info.status == "challenger":
             recent, older = (SliceScores.from_dict(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
