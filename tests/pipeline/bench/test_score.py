@@ -4,11 +4,12 @@ the point here, the report's shape and arithmetic are)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from aet.pipeline.bench.score import score_benchmark
+from aet.pipeline.bench.score import score_benchmark, sustained_rate
 from aet.pipeline.config import load_settings
 from aet.pipeline.runtime import App
 from tests.conftest import EXAMPLES
@@ -46,3 +47,11 @@ def test_score_benchmark_reports_every_option_the_baselines_and_the_loop(tmp_pat
         assert report["macro_f1_delta_points"] == pytest.approx(100 * (f1[default] - f1["float32"]), abs=0.01)
         assert options["float32"]["quality"]["mean_agreement"] == 1.0
     assert json.loads((tmp_path / "score.json").read_text())["messages"] == 40
+
+
+def test_sustained_rate_leaves_out_start_up_and_the_first_batch() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    # Three batches of 10, scored 1 s apart (a few microseconds between the scores of one batch).
+    stamps = [start + timedelta(seconds=b, microseconds=i) for b in range(3) for i in range(10)]
+    assert sustained_rate(stamps) == pytest.approx(20 / 2.000009, rel=1e-6)
+    assert sustained_rate(stamps[:10]) is None  # one batch: nothing to time it against
