@@ -6,13 +6,18 @@ a few dozen examples, and a challenger that is truly better often cannot show
 it with confidence. Rather than throwing it away, the gate leaves such a
 challenger (better on the slice, not worse on older data, not proven) as a
 **shadow**: it serves nobody, but every labeled message that arrives from
-then on is predicted by it too, beside what actually served the message, and
-the exact McNemar test (pipeline/learning/evidence.py) on those paired
-outcomes decides:
+then on is predicted by it too, beside the champion's weights (their own
+prediction, under any fast-path head that served), and the exact McNemar test
+(pipeline/learning/evidence.py) on those paired outcomes decides:
 
-- promote it when it was right more often than what served, at ``alpha``;
-- reject it when what served was right more often at ``alpha``, or after
-  ``max_labels`` labeled messages without evidence either way.
+- promote it when it was right more often than the champion's weights, at ``alpha``;
+- reject it when the champion's weights were right more often at ``alpha``, or
+  after ``max_labels`` labeled messages without evidence either way.
+
+Weights are compared with weights, as on the gate's held-out slices: after a
+promotion the fast path starts afresh over the new weights and re-learns what
+its heads knew within a few dozen labels, so a shadow judged against the heads
+that served would be refused for a gain it would get back on top of its own.
 
 The labeled messages are scored lazily, when their label is joined: the
 shadow's prediction of a message does not depend on when it is made (it
@@ -51,22 +56,22 @@ class Classifier(Protocol):
 
 
 class ShadowJudge:
-    """Paired live outcomes of what served and of the shadow; a verdict once the evidence (or the budget) says so."""
+    """Paired live outcomes of the champion's weights and of the shadow; a verdict once the evidence says so."""
 
     def __init__(self, alpha: float = 0.05, max_labels: int = 400) -> None:
         self.alpha = alpha
         self.max_labels = max_labels
         self.n = 0
         self.only_shadow_right = 0
-        self.only_served_right = 0
+        self.only_champion_right = 0
 
-    def learn_one(self, served_correct: bool, shadow_correct: bool) -> None:
+    def learn_one(self, champion_correct: bool, shadow_correct: bool) -> None:
         self.n += 1
-        self.only_shadow_right += int(shadow_correct and not served_correct)
-        self.only_served_right += int(served_correct and not shadow_correct)
+        self.only_shadow_right += int(shadow_correct and not champion_correct)
+        self.only_champion_right += int(champion_correct and not shadow_correct)
 
     def test(self) -> McNemar:
-        return mcnemar_counts(self.n, self.only_shadow_right, self.only_served_right)
+        return mcnemar_counts(self.n, self.only_shadow_right, self.only_champion_right)
 
     def verdict(self) -> str | None:
         """``"promote"``, ``"reject"`` or ``None`` (keep scoring)."""
@@ -105,7 +110,7 @@ class ShadowTrial:
         self.check_s = check_s
         self.trial: _Trial | None = None
         self.texts: OrderedDict[str, str] = OrderedDict()
-        self.queue: list[tuple[str, int, bool]] = []  # (message id, true label, what served was right)
+        self.queue: list[tuple[str, int, bool]] = []  # (message id, true label, the champion's weights were right)
         self.verdicts: list[dict[str, Any]] = []
         self._last_check = -float("inf")
         self._events: list[ControlEvent] = []
@@ -123,10 +128,10 @@ class ShadowTrial:
         while len(self.texts) > MAX_TEXTS:
             self.texts.popitem(last=False)
 
-    def learn_one(self, message_id: str, true: int, served_correct: bool) -> None:
+    def learn_one(self, message_id: str, true: int, champion_correct: bool) -> None:
         """A joined label; scored by the shadow in :meth:`step` (one forward pass per batch)."""
         if self.trial is not None and message_id in self.texts:
-            self.queue.append((message_id, true, served_correct))
+            self.queue.append((message_id, true, champion_correct))
 
     def follow(self) -> None:
         """Start or end a trial as the registry says (every ``check_s``); call before a batch's messages."""
@@ -144,8 +149,8 @@ class ShadowTrial:
             return events
         queue, self.queue = self.queue, []
         probs = trial.model.predict_proba([self.texts.pop(mid) for mid, _, _ in queue])
-        for (_, true, served_correct), row in zip(queue, np.asarray(probs).argmax(axis=1), strict=True):
-            trial.judge.learn_one(served_correct, int(row) == true)
+        for (_, true, champion_correct), row in zip(queue, np.asarray(probs).argmax(axis=1), strict=True):
+            trial.judge.learn_one(champion_correct, int(row) == true)
         verdict = trial.judge.verdict()
         if verdict is not None:
             events.append(self._apply(trial, verdict))
@@ -183,7 +188,7 @@ class ShadowTrial:
         judge = ShadowJudge(self.alpha, self.max_labels)
         restored = self._restored or {}
         if restored.get("version") == newest.version:
-            judge.n, judge.only_shadow_right, judge.only_served_right = (
+            judge.n, judge.only_shadow_right, judge.only_champion_right = (
                 int(restored[k]) for k in ("n", "only_shadow_right", "only_served_right")
             )
         self._restored = None
@@ -197,8 +202,8 @@ class ShadowTrial:
 
         t = trial.judge.test()
         words = (
-            f"on {t.n} labeled live messages, the shadow alone was right on {t.only_challenger_right} and what "
-            f"served alone on {t.only_champion_right} "
+            f"on {t.n} labeled live messages, the shadow alone was right on {t.only_challenger_right} and the "
+            f"champion's weights alone on {t.only_champion_right} "
             f"(McNemar p {t.p_challenger_better:.4f} better / {t.p_champion_better:.4f} worse)"
         )
         record = {"verdict": verdict, "reason": words, **t.to_dict()}
@@ -246,7 +251,7 @@ class ShadowTrial:
             "version": self.trial.version,
             "n": j.n,
             "only_shadow_right": j.only_shadow_right,
-            "only_served_right": j.only_served_right,
+            "only_served_right": j.only_champion_right,  # the key earlier releases saved
         }
 
     def restore(self, state: dict[str, Any] | None) -> None:

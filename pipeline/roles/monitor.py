@@ -480,7 +480,7 @@ class Monitor(Worker):
         if self.rollback is not None:
             self.rollback.learn_one(pred.version, true == pred.label)
         if self.shadow is not None:
-            self.shadow.learn_one(mid, true, true == pred.label)
+            self.shadow.learn_one(mid, true, true == pred.own_label)  # weights against weights
         novel = self.engine.source(pred.source).novel
         reference = self._accuracy_elsewhere(pred.source) if novel is not None and not novel.done else None
         self._outcomes(pred.source).append(int(true == pred.label))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -13,22 +14,23 @@ from aet.pipeline.config import MonitorSettings, RetrainSettings, TopicSettings
 from aet.pipeline.learning.promotion import Promoter, SliceScores, decide
 from aet.pipeline.learning.shadow import ShadowJudge, ShadowTrial
 from aet.pipeline.ports import ModelInfo
-from aet.pipeline.records import LABELS, ControlEvent, decode
+from aet.pipeline.records import LABELS, ControlEvent, Message, decode
 from aet.pipeline.roles.monitor import Monitor
+from aet.pipeline.roles.scorer import to_scored
 from aet.storage.db import Database
 from aet.storage.drift_store import MonitorStore
 from aet.storage.registry import ModelRegistry
-from tests.pipeline.roles.test_monitor import CALM, label, scored
+from tests.pipeline.roles.test_monitor import CALM, T0, label, scored
 
 
 def judge_of(shadow_right: int, served_right: int, both: int = 0, max_labels: int = 400) -> ShadowJudge:
     j = ShadowJudge(alpha=0.05, max_labels=max_labels)
     for _ in range(shadow_right):
-        j.learn_one(served_correct=False, shadow_correct=True)
+        j.learn_one(champion_correct=False, shadow_correct=True)
     for _ in range(served_right):
-        j.learn_one(served_correct=True, shadow_correct=False)
+        j.learn_one(champion_correct=True, shadow_correct=False)
     for _ in range(both):
-        j.learn_one(served_correct=True, shadow_correct=True)
+        j.learn_one(champion_correct=True, shadow_correct=True)
     return j
 
 
@@ -100,8 +102,13 @@ def make_shadow(registry: ModelRegistry) -> ControlEvent:
     return Promoter(registry).apply("v0002", decision, drift_event_id="d1")
 
 
-def run_monitor(database: Database, registry: ModelRegistry, model: Oracle, truths: list[str]) -> Monitor:
-    """Messages served as neutral by v0001 with their labels; ``truths`` is each message's true label."""
+def run_monitor(
+    database: Database, registry: ModelRegistry, model: Oracle, truths: list[str], *, head_right: bool = False
+) -> Monitor:
+    """Messages that v0001's weights predict neutral, with their labels; ``truths`` is each message's true label.
+
+    ``head_right``: a fast-path head (``v0001.h1``) served them and was right every time.
+    """
     topics = TopicSettings()
     bus = MemoryBus(partitions=1)
     bus.create_topics(topics.all())
@@ -115,7 +122,14 @@ def run_monitor(database: Database, registry: ModelRegistry, model: Oracle, trut
     trial = ShadowTrial(registry, load, alpha=0.05, max_labels=400, check_s=0)
     monitor = Monitor(bus, MonitorStore(database), topics, settings, shadow=trial)
     for i, truth in enumerate(truths):
-        bus.publish(topics.scored, scored(i, CALM, version="v0001", text=f"{truth} message {i}"), key="k")
+        text = f"{truth} message {i}"
+        if head_right:
+            m = Message(id=f"m{i}", source="news", channel="wire", text=text, ts=T0 + timedelta(minutes=i))
+            served = np.eye(3)[LABELS.index(truth)] * 0.8 + 0.2 / 3
+            record = to_scored(m, served, "v0001.h1", base_version="v0001", base_probs=np.asarray(CALM)).to_bytes()
+        else:
+            record = scored(i, CALM, version="v0001", text=text)
+        bus.publish(topics.scored, record, key="k")
         bus.publish(topics.labels, label(f"m{i}", truth), key=f"m{i}")
     monitor.run(threading.Event(), drain=True)
     assert [i.version for i in loaded] == ["v0002"]  # loaded once, when the monitor noticed it
@@ -136,6 +150,17 @@ def test_the_monitor_promotes_a_shadow_that_is_right_where_the_champion_is_wrong
     assert shadow["verdict"] == "promote" and shadow["p_challenger_better"] <= 0.05
     assert shadow["only_challenger_right"] > shadow["only_champion_right"]
     assert model.calls < 60  # scored in batches, only the labeled messages
+
+
+def test_the_shadow_competes_with_the_champions_weights_not_with_the_head_that_served(
+    database: Database, registry: ModelRegistry
+) -> None:
+    # A head fixed the weights' errors; after a promotion the fast path re-learns over the new weights, so the
+    # shadow must beat the weights it would replace, not the head on top of them (which it cannot, here).
+    make_shadow(registry)
+    monitor = run_monitor(database, registry, Oracle(right=True), [LABELS[i % 3] for i in range(60)], head_right=True)
+    [promotion] = [e for e in monitor.raised if e.kind == "promotion"]
+    assert promotion.model_version == "v0002" and promotion.payload["shadow"]["only_champion_right"] == 0
 
 
 def test_the_monitor_rejects_a_shadow_that_is_wrong_where_the_champion_is_right(
