@@ -204,6 +204,7 @@ def run_scenario(
                     results[name]["models"] = [
                         {"version": m.version, "status": m.status, "parent": m.parent} for m in app.registry.list()
                     ]
+                    results[name]["decisions"] = decisions(app)
                 strategy.close()
                 log.info(
                     "stream %s (seed %d): %s",
@@ -229,6 +230,21 @@ def run_scenario(
         "curves": curves,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def decisions(app: Any) -> list[dict[str, Any]]:
+    """What became of each round, oldest first: the gate's, the shadow trial's and the rollback's verdicts and why."""
+    rows = app.monitor_store.events(kinds=("training_result", "promotion", "rejection", "shadow", "rollback"))
+    out = []
+    for row in sorted(rows, key=lambda r: r.ts):
+        p = row.payload or {}
+        entry = {"kind": row.kind, "version": row.model_version}
+        if row.kind == "training_result":
+            entry["seconds"] = app.registry.get(row.model_version).info.get("seconds")  # train, Fisher, round
+        else:
+            entry["reason"] = p.get("reason")
+        out.append(entry)
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -19,8 +19,10 @@ the champion's own layer, the best by prequential log-loss serves), and every
 - else nothing: the champion's own layer.
 
 A drift event of the source starts a new episode: the candidates' records
-are cleared and they are refit on the most recent labels only, so that a
-return to an earlier language is not served by the head of the last one.
+are cleared and they are refit on the most recent labels only, and what
+serves the source is chosen again at the end of that batch (as when the
+head's own change test fires), so that a return to an earlier language is
+not served by the head of the last one.
 
 When that changes, the heads are published as a version of their own
 (``v0002.h3``: the champion's weights plus a ``heads.safetensors``), sealed
@@ -223,6 +225,7 @@ class HeadLearner(Worker):
             if head is not None:  # a new regime: its own labels decide which candidate serves
                 head.new_episode(keep_last=EPISODE_KEEP)
                 self.counts["episodes"] += 1
+                self._decide_now(source)
             return
         if event.kind not in WEIGHT_CHANGES:
             return
@@ -265,12 +268,18 @@ class HeadLearner(Worker):
         if head.changes > changes:
             self.counts["head_changes"] += 1
             self._archive(source)
+            self._decide_now(source)
             log.info(
                 "fast path: the head of %s stopped beating the champion's layer; refit on its last %d labels",
                 source,
                 len(head.labels),
             )
         self.since_publish[source] += len(rows)
+
+    def _decide_now(self, source: str) -> None:
+        """Choose what serves ``source`` at the end of this batch: the evidence the serving head stood on is gone,
+        and the head of a language that ended would otherwise answer the new one for up to ``publish_every`` labels."""
+        self.since_publish[source] = max(self.since_publish[source], self.settings.publish_every)
 
     def _archive(self, source: str) -> None:
         """The source's episode ended: keep it as a regime with the head that served it, if it is one."""

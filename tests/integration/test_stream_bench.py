@@ -34,6 +34,10 @@ def test_quick_news_to_chat_loop_adapts_and_beats_static_and_river_emb(tmp_path:
     # so this only holds the line: AET may not fall more than 2 points behind the frozen-encoder online learner.
     assert aet["post_drift"]["macro_f1"] > run["results"]["river-emb"]["post_drift"]["macro_f1"] - 0.02
     assert static["retrains"] == 0 and static["forgetting"]["change_points"] == 0
+    # Every round is reported with what became of it, and why.
+    results = [d for d in aet["decisions"] if d["kind"] == "training_result"]
+    assert len(results) == aet["retrains"] and all(d["seconds"]["train"] > 0 for d in results)
+    assert all(d["reason"] for d in aet["decisions"] if d["kind"] != "training_result")
     for phase in aet["phases"]:
         assert phase["labeled"] > 0
     written = json.loads((tmp_path / "stream.json").read_text())

@@ -124,6 +124,25 @@ def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_se
     assert [e.kind for e in events] == ["heads"] * len(registry.published)
 
 
+def test_a_drift_event_withdraws_the_serving_head_at_once(topics: TopicSettings) -> None:
+    """The head's evidence belonged to the language that ended: the champion's layer serves from the next batch,
+    not ``publish_every`` labels later."""
+    bus, registry = MemoryBus(partitions=1), FakeRegistry()
+    stream = Stream(bus, topics)
+    for i in range(64):
+        stream.send(i % 3, shifted=False, labeled=False)
+    for i in range(240):
+        stream.send(i % 3, shifted=True)
+    worker = learner(bus, topics, registry, prior_shift=False)  # else the champion's layer may serve mix-corrected
+    drain(worker)
+    assert set(registry.published[-1][0].heads) == {"news"}
+    drift = ControlEvent(kind="drift", model_version="v0001", payload={"source": "news"})
+    bus.publish(topics.control, drift.to_bytes(), key="news")
+    stream.send(0, shifted=False)  # one label of the new regime: far fewer than publish_every
+    drain(worker)
+    assert registry.published[-1][0].heads == {}, "the ended language's head still serves"
+
+
 def test_a_stream_the_champion_already_predicts_publishes_nothing(topics: TopicSettings) -> None:
     bus, registry = MemoryBus(partitions=1), FakeRegistry()
     stream = Stream(bus, topics)
