@@ -397,13 +397,21 @@ class ObjectiveSettings(_Section):
 class RoundSettings(FitSettings, ObjectiveSettings, TrainableSettings):
     """One adaptation round (pipeline/learning/round.py): its fit, its objective and what trains.
 
-    A round fits for fewer epochs than the bootstrap, in larger batches, at
-    the mode's learning rate, stopping early and within a time budget.
+    A round fits in larger batches than the bootstrap, at the mode's learning
+    rate, within a time budget, for a fixed number of epochs keeping the best
+    on validation. It does not stop early: a round's validation split is a few
+    dozen examples, and on 400 labels of a new corpus (three seeds of
+    news-tweets, one of news-chat, docs/stream.md) 4 epochs gained +3.8
+    (tweets) and +29.3 (chat) test macro-F1 points against +2.1 and +22.7 for
+    2 epochs stopping after one without gain, forgot less (+0.3 and −0.4
+    points of PhraseBank against −0.1 and −5.1), and the gate promoted 3 of
+    the 4 rounds (the fourth became a shadow) against 1 of 4, for 1.85x the
+    training seconds.
     """
 
-    epochs: Epochs = 2
+    epochs: Epochs = 4
     batch_size: BatchSize = 32
-    patience: Patience = 1
+    patience: Patience = None
     time_budget_s: TimeBudget = 1800.0
 
     @property

@@ -244,7 +244,7 @@ def test_the_bootstrap_and_a_round_share_the_fit_with_their_own_defaults() -> No
     assert isinstance(s.retrain, TrainableSettings)
     train, retrain = s.train, s.retrain
     assert (train.epochs, train.batch_size, train.patience, train.time_budget_s) == (3, 16, None, None)
-    assert (retrain.epochs, retrain.batch_size, retrain.patience, retrain.time_budget_s) == (2, 32, 1, 1800.0)
+    assert (retrain.epochs, retrain.batch_size, retrain.patience, retrain.time_budget_s) == (4, 32, None, 1800.0)
     assert train.learning_rate_for("full") == 1e-4  # the bootstrap trains every weight
     assert retrain.mode == "attention" and retrain.learning_rate_used == LEARNING_RATE_BY_MODE["attention"] == 5e-4
     lora = retrain.model_copy(update={"mode": "lora"})
