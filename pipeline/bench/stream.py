@@ -336,6 +336,15 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def periodic_recipe(config: RoundSettings) -> RoundSettings:
+    """The periodic peer's fit: plain cross-entropy in AET's mode, 2 epochs stopping after one without gain.
+
+    Its strongest recipe measured, so that AET is compared with the best of it: on news-tweets (seed 13)
+    it reached 0.685 post-drift this way and 0.657 with AET's 4 epochs, which overfit each period's labels.
+    """
+    return plain(config).model_copy(update={"epochs": 2, "patience": 1})
+
+
 def _make(name: str, app: Any, champion: Any, stream: Stream, config: RoundSettings, clock: StreamClock) -> Strategy:
     if name == "aet":
         return AetLoop(app, clock)
@@ -347,7 +356,7 @@ def _make(name: str, app: Any, champion: Any, stream: Stream, config: RoundSetti
     if name == "river-emb":
         return RiverEmbedding(model, stream.bootstrap)
     if name == "periodic":
-        return Periodic(model, plain(config), stream.scenario.periodic_every)
+        return Periodic(model, periodic_recipe(config), stream.scenario.periodic_every)
     if name == "oracle":
         # Trained to convergence: every epoch up to oracle_epochs, keeping the best on a validation split.
         everything = list(stream.bootstrap) + [it.example() for it in stream.items]

@@ -126,9 +126,10 @@ def score_slice(
 def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSettings) -> GateDecision:
     """Apply the gate's margins to the two slices.
 
-    A challenger that fails only on evidence — better on the recent slice, but by less than the
-    required gain or without confidence, or on too few examples — and is not worse on older data
-    becomes a shadow (with ``settings.shadow``) instead of a rejection.
+    A challenger that fails only on evidence — better on the recent slice but by less than the
+    required gain or without confidence, worse there but not with confidence, or judged on too few
+    examples — and is not worse on older data becomes a shadow (with ``settings.shadow``) instead of
+    a rejection.
     """
     ok, reasons, inconclusive = True, [], False
     gain, drop = settings.promote_min_gain, settings.forget_max_drop
@@ -136,10 +137,19 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
         ok, inconclusive = False, recent.n > 0 and recent.delta > 0
         reasons.append(f"only {recent.n} held-out recent examples; the gate needs at least {settings.min_holdout}")
     elif recent.delta < gain - EPS:
-        ok, inconclusive = False, recent.delta > 0
+        # Not better is not proven worse: on a slice of a few dozen examples a truly better challenger can
+        # measure below the champion; only an interval wholly at or below zero settles it here.
+        not_worse = recent.high is not None and recent.high > 0
+        ok, inconclusive = False, recent.delta > 0 or not_worse
         reasons.append(
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
             f"does not improve by the required {gain:+.3f}"
+            + (
+                f", nor is it worse with {recent.confidence:.0%} confidence (the change's interval is "
+                f"{recent.low:+.3f} .. {recent.high:+.3f})"
+                if not_worse and recent.delta <= 0 and recent.low is not None
+                else ""
+            )
         )
     elif recent.low is not None and recent.low <= min(0.0, gain):  # a negative gain setting waives the bound
         ok, inconclusive = False, True

@@ -63,6 +63,9 @@ def test_the_gate_leaves_an_unproven_challenger_as_a_shadow_and_rejects_a_worse_
     assert gate(s, SliceScores(12, 0.5, 0.6), older_ok) == (False, True)  # too few examples to judge
     assert gate(s, SliceScores(40, 0.5, 0.56, low=-0.04, high=0.15, confidence=0.8), older_worse) == (False, False)
     assert gate(s, SliceScores(40, 0.6, 0.5, low=-0.2, high=0.0, confidence=0.8), older_ok) == (False, False)
+    # Measured worse on a small slice, but not with confidence: the live stream decides, as for a small gain.
+    assert gate(s, SliceScores(80, 0.62, 0.56, low=-0.15, high=0.03, confidence=0.8), older_ok) == (False, True)
+    assert gate(s, SliceScores(80, 0.62, 0.56, low=-0.15, high=0.03, confidence=0.8), older_worse) == (False, False)
     off = RetrainSettings(min_holdout=20, shadow=False)
     assert gate(off, SliceScores(40, 0.5, 0.56, low=-0.04, high=0.15, confidence=0.8), older_ok) == (False, False)
 
