@@ -99,15 +99,21 @@ def drain(worker: HeadLearner) -> None:
     worker.run(threading.Event(), drain=True)
 
 
-def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_seen(
-    topics: TopicSettings,
-) -> None:
+def shifted_stream(topics: TopicSettings, labels: int) -> tuple[MemoryBus, FakeRegistry, Stream]:
+    """64 unlabeled messages of the champion's own regime (they fix the scaler), then ``labels`` shifted ones."""
     bus, registry = MemoryBus(partitions=1), FakeRegistry()
     stream = Stream(bus, topics)
     for i in range(64):
-        stream.send(i % 3, shifted=False, labeled=False)  # fixes the scaler on the champion's own regime
-    for i in range(240):
+        stream.send(i % 3, shifted=False, labeled=False)
+    for i in range(labels):
         stream.send(i % 3, shifted=True)
+    return bus, registry, stream
+
+
+def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_seen(
+    topics: TopicSettings,
+) -> None:
+    bus, registry, _ = shifted_stream(topics, 240)
     worker = learner(bus, topics, registry)
     drain(worker)
     assert worker.counts["labels"] == 240 and registry.published, "no heads were published after the shift"
@@ -127,12 +133,7 @@ def test_a_head_serves_once_it_beats_the_champions_layer_on_labels_it_had_not_se
 def test_a_drift_event_withdraws_the_serving_head_at_once(topics: TopicSettings) -> None:
     """The head's evidence belonged to the language that ended: the champion's layer serves from the next batch,
     not ``publish_every`` labels later."""
-    bus, registry = MemoryBus(partitions=1), FakeRegistry()
-    stream = Stream(bus, topics)
-    for i in range(64):
-        stream.send(i % 3, shifted=False, labeled=False)
-    for i in range(240):
-        stream.send(i % 3, shifted=True)
+    bus, registry, stream = shifted_stream(topics, 240)
     worker = learner(bus, topics, registry, prior_shift=False)  # else the champion's layer may serve mix-corrected
     drain(worker)
     assert set(registry.published[-1][0].heads) == {"news"}
@@ -156,12 +157,7 @@ def test_a_stream_the_champion_already_predicts_publishes_nothing(topics: TopicS
 def test_new_champion_weights_start_the_heads_afresh_and_old_features_are_not_learned(
     topics: TopicSettings,
 ) -> None:
-    bus, registry = MemoryBus(partitions=1), FakeRegistry()
-    stream = Stream(bus, topics)
-    for i in range(64):
-        stream.send(i % 3, shifted=False, labeled=False)
-    for i in range(64):
-        stream.send(i % 3, shifted=True)
+    bus, registry, stream = shifted_stream(topics, 64)
     worker = learner(bus, topics, registry)
     drain(worker)
     assert worker.heads
