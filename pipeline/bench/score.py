@@ -177,7 +177,7 @@ def loop_throughput(app: Any, champion: Any, rows: Sequence[dict[str, Any]]) -> 
             for i, row in enumerate(rows):
                 record = {"id": f"loop-{i}", "text": row["text"], "source": row.get("source", "news")}
                 f.write(json.dumps(record) + "\n")
-        bench = scratch_app(app.settings, Path(tmp) / "home")
+        bench: Any = scratch_app(app.settings, Path(tmp) / "home")  # a memory bus: read_all reads the scores back
         try:
             bench.registry.register(
                 version=champion.version,
