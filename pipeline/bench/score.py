@@ -15,8 +15,9 @@ Next to them: transformers' ``pipeline`` at batch size 1 and 32 on the same
 float32 model and messages, and the whole embedded loop (``aet run``: replay,
 scorer, monitor, alerts, label and dead-letter recorders in one process) on
 the same messages with the default configuration, at the rate it sustains once
-running (first to last score: a daemon loads its model once) and end to end. The messages never repeat
-unless the corpus repeats them, so the cache cannot inflate the ratios.
+running (first to last score: a daemon loads its model once) and end to end.
+The messages never repeat unless the corpus repeats them, so the cache cannot
+inflate the ratios.
 Absolute numbers on a shared machine are noisy; the ratios between
 configurations measured in the same run are what to compare. :func:`scorer_rate`
 gives the other benchmarks the worker's rate to compare their own stage with.

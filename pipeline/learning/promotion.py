@@ -144,13 +144,12 @@ def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSett
         reasons.append(
             f"recent macro-F1 {recent.champion:.3f} -> {recent.challenger:.3f} ({recent.delta:+.3f}) "
             f"does not improve by the required {gain:+.3f}"
-            + (
+        )
+        if not_worse and recent.delta <= 0:
+            reasons[-1] += (
                 f", nor is it worse with {recent.confidence:.0%} confidence (the change's interval is "
                 f"{recent.low:+.3f} .. {recent.high:+.3f})"
-                if not_worse and recent.delta <= 0 and recent.low is not None
-                else ""
             )
-        )
     elif recent.low is not None and recent.low <= min(0.0, gain):  # a negative gain setting waives the bound
         ok, inconclusive = False, True
         reasons.append(

@@ -129,6 +129,7 @@ class HeadLearner(Worker):
         self.waiting: list[tuple[str, np.ndarray, int]] = []  # labels that arrived before the scaler was fixed
         self.heads: dict[str, OnlineHead] = {}
         self.since_publish: Counter[str] = Counter()
+        self.undecided: set[str] = set()  # sources whose serving head lost its evidence: decided at this batch's end
         self.serving: dict[str, HeadWeights] = {}
         self.routing: dict[str, RegimeGate] = {}  # the gates of the heads version that serves
         # Prior shift: the first messages' mean posterior (the mix the model is at home with), each source's
@@ -279,7 +280,7 @@ class HeadLearner(Worker):
     def _decide_now(self, source: str) -> None:
         """Choose what serves ``source`` at the end of this batch: the evidence the serving head stood on is gone,
         and the head of a language that ended would otherwise answer the new one for up to ``publish_every`` labels."""
-        self.since_publish[source] = max(self.since_publish[source], self.settings.publish_every)
+        self.undecided.add(source)
 
     def _archive(self, source: str) -> None:
         """The source's episode ended: keep it as a regime with the head that served it, if it is one."""
@@ -379,10 +380,13 @@ class HeadLearner(Worker):
         return None, facts
 
     def _decide(self, out: Outputs) -> None:
-        """Every ``publish_every`` labels (or ``prior_window / 4`` messages) of a source: choose what serves it
-        (:meth:`_choose`); publish a heads version when that changes predictions."""
+        """Every ``publish_every`` labels (or ``prior_window / 4`` messages) of a source, or at once when its head
+        lost its evidence: choose what serves it (:meth:`_choose`); publish a heads version when that changes
+        predictions."""
         due = {s for s, n in self.since_publish.items() if n >= self.settings.publish_every}
         due |= {s for s, n in self.since_mix.items() if n >= self.settings.prior_window // 4}
+        due |= self.undecided
+        self.undecided = set()
         if not due or self.scaler is None or self.base is None:
             return
         wanted = dict(self.serving)

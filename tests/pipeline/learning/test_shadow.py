@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -14,13 +13,12 @@ from aet.pipeline.config import MonitorSettings, RetrainSettings, TopicSettings
 from aet.pipeline.learning.promotion import Promoter, SliceScores, decide
 from aet.pipeline.learning.shadow import ShadowJudge, ShadowTrial
 from aet.pipeline.ports import ModelInfo
-from aet.pipeline.records import LABELS, ControlEvent, Message, decode
+from aet.pipeline.records import LABELS, ControlEvent, decode
 from aet.pipeline.roles.monitor import Monitor
-from aet.pipeline.roles.scorer import to_scored
 from aet.storage.db import Database
 from aet.storage.drift_store import MonitorStore
 from aet.storage.registry import ModelRegistry
-from tests.pipeline.roles.test_monitor import CALM, T0, label, scored
+from tests.pipeline.roles.test_monitor import CALM, label, scored
 
 
 def judge_of(shadow_right: int, served_right: int, both: int = 0, max_labels: int = 400) -> ShadowJudge:
@@ -127,9 +125,8 @@ def run_monitor(
     for i, truth in enumerate(truths):
         text = f"{truth} message {i}"
         if head_right:
-            m = Message(id=f"m{i}", source="news", channel="wire", text=text, ts=T0 + timedelta(minutes=i))
-            served = np.eye(3)[LABELS.index(truth)] * 0.8 + 0.2 / 3
-            record = to_scored(m, served, "v0001.h1", base_version="v0001", base_probs=np.asarray(CALM)).to_bytes()
+            served = list(np.eye(3)[LABELS.index(truth)] * 0.8 + 0.2 / 3)
+            record = scored(i, served, version="v0001.h1", text=text, base_version="v0001", base_probs=CALM)
         else:
             record = scored(i, CALM, version="v0001", text=text)
         bus.publish(topics.scored, record, key="k")

@@ -69,8 +69,16 @@ def settings(**kw: Any) -> MonitorSettings:
 
 
 def scored(
-    i: int, probs: Sequence[float] = CALM, *, source: str = "news", version: str = "fake-v1", text: str | None = None
+    i: int,
+    probs: Sequence[float] = CALM,
+    *,
+    source: str = "news",
+    version: str = "fake-v1",
+    text: str | None = None,
+    base_version: str | None = None,
+    base_probs: Sequence[float] | None = None,
 ) -> bytes:
+    """Message ``m{i}`` as scored; with ``base_*``, served by a fast-path head over those weights' ``base_probs``."""
     m = Message(
         id=f"m{i}",
         source=source,
@@ -79,7 +87,8 @@ def scored(
         ts=T0 + timedelta(minutes=i),
         entities=["$ACME"],
     )
-    return to_scored(m, np.asarray(probs), version).to_bytes()
+    base = np.asarray(base_probs) if base_probs is not None else None
+    return to_scored(m, np.asarray(probs), version, base_version=base_version, base_probs=base).to_bytes()
 
 
 def label(mid: str, value: Any = "neutral", annotator: str = "ana") -> bytes:
@@ -261,9 +270,8 @@ def test_the_error_detector_judges_the_weights_under_a_fast_path_head(
     """A head that fixes the weights' new errors must not hide their drift from ``adwin_error``."""
     for i in range(1200):
         weights = CALM if i < 400 else SHIFTED  # the weights start to predict negative for neutral messages
-        m = Message(id=f"m{i}", source="news", channel="wire", text=f"message {i}", ts=T0 + timedelta(minutes=i))
-        served = to_scored(m, np.asarray(CALM), "fake-v1.h1", base_version="fake-v1", base_probs=np.asarray(weights))
-        bus.publish(topics.scored, served.to_bytes(), key="$ACME")
+        served = scored(i, CALM, version="fake-v1.h1", base_version="fake-v1", base_probs=weights)
+        bus.publish(topics.scored, served, key="$ACME")
     for i in range(1200):
         bus.publish(topics.labels, label(f"m{i}"), key=f"m{i}")
     monitor = make(bus, mstore, topics, detectors=["adwin_error"], hold_messages=2000)
