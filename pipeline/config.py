@@ -463,6 +463,11 @@ class RetrainSettings(RoundSettings, PromotionSettings):
     reservoir_per_source: int = Field(
         default=3000, ge=3, description="rehearsal reservoir capacity per source (split evenly over the three labels)"
     )
+    followup_trains_on: Literal["new", "episode"] = Field(
+        default="new",
+        description="a follow-up round of a drift episode trains on the labels its champion has not learned yet "
+        "('new'; the episode's earlier labels join the rehearsal pool) or on every label of the episode",
+    )
     max_attempts: int = Field(default=3, ge=1, description="a request whose training crashes is retried this often")
     allowed_data_dirs: list[Path] = Field(
         default_factory=list,
@@ -589,6 +594,11 @@ class MonitorSettings(_Section):
     )
     shadow_labels: int = Field(
         default=400, ge=10, description="labeled live messages after which an undecided shadow is rejected"
+    )
+    shadow_seed_with_holdout: bool = Field(
+        default=True,
+        description="a shadow's trial starts from the paired outcomes of the gate's recent held-out slice "
+        "(examples neither model trained on) instead of from nothing",
     )
     new_source_check: bool = Field(
         default=True,

@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ class RoundData:
     older_holdout: list[Example]
     config: RoundSettings
     device: torch.device
+    learned: int = 0  # episode examples the champion already learned: rehearsed, not trained on as new
 
 
 class TrainerRole(Worker):
@@ -379,10 +381,16 @@ class TrainerRole(Worker):
         examples = self._examples(request)
         recent_pool, recent_holdout = split_holdout(examples, s.holdout_fraction)
         check_trainable(recent_pool, minimum=2)
-        recent_train, recent_val = stratified_split(recent_pool, s.validation_fraction, s.seed)
+        learned_ids = self._learned(champion_info, request)
+        fresh = [e for e in recent_pool if e.id not in learned_ids]
+        learned = [e for e in recent_pool if e.id in learned_ids]
+        if not _trainable(fresh, s.min_examples):  # too few new labels to train on alone: the episode trains
+            fresh, learned = recent_pool, []
+        recent_train, recent_val = stratified_split(fresh, s.validation_fraction, s.seed)
         recent_texts = {text_key(e.text) for e in examples}
         held = [e for e in self.reservoir.examples() if text_key(e.text) not in recent_texts]
         replay_train, older_holdout = split_holdout(held, s.holdout_fraction)
+        replay_train = learned + replay_train
         config = s.model_copy(update={"mode": request.mode or s.mode})
         # Early stopping follows the recent data; the older data is the gate's forgetting check.
         validation = recent_val
@@ -396,7 +404,34 @@ class TrainerRole(Worker):
             older_holdout=older_holdout,
             config=config,
             device=pick_device(s.device or self.model_device),
+            learned=len(learned),
         )
+
+    def _learned(self, champion: ModelInfo, request: RetrainRequest) -> set[str]:
+        """Ids of the request's examples that the champion's weights were trained on in the same drift episode.
+
+        A follow-up round trains on what its champion has not learned yet and rehearses the rest
+        (``retrain.followup_trains_on``), so the rounds of an episode cost the same each instead of
+        growing with it. A label that arrived after the champion's round for a message inside its
+        window counts as learned: it is rehearsed, not lost.
+        """
+        if self.settings.followup_trains_on != "new" or request.data or not request.drift_event_id:
+            return set()
+        weights = (
+            champion if champion.weights_version == champion.version else self.registry.get(champion.weights_version)
+        )
+        facts = weights.info
+        window = facts.get("window") or {}
+        if facts.get("drift_event_id") != request.drift_event_id or facts.get("source") != request.source:
+            return set()
+        if not window.get("end"):
+            return set()
+        end = datetime.fromisoformat(window["end"])
+        start = request.window_start
+        rows = self.training.labeled_examples(
+            start=start, end=end, source=request.source, limit=self.settings.max_examples
+        )
+        return {r["message_id"] for r in rows}
 
     def _weights_artifact(self, info: ModelInfo) -> str:
         """The artifact holding ``info``'s weights (and Fisher): its base's, for a fast-path heads version."""
@@ -462,6 +497,7 @@ class TrainerRole(Worker):
                 "validation": len(data.validation),
                 "recent_holdout": len(data.recent_holdout),
                 "replay_train": len(data.replay_train),
+                "learned_before": data.learned,
                 "older_holdout": len(data.older_holdout),
             },
             **result.facts(),
@@ -613,6 +649,15 @@ class TrainerRole(Worker):
             )
         log.warning("removing %s, left by an earlier attempt at request %s", final, request_id)
         shutil.rmtree(final)
+
+
+def _trainable(examples: list[Example], minimum: int) -> bool:
+    """Whether ``examples`` can train a round on their own (``minimum`` of them, more than one class)."""
+    try:
+        check_trainable(examples, minimum=minimum)
+    except TrainingDataError:
+        return False
+    return True
 
 
 def _world() -> int:

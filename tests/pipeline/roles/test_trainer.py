@@ -19,7 +19,7 @@ from aet.pipeline.learning.promotion import GateDecision
 from aet.pipeline.learning.rehearsal import Reservoir
 from aet.pipeline.learning.terms.elastic import ElasticAnchor
 from aet.pipeline.learning.trainable import trained_names
-from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, ScoredMessage
+from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Probs, RetrainRequest, ScoredMessage
 from aet.pipeline.roles.trainer import TrainerRole
 from aet.pipeline.runtime import App
 from aet.pipeline.signing import check, signature
@@ -173,6 +173,63 @@ def test_labeled_window_from_the_database(app: App) -> None:
     assert info.info["examples"]["labeled"] == sum(1 for i in range(20, 110) if i % 4)
     assert info.info["window"] == {"start": window["start"], "end": window["end"]}
     assert info.info["source"] == "news" and info.info["request_id"] == req.id
+
+
+def _store_labeled(app: App, n: int, base: datetime) -> None:
+    """``n`` labeled news messages, one a minute from ``base``."""
+    examples = synthetic_examples(n, seed=5, prefix="episode ")
+    scored = [
+        ScoredMessage(
+            id=f"m{i}",
+            source="news",
+            text=e.text,
+            ts=base + timedelta(minutes=i),
+            label="neutral",
+            probs=Probs(negative=0.2, neutral=0.6, positive=0.2),
+            score=0.0,
+            model_version="v0001",
+        )
+        for i, e in enumerate(examples)
+    ]
+    labels = [
+        LabelRecord(message_id=m.id, label=LABELS[e.label], ts=m.ts) for m, e in zip(scored, examples, strict=True)
+    ]
+    app.store.write(scored=scored, labels=labels)
+
+
+@pytest.mark.parametrize("trains_on", ["new", "episode"])
+def test_a_follow_up_round_trains_on_what_its_champion_has_not_learned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trains_on: str
+) -> None:
+    app = make_app(tmp_path, followup_trains_on=trains_on)
+    try:
+        monkeypatch.setattr("aet.pipeline.roles.trainer.decide", _always_promote)
+        base = datetime(2024, 3, 1, tzinfo=UTC)
+        _store_labeled(app, 200, base)
+        start = base.isoformat()
+        first = {"start": start, "end": (base + timedelta(minutes=100)).isoformat()}
+        request(app, {"window": first, "source": "news", "drift_event_id": "d1"})
+        run_trainer(app)
+        assert app.registry.champion().version == "v0002"
+
+        whole = {"start": start, "end": (base + timedelta(minutes=200)).isoformat()}
+        role = app.trainer(progress=False)
+        data = role.prepare(RetrainRequest.model_validate({"window": whole, "source": "news", "drift_event_id": "d1"}))
+        other = role.prepare(RetrainRequest.model_validate({"window": whole, "source": "news", "drift_event_id": "d2"}))
+
+        trained = {e.id for e in data.recent_train + data.validation}
+        held_out = {e.id for e in data.recent_holdout}
+        assert len(data.examples) == 200 and len(held_out) > 0  # the gate's slice still covers the whole episode
+        if trains_on == "new":
+            assert trained == {f"m{i}" for i in range(100, 200)} - held_out
+            learned = {f"m{i}" for i in range(100)} - held_out
+            assert data.learned == len(learned) and learned <= {e.id for e in data.replay_train}
+        else:
+            assert trained == {f"m{i}" for i in range(200)} - held_out and data.learned == 0
+        # another episode's round owes nothing to this champion's window
+        assert other.learned == 0 and len(other.recent_train) + len(other.validation) == 200 - len(held_out)
+    finally:
+        app.close()
 
 
 BAD_REQUESTS = [
