@@ -190,3 +190,48 @@ def test_a_shadow_trained_from_other_weights_than_the_champions_is_not_tried(
 def test_control_events_of_the_trial_are_valid_records(database: Database, registry: ModelRegistry) -> None:
     event = make_shadow(registry)
     assert decode(ControlEvent, event.to_bytes()).kind == "shadow"
+
+
+def test_a_judge_seeded_with_held_out_outcomes_decides_sooner_and_counts_only_live_labels_against_its_budget() -> None:
+    live = judge_of(5, 1, both=10, max_labels=50)
+    assert live.verdict() is None  # 5 of 6 discordant: p = 0.11
+    seeded = judge_of(5, 1, both=10, max_labels=50)
+    seeded.seed(80, 9, 2)
+    assert seeded.verdict() == "promote" and seeded.n == 96  # 14 of 17 discordant: p = 0.006
+    undecided = ShadowJudge(alpha=0.05, max_labels=50)
+    undecided.seed(80, 3, 3)
+    for _ in range(49):
+        undecided.learn_one(True, True)
+    assert undecided.verdict() is None  # 49 live labels of a budget of 50, whatever the 80 seeded ones
+    undecided.learn_one(True, True)
+    assert undecided.verdict() == "reject"
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_a_shadow_trial_starts_from_the_gates_held_out_outcomes(registry: ModelRegistry, seeded: bool) -> None:
+    held = SliceScores(
+        80, 0.5, 0.6, low=-0.01, high=0.2, confidence=0.8, only_challenger_right=10, only_champion_right=2
+    )
+    assert SliceScores.from_dict(held.to_dict()) == held
+    registry.register(
+        version="v0003",
+        artifact_path="/m/3",
+        sha256="3" * 64,
+        backbone="t",
+        labels=list(LABELS),
+        parent="v0001",
+        metrics={"holdout_recent": held.to_dict()},
+    )
+    Promoter(registry).apply("v0003", decide(held, SliceScores(100, 0.8, 0.8), RetrainSettings()))
+    trial = ShadowTrial(registry, lambda info: Oracle(right=True), check_s=0, seed_with_holdout=seeded)
+    trial.follow()
+    for i in range(4):  # the champion's weights were wrong on four live messages that the shadow gets right
+        trial.observe(f"m{i}", f"positive message {i}")
+        trial.learn_one(f"m{i}", LABELS.index("positive"), champion_correct=False)
+    events = trial.step()
+    if seeded:  # 14 of 16 discordant pairs, 80 of them held out and 4 live
+        [promotion] = events
+        assert promotion.kind == "promotion" and promotion.model_version == "v0003"
+        assert promotion.payload["shadow"]["n"] == 84
+    else:  # 4 of 4 discordant live pairs: p = 0.06, not yet
+        assert events == [] and trial.active
