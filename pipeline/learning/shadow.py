@@ -218,8 +218,12 @@ class ShadowTrial:
         from aet.pipeline.learning.promotion import Promoter
 
         t = trial.judge.test()
+        seeded = trial.judge.seeded
+        where = f"{t.n - seeded} labeled live messages" + (
+            f" and the gate's {seeded} held-out examples" if seeded else ""
+        )
         words = (
-            f"on {t.n} labeled live messages, the shadow alone was right on {t.only_challenger_right} and the "
+            f"on {where}, the shadow alone was right on {t.only_challenger_right} and the "
             f"champion's weights alone on {t.only_champion_right} "
             f"(McNemar p {t.p_challenger_better:.4f} better / {t.p_champion_better:.4f} worse)"
         )

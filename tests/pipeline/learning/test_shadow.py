@@ -233,5 +233,6 @@ def test_a_shadow_trial_starts_from_the_gates_held_out_outcomes(registry: ModelR
         [promotion] = events
         assert promotion.kind == "promotion" and promotion.model_version == "v0003"
         assert promotion.payload["shadow"]["n"] == 84
+        assert "on 4 labeled live messages and the gate's 80 held-out examples" in promotion.payload["reason"]
     else:  # 4 of 4 discordant live pairs: p = 0.06, not yet
         assert events == [] and trial.active
