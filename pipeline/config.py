@@ -595,11 +595,6 @@ class MonitorSettings(_Section):
     shadow_labels: int = Field(
         default=400, ge=10, description="labeled live messages after which an undecided shadow is rejected"
     )
-    shadow_seed_with_holdout: bool = Field(
-        default=True,
-        description="a shadow's trial starts from the paired outcomes of the gate's recent held-out slice "
-        "(examples neither model trained on) instead of from nothing",
-    )
     new_source_check: bool = Field(
         default=True,
         description="a source the champion was not trained on is compared with its training data (embeddings) "

@@ -298,7 +298,6 @@ class App:
                 alpha=m.shadow_alpha,
                 max_labels=m.shadow_labels,
                 check_s=m.champion_check_s,
-                seed_with_holdout=m.shadow_seed_with_holdout,
             )
             if self.settings.retrain.shadow
             else None

@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from aet.pipeline import metrics
 from aet.pipeline.config import RetrainSettings
 from aet.pipeline.learning.evidence import paired_bootstrap
@@ -48,8 +46,6 @@ class SliceScores:
     low: float | None = None
     high: float | None = None
     confidence: float | None = None
-    only_challenger_right: int | None = None  # paired outcomes: what a shadow trial starts from
-    only_champion_right: int | None = None
 
     @property
     def delta(self) -> float:
@@ -62,8 +58,6 @@ class SliceScores:
             return None
         bounds = [stored.get(k) for k in ("delta_low", "delta_high", "confidence")]
         low, high, confidence = (None if v is None else float(v) for v in bounds)
-        pairs = [stored.get(k) for k in ("only_challenger_right", "only_champion_right")]
-        only_challenger, only_champion = (None if v is None else int(v) for v in pairs)
         return cls(
             int(stored["n"]),
             float(stored["champion_macro_f1"]),
@@ -71,8 +65,6 @@ class SliceScores:
             low,
             high,
             confidence,
-            only_challenger,
-            only_champion,
         )
 
     def to_dict(self) -> dict[str, float | int]:
@@ -84,8 +76,6 @@ class SliceScores:
         }
         if self.low is not None and self.high is not None and self.confidence is not None:
             out.update(delta_low=round(self.low, 4), delta_high=round(self.high, 4), confidence=self.confidence)
-        if self.only_challenger_right is not None and self.only_champion_right is not None:
-            out.update(only_challenger_right=self.only_challenger_right, only_champion_right=self.only_champion_right)
         return out
 
 
@@ -130,17 +120,7 @@ def score_slice(
     a = champion.predict_proba(texts).argmax(axis=1)
     b = challenger.predict_proba(texts).argmax(axis=1)
     c = paired_bootstrap(truth, a, b, confidence=confidence, seed=seed)
-    right_a, right_b = a == np.asarray(truth), b == np.asarray(truth)
-    return SliceScores(
-        c.n,
-        c.champion,
-        c.challenger,
-        c.low,
-        c.high,
-        confidence,
-        int((right_b & ~right_a).sum()),
-        int((right_a & ~right_b).sum()),
-    )
+    return SliceScores(c.n, c.champion, c.challenger, c.low, c.high, confidence)
 
 
 def decide(recent: SliceScores, older: SliceScores | None, settings: RetrainSettings) -> GateDecision:

@@ -64,18 +64,6 @@ class ShadowJudge:
         self.n = 0
         self.only_shadow_right = 0
         self.only_champion_right = 0
-        self.seeded = 0  # outcomes that came from the gate's held-out slice, not from live labels
-
-    def seed(self, n: int, only_shadow_right: int, only_champion_right: int) -> None:
-        """Start from paired outcomes on held-out examples that neither model trained on.
-
-        The gate's recent slice is such a sample of the same episode: counting it makes the trial
-        decide sooner, and ``max_labels`` still counts live labels only.
-        """
-        self.n += n
-        self.seeded += n
-        self.only_shadow_right += only_shadow_right
-        self.only_champion_right += only_champion_right
 
     def learn_one(self, champion_correct: bool, shadow_correct: bool) -> None:
         self.n += 1
@@ -90,7 +78,7 @@ class ShadowJudge:
         t = self.test()
         if t.p_challenger_better <= self.alpha:
             return "promote"
-        if t.p_champion_better <= self.alpha or self.n - self.seeded >= self.max_labels:
+        if t.p_champion_better <= self.alpha or self.n >= self.max_labels:
             return "reject"
         return None
 
@@ -114,13 +102,11 @@ class ShadowTrial:
         alpha: float = 0.05,
         max_labels: int = 400,
         check_s: float = 30.0,
-        seed_with_holdout: bool = True,
     ) -> None:
         self.registry = registry
         self.load = load
         self.alpha = alpha
         self.max_labels = max_labels
-        self.seed_with_holdout = seed_with_holdout
         self.check_s = check_s
         self.trial: _Trial | None = None
         self.texts: OrderedDict[str, str] = OrderedDict()
@@ -205,9 +191,6 @@ class ShadowTrial:
             judge.n, judge.only_shadow_right, judge.only_champion_right = (
                 int(restored[k]) for k in ("n", "only_shadow_right", "only_served_right")
             )
-            judge.seeded = int(restored.get("seeded", 0))
-        elif self.seed_with_holdout:
-            _seed_from_gate(judge, newest)
         self._restored = None
         self.trial = _Trial(newest.version, parent.weights_version, model, judge)
         metrics.SHADOW_TRIALS.labels("started").inc()
@@ -218,12 +201,8 @@ class ShadowTrial:
         from aet.pipeline.learning.promotion import Promoter
 
         t = trial.judge.test()
-        seeded = trial.judge.seeded
-        where = f"{t.n - seeded} labeled live messages" + (
-            f" and the gate's {seeded} held-out examples" if seeded else ""
-        )
         words = (
-            f"on {where}, the shadow alone was right on {t.only_challenger_right} and the "
+            f"on {t.n} labeled live messages, the shadow alone was right on {t.only_challenger_right} and the "
             f"champion's weights alone on {t.only_champion_right} "
             f"(McNemar p {t.p_challenger_better:.4f} better / {t.p_champion_better:.4f} worse)"
         )
@@ -273,25 +252,8 @@ class ShadowTrial:
             "n": j.n,
             "only_shadow_right": j.only_shadow_right,
             "only_served_right": j.only_champion_right,  # the key earlier releases saved
-            "seeded": j.seeded,
         }
 
     def restore(self, state: dict[str, Any] | None) -> None:
         """Counts of the trial that ran before a restart; it resumes when the registry still names it."""
         self._restored = state
-
-
-def _seed_from_gate(judge: ShadowJudge, shadow: ModelInfo) -> None:
-    """Seed ``judge`` with the paired outcomes of the gate's recent held-out slice, when the registry kept them."""
-    held = (shadow.metrics or {}).get("holdout_recent") or {}
-    counts = [held.get(k) for k in ("n", "only_challenger_right", "only_champion_right")]
-    n, only_shadow, only_champion = (v if isinstance(v, int) else -1 for v in counts)
-    if min(n, only_shadow, only_champion) >= 0:
-        judge.seed(n, only_shadow, only_champion)
-        log.info(
-            "shadow %s starts from the gate's %d held-out examples: it alone was right on %d, the champion alone on %d",
-            shadow.version,
-            n,
-            only_shadow,
-            only_champion,
-        )
