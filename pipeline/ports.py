@@ -242,8 +242,12 @@ class Registry(RegistryReader, Protocol):
         """Add a version whose artifact is sealed; registering it as ``champion`` retires the previous one."""
         ...
 
-    def promote(self, version: str) -> ModelInfo:
-        """Make ``version`` the champion and retire the previous one."""
+    def promote(self, version: str, *, expect_weights: str | None = None) -> ModelInfo:
+        """Make ``version`` the champion and retire the previous one.
+
+        With ``expect_weights``, only while the champion serves those weights (checked in the same
+        transaction); else :class:`ChampionChanged` is raised and nothing changes.
+        """
         ...
 
     def set_status(self, version: str, status: ModelStatus, *, note: dict[str, Any] | None = None) -> ModelInfo:
@@ -263,6 +267,10 @@ class StateFenced(BaseException):
     loop catches it: the stale instance stops instead of overwriting the new owner's
     state, and its batch stays uncommitted for the owner to process.
     """
+
+
+class ChampionChanged(RuntimeError):
+    """A promotion meant for one champion's weights found other weights serving (a race lost to another promotion)."""
 
 
 class ArtifactError(RuntimeError):

@@ -31,7 +31,7 @@ from aet.pipeline.learning.rehearsal import Reservoir, ReservoirStats
 from aet.pipeline.learning.rollback import AutoRollback, RollbackGuard
 from aet.pipeline.learning.shadow import ShadowTrial
 from aet.pipeline.model import ModelLoadError, SentimentModel
-from aet.pipeline.ports import ArtifactError, Bus, ModelInfo, ModelRef
+from aet.pipeline.ports import ArtifactError, Bus, ChampionChanged, ModelInfo, ModelRef
 from aet.pipeline.records import ControlEvent, configure, utcnow
 from aet.pipeline.roles.alerts import AlertWorker
 from aet.pipeline.roles.dead_letters import DeadLetterRecorder
@@ -385,6 +385,9 @@ class FastPathRegistry:
 
     def publish(self, heads: HeadSet, info: dict[str, object]) -> ControlEvent:
         registry, artifacts = self.app.registry, self.app.artifacts
+        serving = self.champion_base()
+        if serving != heads.base:
+            raise ChampionChanged(f"heads for the weights {heads.base}, but {serving} serve now")
         prefix = f"{heads.base}.h"
         k = 1 + max((int(m.version[len(prefix) :]) for m in registry.list() if m.version.startswith(prefix)), default=0)
         version = f"{prefix}{k}"
@@ -405,7 +408,16 @@ class FastPathRegistry:
             parent=heads.base,
             info={"kind": "heads", "base": heads.base, **info},
         )
-        return self.promoter.promote(version, reason="fast path: heads beat the champion's own layer", kind="heads")
+        try:
+            return self.promoter.promote(
+                version,
+                reason="fast path: heads beat the champion's own layer",
+                kind="heads",
+                expect_weights=heads.base,
+            )
+        except ChampionChanged as exc:
+            registry.set_status(version, "rejected", note={"rejected": str(exc)})
+            raise
 
 
 class Runnable(Protocol):

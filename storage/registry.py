@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from aet.pipeline.ports import ModelInfo, ModelStatus
+from aet.pipeline.ports import ChampionChanged, ModelInfo, ModelStatus
 from aet.pipeline.records import utcnow
 from aet.storage.db import Database
 from aet.storage.tables import ModelRow
@@ -89,10 +89,20 @@ class ModelRegistry:
             row = s.scalars(select(ModelRow).where(ModelRow.status == "champion")).first()
             return ModelInfo.model_validate(row) if row else None
 
-    def promote(self, version: str) -> ModelInfo:
-        """Make ``version`` the champion and retire the previous one."""
+    def promote(self, version: str, *, expect_weights: str | None = None) -> ModelInfo:
+        """Make ``version`` the champion and retire the previous one.
+
+        With ``expect_weights``, only while the champion serves those weights: a fast-path heads
+        version sits on the weights it was learned for, and must not replace newer weights that
+        were promoted meanwhile (:class:`ChampionChanged`, nothing changes).
+        """
         with self.db.session() as s, s.begin():
             row = _existing(s, version)
+            if expect_weights is not None:
+                current = s.scalars(select(ModelRow).where(ModelRow.status == "champion").with_for_update()).first()
+                serving = ModelInfo.model_validate(current).weights_version if current is not None else None
+                if serving != expect_weights:
+                    raise ChampionChanged(f"{version} is for the weights {expect_weights}, but {serving} serve now")
             s.execute(update(ModelRow).where(ModelRow.status == "champion").values(status="retired"))
             row.status = "champion"
             row.promoted_at = utcnow()

@@ -236,13 +236,20 @@ class Promoter:
         return ControlEvent(kind="rejection", model_version=version, payload=payload)
 
     def promote(
-        self, version: str, *, reason: str = "manual", kind: ControlKind = "promotion", **context: Any
+        self,
+        version: str,
+        *,
+        reason: str = "manual",
+        kind: ControlKind = "promotion",
+        expect_weights: str | None = None,
+        **context: Any,
     ) -> ControlEvent:
-        """Make ``version`` the champion (``kind="heads"`` for a fast-path heads version)."""
+        """Make ``version`` the champion (``kind="heads"`` for a fast-path heads version); with
+        ``expect_weights``, only while those weights serve (else :class:`ChampionChanged`)."""
         before = self.registry.champion()
         if before is not None and before.version == version:
             raise ValueError(f"{version} is already the champion")
-        info = self.registry.promote(version)
+        info = self.registry.promote(version, expect_weights=expect_weights)
         metrics.PROMOTIONS.labels(kind).inc()
         log.info("promoted %s (previous champion %s): %s", version, before.version if before else None, reason)
         return ControlEvent(

@@ -52,7 +52,7 @@ import numpy as np
 from aet.pipeline.config import FastPathSettings, TopicSettings
 from aet.pipeline.learning.heads import FeatureScaler, HeadSet, HeadWeights, OnlineHead, RegimeGate, fit_map, widen
 from aet.pipeline.learning.prior_shift import PriorShift
-from aet.pipeline.ports import BatchStore, Bus, BusRecord
+from aet.pipeline.ports import BatchStore, Bus, BusRecord, ChampionChanged
 from aet.pipeline.records import LABELS, BadRecord, ControlEvent, LabelRecord, ScoredMessage, decode, unpack_features
 from aet.pipeline.worker import Outputs, Worker
 
@@ -82,7 +82,10 @@ class HeadsRegistry(Protocol):
         """The final linear layer of version ``base``'s weights."""
 
     def publish(self, heads: HeadSet, info: dict[str, Any]) -> ControlEvent:
-        """Seal and register ``heads`` as a version on their base, make it serve, and describe that as an event."""
+        """Seal and register ``heads`` as a version on their base, make it serve, and describe that as an event.
+
+        Raises :class:`ChampionChanged` when other weights than their base serve: heads never bring back old weights.
+        """
 
 
 @dataclass(frozen=True)
@@ -409,10 +412,15 @@ class HeadLearner(Worker):
         rerouted = any(gates.get(s) is not self.routing.get(s) for s in due)
         if not rerouted and not any(self._changed(s, wanted.get(s)) for s in due):
             return
-        event = self.registry.publish(
-            HeadSet(base=self.base, scaler=self.scaler, heads=wanted, gates=gates),
-            {"sources": sorted(wanted), "evidence": evidence},
-        )
+        try:
+            event = self.registry.publish(
+                HeadSet(base=self.base, scaler=self.scaler, heads=wanted, gates=gates),
+                {"sources": sorted(wanted), "evidence": evidence},
+            )
+        except ChampionChanged as exc:  # new weights were promoted before their event reached this role
+            log.info("fast path: heads not published (%s); they start afresh on the new weights", exc)
+            self._start(self.registry.champion_base())
+            return
         self.serving = wanted
         self.routing = gates
         self.published.append(event)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aet.pipeline.ports import ChampionChanged
 from aet.storage.registry import ModelRegistry, RegistryError
 
 
@@ -87,6 +88,26 @@ def test_promoting_the_champion_keeps_it(registry: ModelRegistry, model_fields: 
     registry.register(version="v0001", status="champion", **model_fields)
     registry.promote("v0001")
     assert _statuses(registry) == {"v0001": "champion"}
+
+
+def test_a_heads_version_is_promoted_only_while_the_weights_it_was_learned_for_serve(
+    registry: ModelRegistry, model_fields: dict[str, Any]
+) -> None:
+    """New weights promoted meanwhile win: heads of the old weights must not bring those back."""
+    registry.register(version="v0001", status="champion", **model_fields)
+    heads = {"kind": "heads", "base": "v0001"}
+    registry.register(version="v0001.h1", parent="v0001", info=heads, **model_fields)
+    assert registry.promote("v0001.h1", expect_weights="v0001").status == "champion"
+    registry.register(version="v0001.h2", parent="v0001", info=heads, **model_fields)
+    assert registry.promote("v0001.h2", expect_weights="v0001").status == "champion"  # heads on heads: same weights
+    registry.register(version="v0002", parent="v0001", **model_fields)
+    registry.promote("v0002")
+    registry.register(version="v0001.h3", parent="v0001", info=heads, **model_fields)
+    with pytest.raises(ChampionChanged, match="v0002 serve now"):
+        registry.promote("v0001.h3", expect_weights="v0001")
+    champion = registry.champion()
+    assert champion is not None and champion.version == "v0002"
+    assert registry.get("v0001.h3").status == "challenger"
 
 
 def test_unknown_version_raises(registry: ModelRegistry, model_fields: dict[str, Any]) -> None:

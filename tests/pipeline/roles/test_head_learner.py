@@ -12,6 +12,7 @@ import pytest
 from aet.adapters.memory_bus import MemoryBus
 from aet.pipeline.config import FastPathSettings, TopicSettings
 from aet.pipeline.learning.heads import HeadSet, HeadWeights
+from aet.pipeline.ports import ChampionChanged
 from aet.pipeline.records import LABELS, ControlEvent, LabelRecord, Message, ScoredMessage, decode
 from aet.pipeline.roles.head_learner import HeadLearner
 from aet.pipeline.roles.scorer import to_scored
@@ -38,6 +39,8 @@ class FakeRegistry:
         return self.layer
 
     def publish(self, heads: HeadSet, info: dict[str, Any]) -> ControlEvent:
+        if heads.base != self.base:  # as the real registry does (tests/storage/test_registry.py)
+            raise ChampionChanged(f"heads for {heads.base}, but {self.base} serve now")
         self.published.append((heads, info))
         return ControlEvent(kind="heads", model_version=f"{heads.base}.h{len(self.published)}", payload=info)
 
@@ -168,6 +171,22 @@ def test_new_champion_weights_start_the_heads_afresh_and_old_features_are_not_le
         stream.send(i % 3, shifted=True, base="v0001")  # in flight: scored by the old weights
     drain(worker)
     assert worker.base == "v0002" and worker.heads == {} and worker.counts["other_weights"] == 20
+
+
+def test_heads_are_not_published_over_weights_promoted_before_their_event_arrived(topics: TopicSettings) -> None:
+    """A shadow or a round promoted new weights; until the promotion event reaches the fast path, its heads (of
+    the old weights) must not replace them: the publication is refused and the heads start afresh."""
+    bus, registry, stream = shifted_stream(topics, 240)
+    worker = learner(bus, topics, registry)
+    drain(worker)
+    published = len(registry.published)
+    assert published and worker.base == "v0001"
+    registry.base = "v0002"  # promoted elsewhere; no control event yet
+    for i in range(64):
+        stream.send(i % 3, shifted=True)
+    drain(worker)
+    assert len(registry.published) == published, "heads of the old weights replaced the new champion"
+    assert worker.base == "v0002" and worker.heads == {}
 
 
 def test_unjoined_bad_and_foreign_records_are_counted_and_skipped(topics: TopicSettings) -> None:
