@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aet.pipeline import metrics
@@ -29,7 +29,7 @@ from aet.pipeline.config import RetrainSettings
 from aet.pipeline.learning.evidence import paired_bootstrap
 from aet.pipeline.learning.examples import Example
 from aet.pipeline.model import SentimentModel
-from aet.pipeline.ports import ModelInfo, Registry
+from aet.pipeline.ports import ChampionChanged, ModelInfo, Registry
 from aet.pipeline.records import ControlEvent, ControlKind, utcnow
 
 log = logging.getLogger(__name__)
@@ -213,12 +213,25 @@ class Promoter:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def apply(self, version: str, decision: GateDecision, **context: Any) -> ControlEvent:
-        """Promote or reject challenger ``version`` per ``decision``; ``context`` (e.g. request_id) joins the event."""
+    def apply(
+        self, version: str, decision: GateDecision, *, expect_weights: str | None = None, **context: Any
+    ) -> ControlEvent:
+        """Promote or reject challenger ``version`` per ``decision``; ``context`` (e.g. request_id) joins the event.
+
+        With ``expect_weights`` (the weights it was trained from), a promotion that finds other weights
+        serving becomes a rejection: the gate compared it with weights that no longer serve.
+        """
         if decision.promote:
-            return self.promote(
-                version, reason="passed the champion/challenger gate", gate=decision.to_dict(), **context
-            )
+            try:
+                return self.promote(
+                    version,
+                    reason="passed the champion/challenger gate",
+                    gate=decision.to_dict(),
+                    expect_weights=expect_weights,
+                    **context,
+                )
+            except ChampionChanged as exc:
+                decision = replace(decision, promote=False, shadow=False, reasons=[*decision.reasons, str(exc)])
         before = self.registry.champion()
         if decision.shadow:
             note = {"since": utcnow().isoformat(), "gate": decision.to_dict(), **context}

@@ -42,7 +42,7 @@ import numpy as np
 
 from aet.pipeline import metrics
 from aet.pipeline.learning.evidence import McNemar, mcnemar_counts
-from aet.pipeline.ports import ModelInfo, Registry
+from aet.pipeline.ports import ChampionChanged, ModelInfo, Registry
 from aet.pipeline.records import ControlEvent
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,14 @@ class ShadowTrial:
         metrics.SHADOW_TRIALS.labels(verdict).inc()
         if verdict == "promote":
             self.registry.set_status(trial.version, "challenger", note={"shadow_verdict": record})
+            try:
+                event = Promoter(self.registry).promote(
+                    trial.version, reason=f"shadow scoring: {words}", shadow=record, expect_weights=trial.base
+                )
+            except ChampionChanged as exc:  # other weights were promoted since the trial last looked
+                return self._end(trial, str(exc))
             log.warning("shadow %s promoted: %s", trial.version, words)
-            return Promoter(self.registry).promote(trial.version, reason=f"shadow scoring: {words}", shadow=record)
+            return event
         return self._reject(trial.version, f"shadow scoring: {words}", record)
 
     def _end(self, trial: _Trial, why: str) -> ControlEvent:

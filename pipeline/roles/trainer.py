@@ -584,7 +584,11 @@ class TrainerRole(Worker):
                 )
             events.append(
                 self.promoter.apply(
-                    info.version, decision, request_id=request_id, drift_event_id=request.drift_event_id
+                    info.version,
+                    decision,
+                    expect_weights=parent.weights_version if parent is not None else None,
+                    request_id=request_id,
+                    drift_event_id=request.drift_event_id,
                 )
             )
         self.training.finish_run(

@@ -125,6 +125,21 @@ def test_a_failing_challenger_is_rejected_with_the_numbers(registry: ModelRegist
     assert registry.champion().version == "v0001"
 
 
+def test_a_passing_challenger_of_weights_that_no_longer_serve_is_rejected(registry: ModelRegistry) -> None:
+    fields = {
+        "artifact_path": "/m/v0003",
+        "sha256": "c" * 64,
+        "backbone": "b",
+        "labels": ["negative", "neutral", "positive"],
+    }
+    registry.register(version="v0003", parent="v0001", **fields)
+    Promoter(registry).promote("v0003")  # promoted while v0002 trained from v0001
+    decision = decide(SliceScores(100, 0.5, 0.6), SliceScores(100, 0.8, 0.8), SETTINGS)
+    event = Promoter(registry).apply("v0002", decision, expect_weights="v0001")
+    assert event.kind == "rejection" and "v0003 serve now" in event.payload["reason"]
+    assert registry.champion().version == "v0003" and registry.get("v0002").status == "rejected"
+
+
 def test_rollback_event_names_both_versions(registry: ModelRegistry) -> None:
     promoter = Promoter(registry)
     promoter.promote("v0002", reason="manual")

@@ -190,3 +190,18 @@ def test_a_shadow_trained_from_other_weights_than_the_champions_is_not_tried(
 def test_control_events_of_the_trial_are_valid_records(database: Database, registry: ModelRegistry) -> None:
     event = make_shadow(registry)
     assert decode(ControlEvent, event.to_bytes()).kind == "shadow"
+
+
+def test_a_shadow_is_not_promoted_over_weights_promoted_since_its_trial_last_looked(registry: ModelRegistry) -> None:
+    make_shadow(registry)
+    trial = ShadowTrial(registry, lambda info: Oracle(right=True), check_s=3600)
+    trial.follow()
+    assert trial.active
+    registry.register(version="v0003", artifact_path="/m/3", sha256="3" * 64, backbone="t", labels=list(LABELS))
+    Promoter(registry).promote("v0003")  # e.g. a round passed the gate in another process
+    for i in range(20):
+        trial.observe(f"m{i}", f"positive message {i}")
+        trial.learn_one(f"m{i}", LABELS.index("positive"), champion_correct=False)
+    [event] = trial.step()
+    assert event.kind == "rejection" and "v0003 serve now" in event.payload["reason"]
+    assert registry.champion().version == "v0003" and registry.get("v0002").status == "rejected"
