@@ -570,18 +570,9 @@ class TrainerRole(Worker):
         if auto and info.status == "challenger":
             recent, older = (SliceScores.from_dict(info.metrics.get(k)) for k in ("holdout_recent", "holdout_older"))
             decision = decide(recent or SliceScores(0, 0.0, 0.0), older, s)
-            champion = self.registry.champion()
             parent = self.registry.get(info.parent) if info.parent else None
-            # Fast-path heads versions come and go on the same weights while a round trains: only new weights count.
-            if champion is not None and parent is not None and champion.weights_version != parent.weights_version:
-                decision = replace(
-                    decision,
-                    promote=False,
-                    reasons=[
-                        *decision.reasons,
-                        f"the champion changed from {info.parent} to {champion.version} while {info.version} trained",
-                    ],
-                )
+            # Fast-path heads versions come and go on the same weights while a round trains: only new weights
+            # promoted meanwhile make the gate's comparison stale, and the registry then refuses the promotion.
             events.append(
                 self.promoter.apply(
                     info.version,
